@@ -1,0 +1,142 @@
+"""create_app(settings): routes, middlewares, and the resources with a lifetime (cleanup_ctx)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import structlog
+from aiohttp import web
+
+from . import imaging, metrics, routes
+from .batcher import Batcher
+from .config import Settings
+from .errors import PayloadTooLarge, Problem, http_problem_response, problem_response
+from .fetch import create_session
+from .inputs import client_max_size
+from .logging import TRACE_ID, get_logger
+from .model import load_model
+from .state import RUNTIME, SETTINGS, Runtime
+
+SELFTEST_IMAGE = Path(__file__).with_name("selftest.png")
+# Reference score of selftest.png (the fidelity fixture warm_flat.png) from the original Caffe weights.
+SELFTEST_EXPECTED = 0.290647030
+SELFTEST_TOLERANCE = 1e-4
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=client_max_size(settings),
+        middlewares=[observe_middleware],
+        handler_args={"max_field_size": 16384},
+    )
+    app[SETTINGS] = settings
+    app[RUNTIME] = Runtime()
+    app.cleanup_ctx.append(http_session_ctx)
+    app.cleanup_ctx.append(model_ctx)
+    routes.add_routes(app)
+    return app
+
+
+async def http_session_ctx(app: web.Application):
+    runtime = app[RUNTIME]
+    runtime.http = create_session(app[SETTINGS])
+    yield
+    await runtime.http.close()
+
+
+async def model_ctx(app: web.Application):
+    """Loads the model and runs the self-test in the background: /healthz says 503 until it passes."""
+    settings, runtime = app[SETTINGS], app[RUNTIME]
+    runtime.decode_pool = ThreadPoolExecutor(settings.decode_thread_count, thread_name_prefix="nsfwoid-decode")
+    async with Batcher(_run_loaded_model(runtime), max_batch=settings.max_batch,
+                       wait_seconds=settings.batch_wait_ms / 1000) as batcher:
+        runtime.batcher = batcher
+        startup = asyncio.create_task(_start_model(settings, runtime))
+        yield
+        runtime.ready = False
+        startup.cancel()
+        await asyncio.gather(startup, return_exceptions=True)
+    runtime.decode_pool.shutdown(wait=True)
+
+
+def _run_loaded_model(runtime: Runtime):
+    def run(batch: np.ndarray) -> np.ndarray:
+        return runtime.model.run(batch)
+
+    return run
+
+
+async def _start_model(settings: Settings, runtime: Runtime) -> None:
+    log = get_logger()
+    try:
+        runtime.model = await asyncio.to_thread(load_model, settings)
+        metrics.MODEL_INFO.info({**runtime.model.identity, "provider": runtime.model.provider})
+        tensor = await asyncio.to_thread(
+            imaging.to_tensor, SELFTEST_IMAGE.read_bytes(), max_pixels=settings.max_pixels, exact=True
+        )
+        score, _ = await runtime.batcher.score(tensor)
+        runtime.selftest_score = score
+        if abs(score - SELFTEST_EXPECTED) > SELFTEST_TOLERANCE:
+            raise RuntimeError(f"self-test scored {score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
+    except Exception as exc:
+        runtime.failure = str(exc)
+        log.critical("model failed to start", **{"error.message": str(exc), "error.type": type(exc).__name__})
+        return
+    runtime.ready = True
+    log.info("model ready", provider=runtime.model.provider, selftest_score=score)
+
+
+def _route_label(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _trace_id(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if 0 < len(given) <= 128 and set(given) <= REQUEST_ID_CHARS:
+        return given
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Trace id, problem+json rendering of every error, and the HTTP metrics."""
+    started = time.perf_counter()
+    trace_id = _trace_id(request)
+    request[TRACE_ID] = trace_id
+    structlog.contextvars.bind_contextvars(**{TRACE_ID: trace_id})
+    try:
+        response = await handler(request)
+    except Problem as problem:
+        response = _problem(problem)
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = _problem(PayloadTooLarge(exc.text or "request body too large"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = http_problem_response(exc)
+    except Exception:
+        get_logger().exception("unhandled error")
+        response = http_problem_response(web.HTTPInternalServerError(text="internal error"))
+    finally:
+        structlog.contextvars.unbind_contextvars(TRACE_ID)
+    response.headers[REQUEST_ID_HEADER] = trace_id
+    labels = (request.method, _route_label(request), str(response.status))
+    metrics.HTTP_REQUESTS.labels(*labels).inc()
+    metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    return response
+
+
+def _problem(problem: Problem) -> web.Response:
+    metrics.ERRORS.labels(problem.name).inc()
+    return problem_response(problem)

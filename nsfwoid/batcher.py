@@ -1,0 +1,88 @@
+"""Async micro-batcher in front of Model.run: one inference thread runs up to max_batch queued tensors at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import metrics
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+_STOP = None
+
+
+class Batcher:
+    def __init__(self, run_batch: RunBatch, *, max_batch: int, wait_seconds: float) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._wait_seconds = wait_seconds
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsfwoid-inference")
+        self._worker: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Batcher:
+        self._worker = asyncio.create_task(self._work(), name="nsfwoid-batcher")
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        """Scores everything already queued, then stops."""
+        await self._queue.put(_STOP)
+        await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def score(self, tensor: np.ndarray) -> tuple[float, float]:
+        """(NSFW probability, seconds of the model run that scored it)."""
+        if self._worker is None or self._worker.done():
+            raise RuntimeError("the batcher is not running")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((tensor, future))
+        return await future
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = loop.time() + self._wait_seconds
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._run(loop, [(t, f) for t, f in batch if not f.done()])
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        if not batch:
+            return
+        tensors = np.stack([tensor for tensor, _ in batch])
+        started = time.perf_counter()
+        try:
+            scores = await loop.run_in_executor(self._executor, self._run_batch, tensors)
+        except Exception as exc:  # a model failure is ours, not the client's: it becomes a 500
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        seconds = time.perf_counter() - started
+        metrics.INFERENCE_DURATION.observe(seconds)
+        metrics.BATCH_SIZE.observe(len(batch))
+        for (_, future), score in zip(batch, scores):
+            if not future.done():
+                future.set_result((float(score), seconds))

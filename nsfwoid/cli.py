@@ -1,0 +1,117 @@
+"""`nsfwoid serve` and `nsfwoid score PATH_OR_URL…`. Every setting is a flag, over NSFWOID_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import imaging
+from .app import create_app
+from .config import ConfigError, Settings
+from .errors import Problem
+from .fetch import create_session, fetch
+from .logging import AccessLogger, configure_logging, get_logger
+from .model import ModelError, load_model
+from .state import RUNTIME
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nsfwoid", description="NSFW image scoring with open_nsfw.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    score = commands.add_parser("score", help="print the NSFW score of files or URLs")
+    score.add_argument("targets", nargs="+", metavar="PATH_OR_URL")
+    for sub in (serve, score):
+        for f in dataclasses.fields(Settings):
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(f.default, bool):
+                sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+            else:
+                kind = str if isinstance(f.default, tuple) else type(f.default)
+                sub.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(args, f.name)
+        if isinstance(f.default, tuple) and value is not None:
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        overrides[f.name] = value
+    return Settings.load(**overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        sys.exit(f"nsfwoid: {exc}")
+    if args.command == "serve":
+        configure_logging(settings.log_format, settings.log_level)
+        asyncio.run(serve(settings))
+    else:
+        configure_logging("console", "warning", stream=sys.stderr)
+        sys.exit(asyncio.run(score_targets(settings, args.targets)))
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: /healthz 503, stop listening, finish in-flight requests."""
+    log = get_logger()
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=settings.drain_timeout
+    )
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    log.info("listening", **{"server.address": settings.host, "server.port": settings.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    app[RUNTIME].draining = True
+    log.info("draining", inflight=app[RUNTIME].inflight, drain_timeout=settings.drain_timeout)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def score_targets(settings: Settings, targets: list[str]) -> int:
+    """One `SCORE<TAB>TARGET` line per good target on stdout, one error line per bad one on stderr."""
+    try:
+        model = await asyncio.to_thread(load_model, settings)
+    except ModelError as exc:
+        print(f"nsfwoid: {exc}", file=sys.stderr)
+        return 2
+    failures = 0
+    async with create_session(settings) as session:
+        for target in targets:
+            try:
+                data = await _read_target(session, target, settings)
+                tensor = await asyncio.to_thread(
+                    imaging.to_tensor, data, max_pixels=settings.max_pixels, exact=settings.exact
+                )
+                (value,) = await asyncio.to_thread(model.run, tensor[None])
+            except Problem as problem:
+                failures += 1
+                print(f"nsfwoid: {target}: {problem.name}: {problem.detail}", file=sys.stderr)
+                continue
+            except OSError as exc:
+                failures += 1
+                print(f"nsfwoid: {target}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+                continue
+            print(f"{value:.9f}\t{target}", flush=True)
+    return 1 if failures else 0
+
+
+async def _read_target(session, target: str, settings: Settings) -> bytes:
+    if target.startswith(("http://", "https://")):
+        return await fetch(session, target, settings)
+    return await asyncio.to_thread(Path(target).read_bytes)

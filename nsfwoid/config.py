@@ -1,0 +1,110 @@
+"""The one Settings object: defaults, then NSFWOID_* environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "NSFWOID_"
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
+    port: int = field(default=8080, metadata={"help": "port to listen on"})
+    model_path: str = field(default="", metadata={"help": "ONNX weights; empty: the packaged file"})
+    providers: tuple[str, ...] = field(
+        default=(), metadata={"help": "onnxruntime providers; empty: CUDA if present, else CPU"}
+    )
+    exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
+    inference_threads: int = field(default=0, metadata={"help": "onnxruntime intra-op threads; 0: auto"})
+    decode_threads: int = field(default=0, metadata={"help": "decode/preprocess threads; 0: auto"})
+    max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
+    batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
+    max_inflight: int = field(default=32, metadata={"help": "scoring requests in progress at once"})
+    request_timeout: float = field(default=30.0, metadata={"help": "deadline of one scoring request, s"})
+    fetch_timeout: float = field(default=10.0, metadata={"help": "total time for one download, s"})
+    max_image_bytes: int = field(default=25 * MiB, metadata={"help": "cap on a body or download"})
+    max_pixels: int = field(default=50_000_000, metadata={"help": "cap on width x height"})
+    allowed_hosts: tuple[str, ...] = field(
+        default=("upload.wikimedia.org",), metadata={"help": "hosts or *.suffix; * for any public host"}
+    )
+    allow_private_addresses: bool = field(
+        default=False, metadata={"help": "lift the address guard (development and tests only)"}
+    )
+    drain_timeout: float = field(default=25.0, metadata={"help": "how long SIGTERM waits for requests, s"})
+    log_format: str = field(default="json", metadata={"help": "json (ECS) or console"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    def __post_init__(self) -> None:
+        positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        for name in ("request_timeout", "fetch_timeout", "drain_timeout", "batch_wait_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT must be json or console")
+
+    @property
+    def inference_thread_count(self) -> int:
+        return self.inference_threads or _cores()
+
+    @property
+    def decode_thread_count(self) -> int:
+        return self.decode_threads or _cores()
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by NSFWOID_* variables, overridden by non-None keyword arguments."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    name = ENV_PREFIX + f.name.upper()
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the README's table is checked against this."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = ",".join(f.default) if isinstance(f.default, tuple) else str(f.default)
+        rows.append((ENV_PREFIX + f.name.upper(), default, f.metadata["help"]))
+    return rows

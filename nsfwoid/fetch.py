@@ -1,0 +1,161 @@
+"""The safe downloader: host allowlist, connect-time address guard, re-checked redirects, caps, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+
+import aiohttp
+from yarl import URL
+
+from .config import Settings
+from .errors import InvalidUrl, PayloadTooLarge, UpstreamError, UpstreamNotFound, UpstreamTimeout, UrlNotAllowed
+
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+GONE_STATUSES = frozenset({404, 410})
+USER_AGENT = "nsfwoid/1.0 (https://www.mediawiki.org/wiki/Nsfwoid)"
+# Hosts made of digits, dots and hex that are not a canonical dotted quad: 2130706433, 0x7f000001,
+# 0177.0.0.1, 127.1. The C resolver reads them as IPv4 addresses; we refuse them outright.
+NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+CHUNK_BYTES = 64 * 1024
+
+
+class BlockedAddress(OSError):
+    """Raised instead of connecting to a non-public address. One message, so aiohappyeyeballs keeps it."""
+
+    def __init__(self) -> None:
+        super().__init__("address is not public")
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is None and address in NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not is_public_address(embedded):
+            return False
+    return address.is_global and not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def guarded_socket(addr_info) -> socket.socket:
+    """aiohttp socket_factory: runs for every address actually connected to, after DNS resolution."""
+    family, type_, proto, _, sockaddr = addr_info
+    address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+    if not is_public_address(address):
+        raise BlockedAddress()
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
+def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in allowed_hosts:
+        pattern = pattern.lower()
+        if pattern == "*" or pattern == host:
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def checked_url(raw: str | URL, allowed_hosts: tuple[str, ...]) -> URL:
+    """Parse and vet a URL before any connection is made."""
+    try:
+        url = raw if isinstance(raw, URL) else URL(raw.strip())
+        host = url.raw_host
+    except (ValueError, TypeError) as exc:
+        raise InvalidUrl(f"cannot parse the URL: {exc}") from None
+    if not url.is_absolute() or url.scheme not in ("http", "https") or not host:
+        raise InvalidUrl("give an absolute http or https URL")
+    if url.user is not None or url.password is not None:
+        raise UrlNotAllowed("URLs with user information are refused")
+    if NUMERIC_HOST.match(host) and not _is_dotted_quad(host):
+        raise InvalidUrl(f"{host!r} is not a canonical IP address or host name")
+    if not host_allowed(host, allowed_hosts):
+        raise UrlNotAllowed(f"host {host!r} is not in NSFWOID_ALLOWED_HOSTS")
+    return url
+
+
+def _is_dotted_quad(host: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
+
+
+def create_session(settings: Settings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_inflight,
+        socket_factory=None if settings.allow_private_addresses else guarded_socket,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.fetch_timeout),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+    )
+
+
+async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings) -> bytes:
+    """Download an image under every limit, following at most MAX_REDIRECTS re-checked redirects."""
+    url = checked_url(raw_url, settings.allowed_hosts)
+    try:
+        async with asyncio.timeout(settings.fetch_timeout):
+            for _ in range(MAX_REDIRECTS + 1):
+                async with session.get(url, allow_redirects=False) as response:
+                    if response.status in REDIRECT_STATUSES:
+                        url = _redirect_target(url, response, settings.allowed_hosts)
+                        continue
+                    if response.status in GONE_STATUSES:
+                        raise UpstreamNotFound(f"{url.host} answered {response.status}")
+                    if response.status != 200:
+                        raise UpstreamError(f"{url.host} answered {response.status}")
+                    return await read_capped(
+                        response.content, response.content_length, settings.max_image_bytes
+                    )
+            raise UpstreamError(f"more than {MAX_REDIRECTS} redirects")
+    except TimeoutError:
+        raise UpstreamTimeout(f"no complete answer within {settings.fetch_timeout:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, BlockedAddress):
+            raise UrlNotAllowed(f"{url.host} resolves to a non-public address") from None
+        raise UpstreamError(f"cannot connect to {url.host}: {exc.os_error}") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"download from {url.host} failed: {type(exc).__name__}") from None
+
+
+async def read_capped(stream: aiohttp.StreamReader, declared_length: int | None, cap: int) -> bytes:
+    """The whole body, or PayloadTooLarge as soon as the declared or the actual size passes cap."""
+    if declared_length is not None and declared_length > cap:
+        raise PayloadTooLarge(f"declared length {declared_length} bytes is over the limit of {cap}")
+    buffer = bytearray()
+    async for chunk in stream.iter_chunked(CHUNK_BYTES):
+        buffer += chunk
+        if len(buffer) > cap:
+            raise PayloadTooLarge(f"the download is over the limit of {cap} bytes")
+    return bytes(buffer)
+
+
+def _redirect_target(url: URL, response: aiohttp.ClientResponse, allowed_hosts: tuple[str, ...]) -> URL:
+    location = response.headers.get("Location")
+    if not location:
+        raise UpstreamError(f"{url.host} redirected without a Location")
+    try:
+        target = url.join(URL(location))
+    except ValueError:
+        raise UpstreamError(f"{url.host} redirected to an unreadable Location") from None
+    try:
+        return checked_url(target, allowed_hosts)
+    except InvalidUrl as exc:
+        raise UpstreamError(f"redirect to an invalid URL: {exc.detail}") from None
+

@@ -1,0 +1,33 @@
+"""Every Prometheus metric nsfwoid exports, defined once. Process metrics come with prometheus-client."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BYTES_BUCKETS = tuple(2**p for p in range(10, 27, 2))  # 1 KiB … 64 MiB
+SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+HTTP_REQUESTS = Counter(
+    "nsfwoid_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "nsfwoid_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+INFLIGHT = Gauge("nsfwoid_inflight_requests", "Scoring requests in progress")
+ERRORS = Counter("nsfwoid_errors_total", "Problems answered, by type", ["type"])
+FETCH_DURATION = Histogram("nsfwoid_fetch_duration_seconds", "Time to download an image URL", buckets=LATENCY_BUCKETS)
+FETCH_BYTES = Histogram("nsfwoid_fetch_bytes", "Size of downloaded images", buckets=BYTES_BUCKETS)
+PREPROCESS_DURATION = Histogram(
+    "nsfwoid_preprocess_duration_seconds", "Time to decode and preprocess an image", buckets=LATENCY_BUCKETS
+)
+INFERENCE_DURATION = Histogram(
+    "nsfwoid_inference_duration_seconds", "Time of one batched model run", buckets=LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram("nsfwoid_batch_size", "Images in one model run", buckets=BATCH_BUCKETS)
+SCORES = Histogram("nsfwoid_score", "NSFW scores returned", buckets=SCORE_BUCKETS)
+MODEL_INFO = Info("nsfwoid_model", "The model being served")

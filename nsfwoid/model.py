@@ -1,0 +1,96 @@
+"""The open_nsfw weights (location, sha256) and the onnxruntime session that runs them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+
+MODEL_NAME = "open_nsfw"
+MODEL_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
+INPUT_SHAPE = (224, 224, 3)
+NSFW_COLUMN = 1  # output columns are [sfw, nsfw]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+class ModelError(RuntimeError):
+    """The weights are missing or are not the ones we expect. Fatal at startup."""
+
+
+def packaged_model_path() -> Path:
+    return Path(str(resources.files("nsfwoid").joinpath("open-nsfw.onnx")))
+
+
+def verify_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelError(f"cannot read model weights at {path}: {exc}") from exc
+    actual = digest.hexdigest()
+    if actual != MODEL_SHA256:
+        raise ModelError(f"model weights at {path} have sha256 {actual}, expected {MODEL_SHA256}")
+    return actual
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError("onnxruntime is not installed: install nsfwoid[cpu] or nsfwoid[gpu]") from exc
+    return onnxruntime
+
+
+def choose_providers(requested: tuple[str, ...], available: list[str]) -> list[str]:
+    if not requested:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        raise ModelError(f"providers {missing} are not available; this onnxruntime has {available}")
+    return list(requested)
+
+
+@dataclass
+class Model:
+    session: object
+    input_name: str
+    sha256: str
+    provider: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """N×224×224×3 float32 tensors → N NSFW probabilities. Blocking: call it off the event loop."""
+        (probabilities,) = self.session.run(None, {self.input_name: batch})
+        return probabilities[:, NSFW_COLUMN]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"name": MODEL_NAME, "sha256": self.sha256}
+
+
+def load_model(settings: Settings) -> Model:
+    ort = _import_onnxruntime()
+    path = Path(settings.model_path) if settings.model_path else packaged_model_path()
+    sha256 = verify_sha256(path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = settings.inference_thread_count
+    options.inter_op_num_threads = 1
+    # Spinning inference threads would steal the cores the decode pool needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = choose_providers(settings.providers, ort.get_available_providers())
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return Model(
+        session=session,
+        input_name=session.get_inputs()[0].name,
+        sha256=sha256,
+        provider=session.get_providers()[0],
+    )

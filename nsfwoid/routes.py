@@ -1,0 +1,155 @@
+"""HTTP in and out: parse the request, call the pipeline, render text, JSON or problem+json."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from functools import partial
+from importlib import metadata, resources
+
+import numpy as np
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from . import imaging, metrics
+from .errors import Overloaded
+from .inputs import read_image
+from .logging import get_logger
+from .state import RUNTIME, SETTINGS
+
+NAME = "nsfwoid"
+DESCRIPTION = "Scores how likely an image is to be NSFW, with Yahoo's open_nsfw model"
+HOME = "https://www.mediawiki.org/wiki/Nsfwoid"
+SCORE_DECIMALS = 9
+
+
+def _package_text(name: str) -> str:
+    return resources.files("nsfwoid").joinpath(name).read_text(encoding="utf-8")
+
+
+def add_routes(app: web.Application) -> None:
+    openapi_text = _package_text("openapi.yaml")
+    spec_json = json.dumps(yaml.safe_load(_package_text("spec.yaml")))
+
+    async def root(request: web.Request) -> web.Response:
+        if "spec" in request.query:
+            return web.Response(text=spec_json, content_type="application/json")
+        return web.Response(text=f"{NAME}: POST an image, or url=…, to / to get its NSFW score. "
+                                 "API: /openapi.yaml\n")
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(text=openapi_text, content_type="application/yaml")
+
+    app.router.add_get("/", root)
+    app.router.add_post("/", score)
+    app.router.add_post("/v1/score", score)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/_info", info)
+    app.router.add_get("/openapi.yaml", openapi)
+
+
+async def score(request: web.Request) -> web.Response:
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    if not runtime.ready:
+        raise Overloaded("the model is not ready yet")
+    if runtime.inflight >= settings.max_inflight:
+        raise Overloaded(f"{settings.max_inflight} requests are already in progress")
+    runtime.inflight += 1
+    metrics.INFLIGHT.inc()
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(settings.request_timeout or None):
+            image = await read_image(request, runtime.http, settings)
+            prepare = partial(_prepare, image.data, max_pixels=settings.max_pixels, exact=settings.exact)
+            tensor, sha1, preprocess_seconds = await asyncio.get_running_loop().run_in_executor(
+                runtime.decode_pool, prepare
+            )
+            value, inference_seconds = await runtime.batcher.score(tensor)
+    except TimeoutError:
+        raise Overloaded(f"not scored within the deadline of {settings.request_timeout:g} s") from None
+    finally:
+        runtime.inflight -= 1
+        metrics.INFLIGHT.dec()
+    value = round(value, SCORE_DECIMALS)
+    if image.fetch_seconds is not None:
+        metrics.FETCH_DURATION.observe(image.fetch_seconds)
+        metrics.FETCH_BYTES.observe(len(image.data))
+    metrics.PREPROCESS_DURATION.observe(preprocess_seconds)
+    metrics.SCORES.observe(value)
+    get_logger().info(
+        "scored",
+        **{"file.hash.sha1": sha1, "file.size": len(image.data), "nsfwoid.score": value,
+           "nsfwoid.source": image.source},
+    )
+    if "application/json" not in request.headers.get("Accept", ""):
+        return web.Response(text=f"{value:.{SCORE_DECIMALS}f}\n")
+    timings = {
+        "fetch": image.fetch_seconds,
+        "preprocess": preprocess_seconds,
+        "inference": inference_seconds,
+        "total": time.perf_counter() - started,
+    }
+    return web.json_response({
+        "score": value,
+        "model": runtime.model.identity,
+        "sha1": sha1,
+        "sha1_base36": _base36(sha1),
+        "bytes": len(image.data),
+        "source": image.source,
+        "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None},
+    })
+
+
+def _prepare(data: bytes, *, max_pixels: int, exact: bool) -> tuple[np.ndarray, str, float]:
+    """Runs in the decode pool: tensor, hex SHA-1 of the bytes, seconds spent."""
+    started = time.perf_counter()
+    tensor = imaging.to_tensor(data, max_pixels=max_pixels, exact=exact)
+    return tensor, hashlib.sha1(data).hexdigest(), time.perf_counter() - started
+
+
+def _base36(hex_digest: str) -> str:
+    """MediaWiki's img_sha1 form of a SHA-1: base 36, zero-padded to 31 digits."""
+    number, digits = int(hex_digest, 16), []
+    while number:
+        number, rest = divmod(number, 36)
+        digits.append("0123456789abcdefghijklmnopqrstuvwxyz"[rest])
+    return "".join(reversed(digits)).rjust(31, "0")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.draining:
+        status = "draining"
+    elif runtime.ready:
+        status = "ok"
+    elif runtime.failure:
+        status = "failed"
+    else:
+        status = "starting"
+    body = {"status": status}
+    if runtime.model is not None:
+        body["model"] = {**runtime.model.identity, "provider": runtime.model.provider}
+    if runtime.selftest_score is not None:
+        body["selftest_score"] = runtime.selftest_score
+    if runtime.failure:
+        body["detail"] = runtime.failure
+    return web.json_response(body, status=200 if status == "ok" else 503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest(REGISTRY))
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def info(request: web.Request) -> web.Response:
+    try:
+        version = metadata.version(NAME)
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return web.json_response({"name": NAME, "version": version, "description": DESCRIPTION, "home": HOME})

