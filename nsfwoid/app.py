@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import PayloadTooLarge, Problem, http_problem_response, problem_response
 from .fetch import create_session
 from .inputs import client_max_size
-from .logging import TRACE_ID, get_logger
+from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
 from .state import RUNTIME, SETTINGS, Runtime
 
@@ -113,7 +113,7 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     """Trace id, problem+json rendering of every error, and the HTTP metrics."""
     started = time.perf_counter()
     trace_id = _trace_id(request)
-    request[TRACE_ID] = trace_id
+    request[TRACE_ID_KEY] = trace_id
     structlog.contextvars.bind_contextvars(**{TRACE_ID: trace_id})
     try:
         response = await handler(request)

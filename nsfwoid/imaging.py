@@ -21,8 +21,9 @@ CROP = 224
 CROP_OFFSET = (RESIZE - CROP) // 2
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-# A fast decode stops shrinking once the image is this many times the target size.
-REDUCING_GAP = 2.0
+# The fast path lets libjpeg decode at 1/2, 1/4 or 1/8 scale, but never below this size: twice the
+# reference resize keeps scores close to the exact path (see README, "Fast decode").
+DRAFT_SIZE = 2 * RESIZE
 
 
 def to_tensor(data: bytes, *, max_pixels: int, exact: bool) -> np.ndarray:
@@ -30,10 +31,8 @@ def to_tensor(data: bytes, *, max_pixels: int, exact: bool) -> np.ndarray:
     image = open_image(data, max_pixels=max_pixels)
     try:
         if not exact:
-            # libjpeg scales by 1/2, 1/4 or 1/8 in the DCT domain, to no less than RESIZE px.
-            image.draft(None, (RESIZE, RESIZE))
-        rgb = to_rgb(image)
-        return preprocess(rgb, reducing_gap=None if exact else REDUCING_GAP)
+            image.draft(None, (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only; a no-op for other formats
+        return preprocess(to_rgb(image))
     except Problem:
         raise
     except Exception as exc:  # Pillow's decoders raise many kinds; all mean "cannot decode"
@@ -80,9 +79,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def preprocess(rgb: Image.Image, *, reducing_gap: float | None = None) -> np.ndarray:
+def preprocess(rgb: Image.Image) -> np.ndarray:
     """Yahoo's classify_nsfw.py: 256×256 bilinear, JPEG round trip, centre crop 224, BGR minus mean."""
-    resized = rgb.resize((RESIZE, RESIZE), Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
+    resized = rgb.resize((RESIZE, RESIZE), Image.Resampling.BILINEAR)
     with io.BytesIO() as buffer:
         resized.save(buffer, format="JPEG")
         buffer.seek(0)

@@ -8,11 +8,13 @@ from typing import IO
 
 import ecs_logging
 import structlog
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 SERVICE_NAME = "nsfwoid"
 ECS_VERSION = "1.11.0"
-TRACE_ID = "trace.id"  # key of the request's trace id, in the request and in log events
+TRACE_ID = "trace.id"  # the ECS field
+TRACE_ID_KEY = web.RequestKey("trace_id", str)
 
 
 def _add_service_name(_, __, event: dict) -> dict:
@@ -79,7 +81,7 @@ class AccessLogger(AbstractAccessLogger):
                 "http.response.body.bytes": response.body_length,
                 "client.ip": request.remote,
                 "user_agent.original": request.headers.get("User-Agent", ""),
-                TRACE_ID: request.get(TRACE_ID, ""),
+                TRACE_ID: request.get(TRACE_ID_KEY, ""),
             },
         )
 

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from aiohttp import web
+
+from nsfwoid.app import create_app
+from nsfwoid.config import Settings
+from nsfwoid.model import load_model
+from nsfwoid.state import RUNTIME
+
+from . import images
+
+# Tests reach only loopback: downloads go to local aiohttp servers, never to real hosts.
+TEST_SETTINGS = Settings(
+    allowed_hosts=("127.0.0.1", "localhost"),
+    allow_private_addresses=True,
+    fetch_timeout=5.0,
+    request_timeout=10.0,
+    log_format="console",
+)
+
+
+@pytest.fixture(scope="session")
+def model():
+    return load_model(dataclasses.replace(TEST_SETTINGS, inference_threads=2))
+
+
+@pytest.fixture
+def make_client(aiohttp_client):
+    """A client of a real running app; waits until the model has loaded and passed its self-test."""
+
+    async def make(**overrides):
+        app = create_app(dataclasses.replace(TEST_SETTINGS, **overrides))
+        client = await aiohttp_client(app)
+        runtime = app[RUNTIME]
+        for _ in range(600):
+            if runtime.ready or runtime.failure:
+                break
+            await asyncio.sleep(0.01)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server):
+    """A local image host: fixtures, status codes, redirects, slow and oversized answers."""
+
+    async def image(request):
+        return web.Response(body=(images.FIDELITY / request.match_info["name"]).read_bytes(),
+                            content_type="image/jpeg")
+
+    async def status(request):
+        return web.Response(status=int(request.match_info["code"]), text="no")
+
+    async def redirect(request):
+        hops = int(request.match_info["hops"])
+        target = "/image/brick.jpg" if hops == 0 else f"/redirect/{hops - 1}"
+        raise web.HTTPFound(target)
+
+    async def redirect_to(request):
+        raise web.HTTPFound(request.query["target"])
+
+    async def slow(request):
+        await asyncio.sleep(float(request.query.get("seconds", "30")))
+        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes(), content_type="image/jpeg")
+
+    async def huge_length(request):
+        response = web.StreamResponse(headers={"Content-Length": str(10**12)})
+        await response.prepare(request)
+        await response.write(b"\xff\xd8")
+        return response
+
+    async def endless(request):
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"\0" * 65536
+        try:
+            for _ in range(100_000):
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_get("/image/{name}", image)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/redirect/{hops}", redirect)
+    app.router.add_get("/redirect-to", redirect_to)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/huge-length", huge_length)
+    app.router.add_get("/endless", endless)
+    return await aiohttp_server(app)

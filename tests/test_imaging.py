@@ -1,0 +1,163 @@
+"""Decode and preprocessing: every format and mode Commons has, truncation, bombs, hostile bytes."""
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from nsfwoid import imaging
+from nsfwoid.errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
+
+from . import images
+
+LIMIT = 50_000_000
+BASE = images.photo("motorcycle.webp", (400, 300))
+OTHER = images.photo("grass_1600.jpg", (400, 300))
+
+
+def tensor(data: bytes, exact: bool = True) -> np.ndarray:
+    return imaging.to_tensor(data, max_pixels=LIMIT, exact=exact)
+
+
+def reference(image: Image.Image) -> np.ndarray:
+    return imaging.preprocess(image.convert("RGB"))
+
+
+FORMATS = {
+    "jpeg-baseline": lambda: images.encode(BASE, "JPEG", quality=90),
+    "jpeg-progressive": lambda: images.encode(BASE, "JPEG", quality=90, progressive=True),
+    "jpeg-grayscale": lambda: images.encode(BASE.convert("L"), "JPEG"),
+    "jpeg-cmyk": lambda: images.encode(BASE.convert("CMYK"), "JPEG"),
+    "png-palette": lambda: images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+    "png-1bit": lambda: images.encode(BASE.convert("1"), "PNG"),
+    "png-16bit": lambda: images.sixteen_bit_grey_png(BASE.convert("L")),
+    "png-rgba": lambda: images.encode(BASE.convert("RGBA"), "PNG"),
+    "gif-animated": lambda: images.animated_gif(BASE, OTHER),
+    "webp": lambda: images.encode(BASE, "WEBP", quality=90),
+    "webp-lossless": lambda: images.encode(BASE, "WEBP", lossless=True),
+    "tiff-multipage": lambda: images.multipage_tiff(BASE, OTHER),
+    "bmp": lambda: images.encode(BASE, "BMP"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize("exact", [True, False])
+def test_every_format_is_scored(model, kind, exact):
+    result = tensor(FORMATS[kind](), exact=exact)
+    assert result.shape == (224, 224, 3) and result.dtype == np.float32
+    assert np.isfinite(result).all() and result.std() > 1  # a picture, not a flat fill
+    (score,) = model.run(result[None])
+    assert 0.0 <= score <= 1.0
+
+
+@pytest.mark.parametrize("kind, first", [("gif-animated", "gif"), ("tiff-multipage", "tiff")])
+def test_first_frame_or_page_is_used(kind, first):
+    single = images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE) if first == "gif" else BASE, first)
+    only_second = images.encode(OTHER, first)
+    multi = tensor(FORMATS[kind]())
+    assert np.array_equal(multi, tensor(single))
+    assert not np.array_equal(multi, tensor(only_second))
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    grey = BASE.convert("L")
+    sixteen = tensor(images.sixteen_bit_grey_png(grey))
+    assert np.array_equal(sixteen, reference(grey))
+    # Pillow's own convert("RGB") of I;16 clips to white: make sure we are not doing that.
+    assert sixteen.std() > 10
+
+
+def test_sixteen_bit_mode_is_what_pillow_gives():
+    with Image.open(io.BytesIO(images.sixteen_bit_grey_png(BASE.convert("L")))) as image:
+        assert image.mode in imaging.SIXTEEN_BIT_MODES
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF"])
+def test_truncated_files_are_scored(model, fmt):
+    whole = images.encode(BASE, fmt)
+    cut = whole[: int(len(whole) * 0.6)]
+    result = tensor(cut)
+    assert result.shape == (224, 224, 3)
+    (score,) = model.run(result[None])
+    assert 0.0 <= score <= 1.0
+
+
+def test_truncated_webp_is_a_clear_error():
+    # libwebp decodes whole files only, so Pillow cannot read a truncated WebP even tolerantly.
+    whole = images.encode(BASE, "WEBP")
+    with pytest.raises(InvalidImage):
+        tensor(whole[: len(whole) // 2])
+
+
+def test_truncated_fixture_decodes_like_the_reference(model):
+    data = (images.FIDELITY / "motorcycle_truncated_60.jpg").read_bytes()
+    (score,) = model.run(tensor(data)[None])
+    assert score == pytest.approx(images.expected_scores()["motorcycle_truncated_60.jpg"], abs=1e-4)
+
+
+def test_bomb_is_refused_from_the_header():
+    bomb = images.bomb_png(100_000, 100_000)
+    assert len(bomb) < 200
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        tensor(bomb)
+
+
+def test_pixel_limit_is_configurable():
+    data = images.encode(BASE, "PNG")
+    with pytest.raises(ImageTooLarge):
+        imaging.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
+    assert imaging.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, world", b"<html></html>", b"%PDF-1.4\n"])
+def test_non_images_are_unsupported(data):
+    with pytest.raises(UnsupportedMediaType):
+        tensor(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_damaged_header_is_invalid(fmt):
+    data = images.encode(BASE, fmt)
+    with pytest.raises(InvalidImage):
+        tensor(data[:20])
+
+
+def test_fast_path_stays_close_to_exact_on_photos(model):
+    for name in images.PHOTOS[1:]:
+        data = images.encode(images.photo(name, (4000, 3000)), "JPEG", quality=90)
+        fast, exact = model.run(np.stack([tensor(data, exact=False), tensor(data, exact=True)]))
+        assert abs(fast - exact) <= 0.005, name
+
+
+def _mutations():
+    seeds = [images.encode(BASE.resize((64, 48)), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")]
+    return st.tuples(
+        st.sampled_from(seeds),
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
+        st.integers(0, 10_000),
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_mutated_images_raise_only_our_errors(case):
+    seed, edits, cut = case
+    data = bytearray(seed)
+    for position, value in edits:
+        data[position % len(data)] = value
+    try:
+        result = tensor(bytes(data[: max(cut, 8)]), exact=False)
+    except Problem:
+        return
+    assert result.shape == (224, 224, 3) and np.isfinite(result).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_raise_only_our_errors(data):
+    try:
+        tensor(data)
+    except Problem:
+        pass
