@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
-        "gpu": [f"onnxruntime-gpu=={ONNXRUNTIME_VERSION}"],
+        # CUDA and cuDNN come as NVIDIA wheels through onnxruntime-gpu's own extras.
+        "gpu": [f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_VERSION}"],
         "test": [
             f"onnxruntime=={ONNXRUNTIME_VERSION}",
             "hypothesis>=6.100",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
 from .errors import MissingInput, PayloadTooLarge, UnsupportedMediaType
@@ -36,7 +37,10 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
         raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {cap}")
     content_type = request.content_type
     if content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:  # malformed form or parts
+            raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
         upload = form.get("file")
         if isinstance(upload, web.FileField):
             return ImageBytes(_capped(upload.file.read(cap + 1), cap), "file")

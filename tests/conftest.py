@@ -63,7 +63,7 @@ async def upstream(aiohttp_server):
 
     async def redirect(request):
         hops = int(request.match_info["hops"])
-        target = "/image/brick.jpg" if hops == 0 else f"/redirect/{hops - 1}"
+        target = "/image/brick.jpg" if hops <= 1 else f"/redirect/{hops - 1}"  # N hops in all
         raise web.HTTPFound(target)
 
     async def redirect_to(request):

@@ -1,0 +1,56 @@
+"""Micro-batching: concurrent requests share model runs, and batched scores equal unbatched ones."""
+
+import asyncio
+
+import numpy as np
+
+from nsfwoid import imaging
+from nsfwoid.batcher import Batcher
+
+from . import images
+
+
+def tensors():
+    return [imaging.to_tensor((images.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
+            for name in sorted(images.expected_scores())]
+
+
+async def test_batched_scores_equal_unbatched(model):
+    inputs = tensors()
+    sizes = []
+
+    def run(batch):
+        sizes.append(len(batch))
+        return model.run(batch)
+
+    async with Batcher(run, max_batch=8, wait_seconds=0.2) as batcher:
+        results = await asyncio.gather(*(batcher.score(t) for t in inputs))
+    one_by_one = [model.run(t[None])[0] for t in inputs]
+    assert max(sizes) == 8 and sum(sizes) == len(inputs)  # 11 inputs: a batch of 8, then 3
+    np.testing.assert_allclose([score for score, _ in results], one_by_one, rtol=0, atol=1e-6)
+
+
+async def test_a_lone_request_waits_at_most_batch_wait(model):
+    async with Batcher(model.run, max_batch=32, wait_seconds=0.05) as batcher:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        score, seconds = await batcher.score(tensors()[0])
+        assert loop.time() - started < 0.05 + seconds + 0.5
+        assert 0 <= score <= 1
+
+
+async def test_queued_work_is_finished_on_exit(model):
+    inputs = tensors()[:5]
+    async with Batcher(model.run, max_batch=2, wait_seconds=0) as batcher:
+        pending = [asyncio.create_task(batcher.score(t)) for t in inputs]
+        await asyncio.sleep(0)
+    assert all(task.done() and 0 <= task.result()[0] <= 1 for task in pending)
+
+
+async def test_model_failure_reaches_every_waiter():
+    def broken(batch):
+        raise RuntimeError("boom")
+
+    async with Batcher(broken, max_batch=4, wait_seconds=0.01) as batcher:
+        results = await asyncio.gather(*(batcher.score(t) for t in tensors()[:3]), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)

@@ -1,0 +1,157 @@
+"""The command line: `nsfwoid score`, flags over environment, and `serve` with a graceful SIGTERM."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from nsfwoid.cli import build_parser, settings_from_args
+from nsfwoid.config import ConfigError, Settings, describe
+
+from . import images
+
+EXPECTED = images.expected_scores()
+CLI = [sys.executable, "-m", "nsfwoid"]
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_score_prints_one_line_per_target():
+    paths = [str(images.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
+    result = run_cli("score", "--exact", *paths)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[1] for line in lines] == paths
+    for line, name in zip(lines, ("brick.jpg", "retina.jpg")):
+        assert float(line.split("\t")[0]) == pytest.approx(EXPECTED[name], abs=1e-4)
+
+
+def test_score_reports_bad_inputs(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    good = str(images.FIDELITY / "brick.jpg")
+    result = run_cli("score", good, str(text), str(tmp_path / "missing.jpg"), "http://2130706433/a.jpg")
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith("0.")
+    errors = result.stderr.splitlines()
+    assert any("notes.txt: unsupported-media-type" in e for e in errors)
+    assert any("missing.jpg: cannot read" in e for e in errors)
+    assert any("invalid-url" in e for e in errors)
+
+
+def test_score_url_from_local_server(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1",
+                               "--directory", str(images.FIDELITY)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split("port ")[1].split()[0])
+        url = f"http://127.0.0.1:{port}/brick.jpg"
+        refused = run_cli("score", url)  # the default allowlist is upload.wikimedia.org only
+        assert refused.returncode == 1 and "url-not-allowed" in refused.stderr
+        result = run_cli("score", "--exact", url, env={"NSFWOID_ALLOWED_HOSTS": "127.0.0.1",
+                                                        "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"})
+        assert result.returncode == 0, result.stderr
+        assert float(result.stdout.split("\t")[0]) == pytest.approx(EXPECTED["brick.jpg"], abs=1e-4)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_flags_override_environment_override_defaults():
+    env = {"NSFWOID_PORT": "9000", "NSFWOID_MAX_BATCH": "4", "NSFWOID_EXACT": "true",
+           "NSFWOID_ALLOWED_HOSTS": "a.org, *.b.org"}
+    settings = Settings.load(env)
+    assert (settings.port, settings.max_batch, settings.exact) == (9000, 4, True)
+    assert settings.allowed_hosts == ("a.org", "*.b.org")
+    assert Settings.load({}).port == 8080 and Settings.load({}).allowed_hosts == ("upload.wikimedia.org",)
+    os_env = dict(os.environ)
+    try:
+        os.environ.update(env)
+        args = build_parser().parse_args(["serve", "--port", "9100", "--no-exact"])
+        settings = settings_from_args(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(os_env)
+    assert (settings.port, settings.max_batch, settings.exact) == (9100, 4, False)
+
+
+@pytest.mark.parametrize("env", [{"NSFWOID_PORT": "eighty"}, {"NSFWOID_EXACT": "maybe"},
+                                 {"NSFWOID_MAX_INFLIGHT": "0"}, {"NSFWOID_LOG_FORMAT": "xml"}])
+def test_bad_configuration_is_refused(env):
+    with pytest.raises(ConfigError):
+        Settings.load(env)
+    result = run_cli("serve", env=env)
+    assert result.returncode != 0 and "NSFWOID_" in result.stderr
+
+
+def test_readme_configuration_table_is_complete():
+    readme = (images.DATA.parent.parent / "README.md").read_text()
+    for variable, default, _ in describe():
+        assert f"`{variable}`" in readme, variable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=5.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_sigterm_drains_in_flight_requests(aiohttp_server):
+    from aiohttp import web
+
+    async def slow(request):
+        await asyncio.sleep(1.5)
+        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes())
+
+    app = web.Application()
+    app.router.add_get("/slow.jpg", slow)
+    upstream = await aiohttp_server(app)
+    port = free_port()
+    env = {**os.environ, "NSFWOID_PORT": str(port), "NSFWOID_HOST": "127.0.0.1",
+           "NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
+    server = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            try:
+                if (await asyncio.to_thread(get, base + "/healthz"))[0] == 200:
+                    break
+            except OSError:
+                pass
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            requests = [asyncio.create_task(session.post(base + "/", data={"url": str(upstream.make_url("/slow.jpg"))}))
+                        for _ in range(4)]
+            await asyncio.sleep(0.5)
+            server.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            with pytest.raises(OSError):  # no new connections once draining
+                await asyncio.to_thread(get, base + "/healthz", 1)
+            responses = await asyncio.gather(*requests)
+            assert [r.status for r in responses] == [200] * 4
+        assert await asyncio.to_thread(server.wait, 30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log = [json.loads(line) for line in server.stdout.read().splitlines() if line.startswith("{")]
+    messages = [entry["message"] for entry in log]
+    assert "draining" in messages and messages[-1] == "stopped"

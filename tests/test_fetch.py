@@ -1,0 +1,188 @@
+"""SSRF battery: every refused URL is answered 4xx and opens no connection at all."""
+
+import asyncio
+import ipaddress
+import socket
+
+import pytest
+
+from nsfwoid.fetch import checked_url, host_allowed, is_public_address
+from nsfwoid.errors import InvalidUrl, UrlNotAllowed
+
+from .test_http import problem_of
+
+
+class Recorder:
+    """Local listeners that count every connection made to them and answer with a tiny image redirect."""
+
+    def __init__(self):
+        self.connections = 0
+        self.servers = []
+        self.port = None
+
+    async def start(self):
+        async def accept(reader, writer):
+            self.connections += 1
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self.servers.append(server)
+        try:
+            self.servers.append(await asyncio.start_server(accept, "::1", self.port))
+            self.ipv6 = True
+        except OSError:
+            self.ipv6 = False
+        return self
+
+    def close(self):
+        for server in self.servers:
+            server.close()
+
+
+@pytest.fixture
+async def recorder():
+    rec = await Recorder().start()
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+async def guarded(make_client):
+    """The service with its production address guard and an allowlist open to every host."""
+    return await make_client(allowed_hosts=("*",), allow_private_addresses=False)
+
+
+REFUSED_403 = [
+    "http://localhost:{port}/a.jpg",  # a name that resolves to loopback
+    "http://127.0.0.1:{port}/a.jpg",
+    "http://[::1]:{port}/a.jpg",
+    "http://[::ffff:127.0.0.1]:{port}/a.jpg",
+    "http://[::ffff:7f00:1]:{port}/a.jpg",
+    "http://user:pass@localhost:{port}/a.jpg",
+    "http://upload.wikimedia.org@127.0.0.1:{port}/a.jpg",
+]
+REFUSED_400 = [
+    "http://2130706433:{port}/a.jpg",
+    "http://0x7f000001:{port}/a.jpg",
+    "http://0177.0.0.1:{port}/a.jpg",
+    "http://127.1:{port}/a.jpg",
+    "http://0x7f.1:{port}/a.jpg",
+    "http://017700000001:{port}/a.jpg",
+]
+
+
+@pytest.mark.parametrize("template", REFUSED_403)
+async def test_guard_refuses_without_connecting(guarded, recorder, template):
+    url = template.format(port=recorder.port)
+    await problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert recorder.connections == 0
+
+
+@pytest.mark.parametrize("template", REFUSED_400)
+async def test_numeric_ipv4_spellings_are_refused(guarded, recorder, template):
+    url = template.format(port=recorder.port)
+    await problem_of(await guarded.post("/", data={"url": url}), 400, "invalid-url")
+    assert recorder.connections == 0
+
+
+async def test_redirect_to_a_host_off_the_allowlist(make_client, upstream, recorder):
+    client = await make_client(allowed_hosts=("localhost",), allow_private_addresses=True)
+    target = f"http://127.0.0.1:{recorder.port}/a.jpg"
+    url = f"http://localhost:{upstream.port}/redirect-to?target={target}"
+    await problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert recorder.connections == 0
+
+
+async def test_redirect_to_a_private_address_is_refused_at_connect(guarded, recorder, upstream):
+    # The first hop itself is loopback, so the guard must stop it before any redirect is even read.
+    url = str(upstream.make_url("/redirect-to").with_query(target=f"http://127.0.0.1:{recorder.port}/"))
+    await problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert recorder.connections == 0
+
+
+async def test_redirect_with_userinfo_is_refused(make_client, upstream, recorder):
+    client = await make_client(allowed_hosts=("127.0.0.1",), allow_private_addresses=True)
+    target = f"http://a:b@127.0.0.1:{recorder.port}/x"
+    url = str(upstream.make_url("/redirect-to").with_query(target=target))
+    await problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert recorder.connections == 0
+
+
+async def test_three_redirects_followed_four_refused(client, upstream):
+    ok = await client.post("/", data={"url": str(upstream.make_url("/redirect/3"))})
+    assert ok.status == 200
+    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/redirect/4"))}), 502,
+                     "upstream-error")
+
+
+async def test_huge_declared_length_is_refused_before_reading(make_client, upstream):
+    client = await make_client(max_image_bytes=1_000_000)
+    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/huge-length"))}), 413,
+                     "payload-too-large")
+
+
+async def test_endless_body_is_cut_at_the_cap(make_client, upstream):
+    client = await make_client(max_image_bytes=1_000_000)
+    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/endless"))}), 413,
+                     "payload-too-large")
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_request_body_declared_too_large(make_client):
+    client = await make_client(max_image_bytes=1000)
+    response = await client.post("/", data=b"\0" * 5000, headers={"Content-Type": "image/jpeg"})
+    await problem_of(response, 413, "payload-too-large")
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+    "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.0.1", "198.18.0.1",
+    "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254", "64:ff9b::a00:1", "2002:7f00:1::", "2001:db8::1",
+])
+def test_non_public_addresses(address):
+    assert not is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["208.80.154.240", "8.8.8.8", "2620:0:861:ed1a::1", "2606:4700::1111"])
+def test_public_addresses(address):
+    assert is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("upload.wikimedia.org", True), ("UPLOAD.wikimedia.org", True), ("upload.wikimedia.org.", True),
+    ("wikimedia.org", False), ("evilupload.wikimedia.org", False), ("upload.wikimedia.org.evil.com", False),
+])
+def test_default_allowlist(host, allowed):
+    assert host_allowed(host, ("upload.wikimedia.org",)) is allowed
+
+
+def test_suffix_patterns():
+    patterns = ("*.wikimedia.org",)
+    assert host_allowed("upload.wikimedia.org", patterns)
+    assert host_allowed("a.b.wikimedia.org", patterns)
+    assert not host_allowed("wikimedia.org.evil.com", patterns)
+    assert not host_allowed("evilwikimedia.org", patterns)
+
+
+@pytest.mark.parametrize("url, error", [
+    ("https://user@upload.wikimedia.org/a.jpg", UrlNotAllowed),
+    ("https://:pw@upload.wikimedia.org/a.jpg", UrlNotAllowed),
+    ("gopher://upload.wikimedia.org/", InvalidUrl),
+    ("https:///a.jpg", InvalidUrl),
+])
+def test_checked_url(url, error):
+    with pytest.raises(error):
+        checked_url(url, ("upload.wikimedia.org",))
+
+
+def test_checked_url_accepts_commons():
+    url = checked_url("https://upload.wikimedia.org/wikipedia/commons/a/a9/Example.jpg", ("upload.wikimedia.org",))
+    assert url.host == "upload.wikimedia.org"
+
+
+def test_localhost_resolves_to_loopback_here():
+    # The battery's "name resolving to loopback" case relies on this.
+    addresses = {info[4][0] for info in socket.getaddrinfo("localhost", 80)}
+    assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses)

@@ -1,0 +1,241 @@
+"""Operability: Prometheus metrics, ECS logs, /_info, and the deployment files validated strictly."""
+
+import asyncio
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from nsfwoid.logging import configure_logging
+
+from . import images
+
+ROOT = Path(__file__).parent.parent
+SCHEMAS = images.DATA / "schemas"
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
+
+
+async def scrape(client) -> dict:
+    response = await client.get("/metrics")
+    assert response.status == 200 and response.content_type == "text/plain"
+    return {family.name: family for family in text_string_to_metric_families(await response.text())}
+
+
+def sample_value(family, suffix: str = "", **labels) -> float:
+    total = 0.0
+    for sample in family.samples:
+        if sample.name == family.name + suffix and all(sample.labels.get(k) == v for k, v in labels.items()):
+            total += sample.value
+    return total
+
+
+async def test_metrics_are_exported_and_move(client, upstream):
+    before = await scrape(client)
+    url = str(upstream.make_url("/image/brick.jpg"))
+    assert (await client.post("/", data={"url": url})).status == 200
+    assert (await client.post("/", data=b"nope", headers={"Content-Type": "image/png"})).status == 415
+    after = await scrape(client)
+    expected = {
+        "nsfwoid_http_requests": "counter", "nsfwoid_http_request_duration_seconds": "histogram",
+        "nsfwoid_fetch_duration_seconds": "histogram", "nsfwoid_fetch_bytes": "histogram",
+        "nsfwoid_preprocess_duration_seconds": "histogram", "nsfwoid_inference_duration_seconds": "histogram",
+        "nsfwoid_batch_size": "histogram", "nsfwoid_score": "histogram", "nsfwoid_errors": "counter",
+        "nsfwoid_inflight_requests": "gauge", "nsfwoid_model_info": "gauge", "process_resident_memory_bytes": "gauge",
+    }
+    for name, kind in expected.items():
+        assert after[name].type == kind, name
+
+    def delta(name, suffix="", **labels):
+        return sample_value(after[name], suffix, **labels) - sample_value(before[name], suffix, **labels)
+
+    assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="200") == 1
+    assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="415") == 1
+    assert delta("nsfwoid_errors", "_total", type="unsupported-media-type") == 1
+    assert delta("nsfwoid_fetch_bytes", "_sum") == len(BRICK)
+    assert delta("nsfwoid_score", "_count") == 1
+    assert delta("nsfwoid_inference_duration_seconds", "_count") >= 1
+    assert delta("nsfwoid_preprocess_duration_seconds", "_count") == 2 - 1
+    info = after["nsfwoid_model_info"].samples[0].labels
+    assert info["name"] == "open_nsfw" and info["provider"] == "CPUExecutionProvider" and len(info["sha256"]) == 64
+    assert sample_value(after["nsfwoid_inflight_requests"]) == 0
+
+
+def test_metric_names_follow_prometheus_conventions():
+    from prometheus_client import REGISTRY
+
+    import nsfwoid.metrics  # noqa: F401
+
+    for family in REGISTRY.collect():
+        if not family.name.startswith("nsfwoid_"):
+            continue
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", family.name), family.name
+        if family.type == "histogram" and "duration" in family.name:
+            assert family.name.endswith("_seconds")
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+
+
+async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
+    from nsfwoid.app import create_app
+    from nsfwoid.logging import AccessLogger
+
+    from .conftest import TEST_SETTINGS
+
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    try:
+        server = await aiohttp_server(create_app(TEST_SETTINGS), access_log_class=AccessLogger)
+        client = await aiohttp_client(server)
+        for _ in range(300):
+            if (await client.get("/healthz")).status == 200:
+                break
+            await asyncio.sleep(0.02)
+        response = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg", "X-Request-Id": "abc-123"})
+        assert response.status == 200 and response.headers["X-Request-Id"] == "abc-123"
+        generated = (await client.get("/_info")).headers["X-Request-Id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+        for hostile_id in ("bad id; rm", "x" * 300, "a\\u0000b"):
+            hostile = await client.get("/_info", headers={"X-Request-Id": hostile_id})
+            assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["X-Request-Id"])
+        await asyncio.sleep(0.1)  # access lines are written just after the response is sent
+    finally:
+        configure_logging("console", "info")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for line in lines:
+        assert line["ecs.version"] == "1.11.0" and line["service"]["name"] == "nsfwoid"
+        assert line["@timestamp"].endswith("Z") and line["log.level"] and line["message"]
+    access = [l for l in lines if l.get("url", {}).get("path") == "/" and "http" in l]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["http"]["request"]["method"] == "POST" and entry["http"]["response"]["status_code"] == 200
+    assert entry["event"]["duration"] > 0 and entry["client"]["ip"] == "127.0.0.1"
+    assert entry["trace"]["id"] == "abc-123"
+    scored = [l for l in lines if l["message"] == "scored"]
+    assert len(scored) == 1
+    assert scored[0]["file"]["hash"]["sha1"] and scored[0]["file"]["size"] == len(BRICK)
+    assert 0 <= scored[0]["nsfwoid"]["score"] <= 1 and scored[0]["trace"]["id"] == "abc-123"
+    assert all(json.dumps(line).find("\\u00ff\\u00d8") < 0 for line in lines)  # no image bytes
+    assert sum(1 for l in lines if "http" in l and "response" in l["http"]) == len(
+        [l for l in lines if l["message"].split(" ")[0] in ("GET", "POST")])
+
+
+async def test_info(client):
+    response = await client.get("/_info")
+    body = await response.json()
+    assert set(body) == {"name", "version", "description", "home"} and body["name"] == "nsfwoid"
+    assert re.match(r"\d+\.\d+\.\d+", body["version"])
+
+
+# Deployment files
+
+def blubber_strict_errors(config: dict, schema: dict) -> list[str]:
+    """What Blubber refuses beyond its JSON schema: the version, unknown keys, variant names, copies."""
+    errors = []
+    if config.get("version") != "v4":
+        errors.append("version must be v4")
+    defs = schema["$defs"]
+
+    def keys_of(ref: str) -> set[str]:
+        node = defs[ref.split("/")[-1]]
+        keys = set(node.get("properties", {}))
+        for part in node.get("allOf", []):
+            if "$ref" in part:
+                keys |= keys_of(part["$ref"])
+            keys |= set(part.get("properties", {}))
+        return keys
+
+    top = keys_of("#/$defs/v4.Config")
+    errors += [f"unknown top-level key {k}" for k in config if k not in top]
+    variant_keys = keys_of("#/$defs/v4.Variant")
+    builder_keys = set(defs["v4.CustomBuilder"]["properties"])
+    for name, variant in config.get("variants", {}).items():
+        if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9\-\.]+[a-zA-Z0-9]", name):
+            errors.append(f"bad variant name {name}")
+        errors += [f"{name}: unknown key {k}" for k in variant if k not in variant_keys]
+        if "copies" not in variant:
+            errors.append(f"{name}: copies must be explicit")
+        for builder in variant.get("builders", []):
+            for builder_name, body in builder.items():
+                errors += [f"{name}/{builder_name}: unknown key {k}" for k in body if k not in builder_keys]
+        for key in ("runs", "lives"):
+            allowed = set(defs["v4.Common"]["properties"][key]["properties"])
+            errors += [f"{name}.{key}: unknown key {k}" for k in variant.get(key, {}) if k not in allowed]
+        for include in variant.get("includes", []):
+            if include not in config["variants"]:
+                errors.append(f"{name} includes unknown variant {include}")
+    return errors
+
+
+def test_blubber_file_is_valid():
+    text = (ROOT / ".pipeline" / "blubber.yaml").read_text()
+    assert text.startswith("# syntax=")
+    config = yaml.safe_load(text)
+    schema = json.loads((SCHEMAS / "blubber-config.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(config)
+    assert blubber_strict_errors(config, schema) == []
+    variants = config["variants"]
+    assert {"build", "test", "production", "production-gpu"} <= set(variants)
+    assert variants["test"]["entrypoint"][-2:] == ["pytest", "-q"] or "pytest" in variants["test"]["entrypoint"][0]
+    for name in ("production", "production-gpu"):
+        assert variants[name]["entrypoint"][-2:] == ["nsfwoid", "serve"] or variants[name]["entrypoint"][-1] == "serve"
+        assert variants[name]["runs"]["insecurely"] is False
+    assert any("[gpu]" in " ".join(b["install"]["command"]) for b in variants["build-gpu"]["builders"]
+               if "install" in b)
+
+
+def test_blubber_strict_rules_catch_mistakes():
+    schema = json.loads((SCHEMAS / "blubber-config.schema.json").read_text())
+    bad = {"version": "v3", "colour": 1, "variants": {"9bad": {"entrypoint": ["x"], "bogus": True}}}
+    errors = blubber_strict_errors(bad, schema)
+    assert any("v4" in e for e in errors) and any("colour" in e for e in errors)
+    assert any("bad variant name" in e for e in errors) and any("bogus" in e for e in errors)
+    assert any("copies" in e for e in errors)
+
+
+def test_pipelinelib_config_is_valid():
+    config = yaml.safe_load((ROOT / ".pipeline" / "config.yaml").read_text())
+    schema = yaml.safe_load((SCHEMAS / "pipelinelib-pipelines.v0.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(config)
+    variants = yaml.safe_load((ROOT / ".pipeline" / "blubber.yaml").read_text())["variants"]
+    pipelines = config["pipelines"]
+    assert {"test", "publish"} <= set(pipelines)
+    for pipeline in pipelines.values():
+        assert pipeline["blubberfile"] == "blubber.yaml"
+        for stage in pipeline["stages"]:
+            assert stage["build"] in variants
+    assert any(s["build"] == "test" and s["run"] for s in pipelines["test"]["stages"])
+    assert any(s["build"] == "production" and s["publish"]["image"] for s in pipelines["publish"]["stages"])
+
+
+def test_kubernetes_manifests_validate_strictly():
+    path = ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml"
+    result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    documents = list(yaml.safe_load_all(path.read_text()))
+    kinds = {d["kind"]: d for d in documents}
+    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = kinds["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    drain = next(float(e["value"]) for e in container["env"] if e["name"] == "NSFWOID_DRAIN_TIMEOUT")
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
+
+
+def test_kubernetes_validation_is_strict(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n")
+    result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
