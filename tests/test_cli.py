@@ -93,6 +93,13 @@ def test_bad_configuration_is_refused(env):
     assert result.returncode != 0 and "NSFWOID_" in result.stderr
 
 
+def test_ci_runs_the_readme_test_command():
+    root = images.DATA.parent.parent
+    readme = (root / "README.md").read_text()
+    ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"```sh\n{ci_command}\n```" in readme
+
+
 def test_readme_configuration_table_is_complete():
     readme = (images.DATA.parent.parent / "README.md").read_text()
     for variable, default, _ in describe():
