@@ -44,7 +44,7 @@ def start_service(**env) -> tuple[subprocess.Popen, str]:
     full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port), "NSFWOID_LOG_LEVEL": "warning",
                 **env}
     process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env,
-                               stdout=open("/tmp/svc.log", "a"), stderr=subprocess.STDOUT)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

