@@ -96,6 +96,14 @@ async def test_healthz_503_before_ready(make_client):
     assert (await client.get("/healthz")).status == 503
 
 
+async def test_healthz_503_while_draining(client):
+    from nsfwoid.state import RUNTIME
+
+    client.app[RUNTIME].draining = True  # what `nsfwoid serve` sets first on SIGTERM
+    response = await client.get("/healthz")
+    assert response.status == 503 and (await response.json())["status"] == "draining"
+
+
 # Every error type, as a client would cause it.
 async def test_missing_input(client):
     await problem_of(await client.post("/", data={"other": "x"}), 400, "missing-input")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
