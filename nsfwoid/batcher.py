@@ -71,10 +71,11 @@ class Batcher:
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         if not batch:
             return
-        tensors = np.stack([tensor for tensor, _ in batch])
+        tensors = [tensor for tensor, _ in batch]
         started = time.perf_counter()
         try:
-            scores = await loop.run_in_executor(self._executor, self._run_batch, tensors)
+            # Stacking copies megabytes: do it on the inference thread, not on the event loop.
+            scores = await loop.run_in_executor(self._executor, lambda: self._run_batch(np.stack(tensors)))
         except Exception as exc:  # a model failure is ours, not the client's: it becomes a 500
             for _, future in batch:
                 if not future.done():
