@@ -8,7 +8,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import structlog
 from aiohttp import web
 
@@ -57,7 +56,7 @@ async def model_ctx(app: web.Application):
     """Loads the model and runs the self-test in the background: /healthz says 503 until it passes."""
     settings, runtime = app[SETTINGS], app[RUNTIME]
     runtime.decode_pool = ThreadPoolExecutor(settings.decode_thread_count, thread_name_prefix="nsfwoid-decode")
-    async with Batcher(_run_loaded_model(runtime), max_batch=settings.max_batch,
+    async with Batcher(lambda batch: runtime.model.run(batch), max_batch=settings.max_batch,
                        wait_seconds=settings.batch_wait_ms / 1000) as batcher:
         runtime.batcher = batcher
         startup = asyncio.create_task(_start_model(settings, runtime))
@@ -66,13 +65,6 @@ async def model_ctx(app: web.Application):
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
     runtime.decode_pool.shutdown(wait=True)
-
-
-def _run_loaded_model(runtime: Runtime):
-    def run(batch: np.ndarray) -> np.ndarray:
-        return runtime.model.run(batch)
-
-    return run
 
 
 async def _start_model(settings: Settings, runtime: Runtime) -> None:

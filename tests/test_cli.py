@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +14,7 @@ from nsfwoid.cli import build_parser, settings_from_args
 from nsfwoid.config import ConfigError, Settings, describe
 
 from . import images
+from .service import start_service
 
 EXPECTED = images.expected_scores()
 CLI = [sys.executable, "-m", "nsfwoid"]
@@ -105,12 +105,6 @@ def test_readme_configuration_table_is_complete():
         assert f"`{variable}`" in readme, variable
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url, timeout=5.0):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -129,19 +123,10 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     app = web.Application()
     app.router.add_get("/slow.jpg", slow)
     upstream = await aiohttp_server(app)
-    port = free_port()
-    env = {**os.environ, "NSFWOID_PORT": str(port), "NSFWOID_HOST": "127.0.0.1",
-           "NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
-    server = subprocess.Popen([*CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, base = await asyncio.to_thread(
+        start_service, stdout=subprocess.PIPE, NSFWOID_LOG_LEVEL="info", NSFWOID_LOG_FORMAT="json",
+        NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            try:
-                if (await asyncio.to_thread(get, base + "/healthz"))[0] == 200:
-                    break
-            except OSError:
-                pass
         import aiohttp
 
         async with aiohttp.ClientSession() as session:

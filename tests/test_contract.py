@@ -2,13 +2,7 @@
 spec.yaml's x-amples pass a service-checker-style run against a running instance."""
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,36 +20,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from . import images
+from .service import start_service
 
 ROOT = Path(__file__).parent.parent
 OPENAPI = yaml.safe_load((ROOT / "openapi.yaml").read_text())
 SPEC = yaml.safe_load((ROOT / "spec.yaml").read_text())
 METHODS = {"get", "post", "put", "delete", "patch", "head", "options"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_service(**env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port), "NSFWOID_LOG_LEVEL": "warning",
-                **env}
-    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return process, base
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("nsfwoid did not become healthy")
 
 
 @pytest.fixture(scope="module")
