@@ -124,6 +124,19 @@ def test_damaged_header_is_invalid(fmt):
         tensor(data[:20])
 
 
+def test_preprocess_is_bit_identical_to_the_reference_steps():
+    """A literal transcription of classify_nsfw.py's steps, against the optimised preprocess."""
+    for name in images.PHOTOS:
+        rgb = images.photo(name, (500, 375))
+        resized = rgb.resize((256, 256), Image.Resampling.BILINEAR)
+        reencoded = Image.open(io.BytesIO(images.encode(resized, "JPEG")))
+        pixels = np.asarray(reencoded, dtype=np.float32)[16:240, 16:240, :]
+        expected = pixels[:, :, ::-1] - np.array([104, 117, 123], dtype=np.float32)
+        actual = imaging.preprocess(rgb)
+        assert actual.dtype == np.float32 and actual.flags.c_contiguous
+        np.testing.assert_array_equal(actual, expected)
+
+
 def test_fast_path_stays_close_to_exact_on_photos(model):
     for name in images.PHOTOS[1:]:
         data = images.encode(images.photo(name, (4000, 3000)), "JPEG", quality=90)
