@@ -12,10 +12,12 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
@@ -42,7 +44,16 @@ def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
             done += size
         by_batch[size] = round(done / (time.perf_counter() - started), 1)
     best = max(by_batch, key=by_batch.get)
-    return {"images_per_s_by_batch": by_batch, "best_batch": best, "images_per_s": by_batch[best]}
+    return {"provider": model.provider, "images_per_s_by_batch": by_batch, "best_batch": best,
+            "images_per_s": by_batch[best]}
+
+
+def decode_cost(corpus: list[bytes], exact: bool) -> float:
+    """Core-milliseconds per image of the service's decode and preprocessing, on one thread."""
+    started = time.thread_time()
+    for data in corpus:
+        imaging.to_tensor(data, max_pixels=10**9, exact=exact)
+    return round((time.thread_time() - started) / len(corpus) * 1000, 2)
 
 
 def peer(corpus: list[bytes], count: int) -> dict:
@@ -71,16 +82,25 @@ def service_runs(corpora: dict[str, list[bytes]], exact: bool) -> dict:
                 requests = [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}})
                              for i in range(count)]
                 asyncio.run(load(service.base, requests[: concurrency * 2], concurrency))  # warm-up
+                server_before, client_before = service.cpu_seconds(), _own_cpu_seconds()
                 elapsed, latencies, statuses = asyncio.run(load(service.base, requests, concurrency))
+                server_cpu, client_cpu = service.cpu_seconds() - server_before, _own_cpu_seconds() - client_before
                 assert statuses == {200: count}, statuses
                 results[name][concurrency] = {
                     "images_per_s": round(count / elapsed, 1), **percentiles(latencies),
                     "peak_rss_mib": round(service.peak_rss_bytes() / 2**20, 1),
+                    "server_core_ms_per_image": round(server_cpu / count * 1000, 2),
+                    "client_core_ms_per_image": round(client_cpu / count * 1000, 2),
                 }
                 print(f"service {name:7s} c={concurrency:2d} {results[name][concurrency]}", flush=True)
     finally:
         service.stop()
     return results
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def chart(result: dict, path: Path) -> None:
@@ -108,19 +128,56 @@ def chart(result: dict, path: Path) -> None:
 
 
 def fidelity(corpora: dict[str, list[bytes]]) -> dict:
-    """Fast decode against the exact reference path, per image, on every photo in the corpora."""
+    """Fast decode against the exact reference path, per image, on every photo in the corpora.
+
+    Beside each deviation stands the image's sensitivity: the largest score change when 1 % of the
+    exact 256 px pixels move by one level. No decode that is not bit-exact can promise less than that.
+    """
     model = load_model(Settings())
+    rng = np.random.default_rng(0)
     deviations = {}
     for name in ("thumbs", "camera"):
-        values = []
+        rows = []
         for data in corpora[name]:
             fast = imaging.to_tensor(data, max_pixels=10**9, exact=False)
-            exact = imaging.to_tensor(data, max_pixels=10**9, exact=True)
-            a, b = model.run(np.stack([fast, exact]))
-            values.append(abs(float(a) - float(b)))
-        deviations[name] = {"max_abs": round(max(values), 6), "mean_abs": round(float(np.mean(values)), 6),
-                            "over_0.005": sum(v > 0.005 for v in values), "images": len(values)}
+            exact_resized = imaging.to_rgb(imaging.open_image(data, max_pixels=10**9)).resize(
+                (imaging.RESIZE, imaging.RESIZE), Image.Resampling.BILINEAR)
+            tensors = [fast, imaging.preprocess(exact_resized)] + _one_level_noise(exact_resized, rng)
+            fast_score, exact_score, *noisy = (float(s) for s in model.run(np.stack(tensors)))
+            rows.append({"deviation": round(abs(fast_score - exact_score), 6), "exact_score": round(exact_score, 6),
+                         "sensitivity": round(max(abs(s - exact_score) for s in noisy), 6)})
+        values = [r["deviation"] for r in rows]
+        deviations[name] = {"max_abs": max(values), "mean_abs": round(float(np.mean(values)), 6),
+                            "over_0.005": sum(v > 0.005 for v in values), "images": len(values),
+                            "sensitivity_over_0.005": sum(r["sensitivity"] > 0.005 for r in rows),
+                            "over_0.005_detail": [r for r in rows if r["deviation"] > 0.005]}
     return deviations
+
+
+def _one_level_noise(resized: Image.Image, rng: np.random.Generator, draws: int = 8) -> list[np.ndarray]:
+    pixels = np.asarray(resized, dtype=np.int16)
+    tensors = []
+    for _ in range(draws):
+        step = rng.choice([-1, 1], size=pixels.shape) * (rng.random(pixels.shape) < 0.01)
+        tensors.append(imaging.preprocess(Image.fromarray(np.clip(pixels + step, 0, 255).astype(np.uint8))))
+    return tensors
+
+
+def bounds(result: dict) -> dict:
+    """What the CPU allows: every image costs inference plus decode, on the cores there are.
+
+    A service with free HTTP and perfect overlap would reach cores / (inference + decode) images/s;
+    its ratios to the ceiling and the peer can be no better than this bound's.
+    """
+    cores = result["machine"]["cpus"]
+    inference_core_ms = cores * 1000 / result["ceiling"]["images_per_s"]
+    out = {"inference_core_ms_per_image": round(inference_core_ms, 2)}
+    for name, decode_ms in result["decode_core_ms_per_image"].items():
+        best = cores * 1000 / (inference_core_ms + decode_ms)
+        out[name] = {"images_per_s": round(best, 1),
+                     "over_ceiling": round(best / result["ceiling"]["images_per_s"], 2),
+                     "over_peer": round(best / result["peer"][name]["images_per_s"], 2)}
+    return out
 
 
 def main() -> None:
@@ -139,6 +196,8 @@ def main() -> None:
     print("ceiling", result["ceiling"], flush=True)
     result["peer"] = {name: peer(corpora[name], min(REQUESTS[name], 96)) for name in corpora}
     print("peer", result["peer"], flush=True)
+    result["decode_core_ms_per_image"] = {name: decode_cost(corpora[name], exact=False) for name in corpora}
+    print("decode", result["decode_core_ms_per_image"], flush=True)
     result["service"] = service_runs(corpora, exact=False)
     result["fidelity"] = fidelity(corpora)
     best = {name: max(runs.values(), key=lambda r: r["images_per_s"])["images_per_s"]
@@ -151,7 +210,9 @@ def main() -> None:
         "peak_rss_mib_at_32": max(runs["32"]["peak_rss_mib"] if "32" in runs else runs[32]["peak_rss_mib"]
                                   for runs in result["service"].values()),
     }
+    result["bounds"] = bounds(result)
     print("ratios", result["ratios"], flush=True)
+    print("bounds", result["bounds"], flush=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     chart(result, args.out.with_suffix(".png"))
 

@@ -88,6 +88,10 @@ class Service:
                 time.sleep(0.1)
         raise RuntimeError("service did not become healthy")
 
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
     def rss_bytes(self) -> int:
         return self.ps.memory_info().rss
 

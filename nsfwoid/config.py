@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "NSFWOID_"
@@ -16,11 +18,21 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
 
-def _cores() -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 quota (a Kubernetes CPU limit)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        limit = math.ceil(int(quota) / int(period))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2 file, or "max": no quota
+        return cores
+    return max(1, min(cores, limit))
 
 
 @dataclass(frozen=True)
@@ -64,11 +76,11 @@ class Settings:
 
     @property
     def inference_thread_count(self) -> int:
-        return self.inference_threads or _cores()
+        return self.inference_threads or available_cores()
 
     @property
     def decode_thread_count(self) -> int:
-        return self.decode_threads or _cores()
+        return self.decode_threads or available_cores()
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

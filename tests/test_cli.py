@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from nsfwoid.cli import build_parser, settings_from_args
-from nsfwoid.config import ConfigError, Settings, describe
+from nsfwoid.config import ConfigError, Settings, available_cores, describe
 
 from . import images
 from .service import start_service
@@ -90,6 +90,16 @@ def test_bad_configuration_is_refused(env):
         Settings.load(env)
     result = run_cli("serve", env=env)
     assert result.returncode != 0 and "NSFWOID_" in result.stderr
+
+
+@pytest.mark.parametrize(("cpu_max", "limit"), [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None),
+                                              ("garbage\n", None), (None, None)])
+def test_thread_counts_follow_the_cgroup_cpu_quota(tmp_path, cpu_max, limit):
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores(path) == (min(affinity, limit) if limit else affinity)
 
 
 def test_ci_runs_the_readme_test_command():
