@@ -70,12 +70,14 @@ def free_port() -> int:
 class Service:
     """`nsfwoid serve` in its own process, as in production."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, cpus: set[int] | None = None, **env: str) -> None:
+        """`cpus`: pin the process to these cores, as a CPU limit would confine a pod."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(self.port),
                     "NSFWOID_LOG_LEVEL": "warning", **env}
-        self.process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env,
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env, preexec_fn=pin,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ps = psutil.Process(self.process.pid)
         deadline = time.monotonic() + 60
@@ -113,19 +115,27 @@ class Service:
         return self.process.wait(timeout=60)
 
 
-async def load(base: str, requests: list[tuple[str, dict]], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
-    """Send (path, aiohttp kwargs) requests with `concurrency` workers: (seconds, latencies, status counts)."""
-    queue = list(enumerate(requests))
+async def load(bases: list[str], requests: list[tuple[str, dict]], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """Send (path, aiohttp kwargs) requests with `concurrency` workers: (seconds, latencies, status counts).
+
+    With several bases, each request goes to the one with the fewest requests in flight, as a
+    least-request load balancer would send it.
+    """
+    queue = list(requests)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    in_flight = [0] * len(bases)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def worker():
             while queue:
-                _, (path, kwargs) = queue.pop()
+                path, kwargs = queue.pop()
+                target = min(range(len(bases)), key=in_flight.__getitem__)
+                in_flight[target] += 1
                 started = time.perf_counter()
-                async with session.post(base + path, **kwargs) as response:
+                async with session.post(bases[target] + path, **kwargs) as response:
                     await response.read()
+                in_flight[target] -= 1
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status] = statuses.get(response.status, 0) + 1
 

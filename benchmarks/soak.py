@@ -79,7 +79,7 @@ def main() -> None:
         for i in range(rounds):
             for target in (service, trusting):
                 batch = mixed_requests(corpora, host, args.requests // (rounds * 2), rng)
-                elapsed, _, statuses = asyncio.run(load(target.base, batch, args.concurrency))
+                elapsed, _, statuses = asyncio.run(load([target.base], batch, args.concurrency))
                 assert all(code < 500 or code == 503 for code in statuses), statuses
             report["rounds"].append({"rss_mib": round(service.rss_bytes() / 2**20, 1),
                                      "trusting_rss_mib": round(trusting.rss_bytes() / 2**20, 1),
