@@ -183,9 +183,8 @@ def fidelity(corpora: dict[str, list[bytes]]) -> dict:
         rows = []
         for data in corpora[name]:
             fast = imaging.to_tensor(data, max_pixels=10**9, exact=False)
-            exact_resized = imaging.to_rgb(imaging.open_image(data, max_pixels=10**9)).resize(
-                (imaging.RESIZE, imaging.RESIZE), Image.Resampling.BILINEAR)
-            tensors = [fast, imaging.preprocess(exact_resized)] + _one_level_noise(exact_resized, rng)
+            exact_resized = imaging.reference_resize(imaging.to_rgb(imaging.open_image(data, max_pixels=10**9)))
+            tensors = [fast, imaging.reference_tensor(exact_resized)] + _one_level_noise(exact_resized, rng)
             fast_score, exact_score, *noisy = (float(s) for s in model.run(np.stack(tensors)))
             rows.append({"deviation": round(abs(fast_score - exact_score), 6), "exact_score": round(exact_score, 6),
                          "sensitivity": round(max(abs(s - exact_score) for s in noisy), 6)})
@@ -202,7 +201,7 @@ def _one_level_noise(resized: Image.Image, rng: np.random.Generator, draws: int 
     tensors = []
     for _ in range(draws):
         step = rng.choice([-1, 1], size=pixels.shape) * (rng.random(pixels.shape) < 0.01)
-        tensors.append(imaging.preprocess(Image.fromarray(np.clip(pixels + step, 0, 255).astype(np.uint8))))
+        tensors.append(imaging.reference_tensor(Image.fromarray(np.clip(pixels + step, 0, 255).astype(np.uint8))))
     return tensors
 
 

@@ -84,7 +84,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def preprocess(rgb: Image.Image) -> np.ndarray:
     """Yahoo's classify_nsfw.py: 256×256 bilinear, JPEG round trip, centre crop 224, BGR minus mean."""
-    resized = rgb.resize((RESIZE, RESIZE), Image.Resampling.BILINEAR)
+    return reference_tensor(reference_resize(rgb))
+
+
+def reference_resize(rgb: Image.Image) -> Image.Image:
+    return rgb.resize((RESIZE, RESIZE), Image.Resampling.BILINEAR)
+
+
+def reference_tensor(resized: Image.Image) -> np.ndarray:
+    """The steps after the resize: JPEG round trip, centre crop, BGR minus mean."""
     with io.BytesIO() as buffer:
         resized.save(buffer, format="JPEG")
         buffer.seek(0)
