@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from . import imaging, metrics, routes
-from .batcher import Batcher
+from . import metrics, routes
 from .config import Settings
 from .errors import PayloadTooLarge, Problem, http_problem_response, problem_response
 from .fetch import create_session
 from .inputs import client_max_size
 from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
+from .scoring import running_scorer
 from .state import RUNTIME, SETTINGS, Runtime
 
 SELFTEST_IMAGE = Path(__file__).with_name("selftest.png")
@@ -55,16 +54,13 @@ async def http_session_ctx(app: web.Application):
 async def model_ctx(app: web.Application):
     """Loads the model and runs the self-test in the background: /healthz says 503 until it passes."""
     settings, runtime = app[SETTINGS], app[RUNTIME]
-    runtime.decode_pool = ThreadPoolExecutor(settings.decode_thread_count, thread_name_prefix="nsfwoid-decode")
-    async with Batcher(lambda batch: runtime.model.run(batch), max_batch=settings.max_batch,
-                       wait_seconds=settings.batch_wait_ms / 1000) as batcher:
-        runtime.batcher = batcher
+    async with running_scorer(settings, lambda batch: runtime.model.run(batch)) as scorer:
+        runtime.scorer = scorer
         startup = asyncio.create_task(_start_model(settings, runtime))
         yield
         runtime.ready = False
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
-    runtime.decode_pool.shutdown(wait=True)
 
 
 async def _start_model(settings: Settings, runtime: Runtime) -> None:
@@ -72,11 +68,8 @@ async def _start_model(settings: Settings, runtime: Runtime) -> None:
     try:
         runtime.model = await asyncio.to_thread(load_model, settings)
         metrics.MODEL_INFO.info({**runtime.model.identity, "provider": runtime.model.provider})
-        tensor = await asyncio.to_thread(
-            imaging.to_tensor, SELFTEST_IMAGE.read_bytes(), max_pixels=settings.max_pixels, exact=True
-        )
-        score, _ = await runtime.batcher.score(tensor)
-        runtime.selftest_score = score
+        scored = await runtime.scorer.score(SELFTEST_IMAGE.read_bytes(), exact=True)
+        score = runtime.selftest_score = scored.score
         if abs(score - SELFTEST_EXPECTED) > SELFTEST_TOLERANCE:
             raise RuntimeError(f"self-test scored {score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
     except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,11 +36,22 @@ class Batcher:
 
     async def score(self, tensor: np.ndarray) -> tuple[float, float]:
         """(NSFW probability, seconds of the model run that scored it)."""
+        (result,) = await self.score_many([tensor])
+        return result
+
+    async def score_many(self, tensors: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+        """Queue the tensors together (the frames of one image), so that they share model runs."""
         if self._worker is None or self._worker.done():
             raise RuntimeError("the batcher is not running")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((tensor, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in tensors]
+        for tensor, future in zip(tensors, futures):
+            self._queue.put_nowait((tensor, future))
+        try:
+            return [await future for future in futures]
+        finally:
+            for future in futures:  # when the caller gave up: drop what is still queued
+                future.cancel()
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

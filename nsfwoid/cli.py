@@ -11,13 +11,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import imaging
 from .app import create_app
 from .config import ConfigError, Settings
 from .errors import Problem
 from .fetch import create_session, fetch
 from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
+from .scoring import format_score, running_scorer
 from .state import RUNTIME
 
 
@@ -91,14 +91,11 @@ async def score_targets(settings: Settings, targets: list[str]) -> int:
         print(f"nsfwoid: {exc}", file=sys.stderr)
         return 2
     failures = 0
-    async with create_session(settings) as session:
+    async with create_session(settings) as session, running_scorer(settings, model.run) as scorer:
         for target in targets:
             try:
                 data = await _read_target(session, target, settings)
-                tensor = await asyncio.to_thread(
-                    imaging.to_tensor, data, max_pixels=settings.max_pixels, exact=settings.exact
-                )
-                (value,) = await asyncio.to_thread(model.run, tensor[None])
+                scored = await scorer.score(data)
             except Problem as problem:
                 failures += 1
                 print(f"nsfwoid: {target}: {problem.name}: {problem.detail}", file=sys.stderr)
@@ -107,7 +104,7 @@ async def score_targets(settings: Settings, targets: list[str]) -> int:
                 failures += 1
                 print(f"nsfwoid: {target}: cannot read: {exc.strerror or exc}", file=sys.stderr)
                 continue
-            print(f"{value:.9f}\t{target}", flush=True)
+            print(f"{format_score(scored.score)}\t{target}", flush=True)
     return 1 if failures else 0
 
 

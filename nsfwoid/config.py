@@ -53,6 +53,12 @@ class Settings:
     fetch_timeout: float = field(default=10.0, metadata={"help": "total time for one download, s"})
     max_image_bytes: int = field(default=25 * MiB, metadata={"help": "cap on a body or download"})
     max_pixels: int = field(default=50_000_000, metadata={"help": "cap on width x height"})
+    max_frames: int = field(
+        default=8, metadata={"help": "frames of an animation or pages of a TIFF to score; 1: the first only"}
+    )
+    decode_timeout: float = field(
+        default=10.0, metadata={"help": "longest decode of one image, frame seeking included, s"}
+    )
     allowed_hosts: tuple[str, ...] = field(
         default=("upload.wikimedia.org",), metadata={"help": "hosts or *.suffix; * for any public host"}
     )
@@ -64,7 +70,8 @@ class Settings:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     def __post_init__(self) -> None:
-        positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels")
+        positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
+                    "decode_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

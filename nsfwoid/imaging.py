@@ -1,19 +1,21 @@
-"""Image bytes → model tensor: tolerant decode, colour modes, first frame, Yahoo's reference preprocessing.
+"""Image bytes → model tensors: tolerant decode, colour modes, sampled frames, Yahoo's reference preprocessing.
 
-Blocking and CPU-bound: run it in the decode thread pool, never on the event loop.
+Blocking and CPU-bound: run it in the decode pool, never on the event loop.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
-
-# Truncated uploads are scored, as Yahoo's classify_nsfw.py does, rather than refused.
-ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 RESIZE = 256
@@ -24,19 +26,93 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # The fast path lets libjpeg decode at 1/2, 1/4 or 1/8 scale, but never below this size: twice the
 # reference resize keeps scores close to the exact path (see README, "Fast decode").
 DRAFT_SIZE = 2 * RESIZE
+# What Pillow's decoders raise on damaged or hostile data. MemoryError and our own bugs are not here:
+# they must surface, not turn into a 422.
+DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
+                 struct.error, zlib.error)
+
+
+def configure_pillow(max_pixels: int) -> None:
+    """Pillow's process-wide settings. The app, the CLI and each decode worker call this once."""
+    # Truncated uploads are scored, as Yahoo's classify_nsfw.py does, rather than refused.
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    # One limit: Pillow refuses past it too, but our own check in open_image answers first.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The model inputs of one image: one tensor per sampled frame, in frame order."""
+
+    tensors: np.ndarray  # N×224×224×3 float32
+    indices: tuple[int, ...]
+    count: int  # frames (or pages) in the whole image
+
+
+def sample_indices(count: int, max_frames: int) -> list[int]:
+    """Up to max_frames frame numbers spread evenly over count frames, always the first and the last."""
+    if count <= max_frames:
+        return list(range(count))
+    if max_frames == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (max_frames - 1)) for i in range(max_frames)})
+
+
+def to_frames(data: bytes, *, max_pixels: int, exact: bool, max_frames: int = 1,
+              deadline: float | None = None) -> Frames:
+    """Decode the sampled frames one at a time, each reduced to its 224×224 tensor before the next.
+
+    A still is scored exactly as the reference does. A frame after the first that cannot be decoded
+    (a truncated animation) ends the sampling at the last good frame. `deadline` is a time.monotonic()
+    value; seeking through an animation counts against it.
+    """
+    image = open_image(data, max_pixels=max_pixels)
+    count = _frame_count(image)
+    if count == 1 and not exact:
+        image.draft(None, (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only; a no-op for other formats
+    tensors, indices = [], []
+    for index in sample_indices(count, max_frames):
+        try:
+            _seek(image, index, deadline)
+            tensor = _frame_tensor(image, max_pixels)
+        except Problem:
+            raise
+        except Image.DecompressionBombError as exc:  # a TIFF tile or page larger than its header said
+            raise ImageTooLarge(str(exc)) from None
+        except DECODE_ERRORS as exc:
+            if not tensors:
+                raise InvalidImage(f"cannot decode {image.format} image: {exc}") from None
+            break
+        tensors.append(tensor)
+        indices.append(index)
+    return Frames(np.stack(tensors), tuple(indices), count)
 
 
 def to_tensor(data: bytes, *, max_pixels: int, exact: bool) -> np.ndarray:
-    """Decode image bytes into the model's 224×224×3 BGR mean-subtracted float32 input."""
-    image = open_image(data, max_pixels=max_pixels)
+    """The first frame's 224×224×3 BGR mean-subtracted float32 input, as the reference computes it."""
+    return to_frames(data, max_pixels=max_pixels, exact=exact).tensors[0]
+
+
+def _frame_count(image: Image.Image) -> int:
     try:
-        if not exact:
-            image.draft(None, (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only; a no-op for other formats
-        return preprocess(to_rgb(image))
-    except Problem:
-        raise
-    except Exception as exc:  # Pillow's decoders raise many kinds; all mean "cannot decode"
-        raise InvalidImage(f"cannot decode {image.format} image: {exc}") from None
+        return max(1, int(getattr(image, "n_frames", 1)))
+    except DECODE_ERRORS:  # a damaged frame table: what can be read is the first frame
+        return 1
+
+
+def _seek(image: Image.Image, index: int, deadline: float | None) -> None:
+    """Frame by frame: GIF, APNG and WebP composite each frame on the ones before it."""
+    while image.tell() < index:
+        if deadline is not None and time.monotonic() > deadline:
+            raise ImageTooLarge(f"decoding frame {index} of the animation took too long")
+        image.seek(image.tell() + 1)
+
+
+def _frame_tensor(image: Image.Image, max_pixels: int) -> np.ndarray:
+    width, height = image.size  # TIFF pages each have their own size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"a {width}x{height} frame is over the limit of {max_pixels} pixels")
+    return preprocess(to_rgb(image))
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -49,7 +125,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         if _has_supported_signature(data):
             raise InvalidImage("the image header is damaged") from None
         raise UnsupportedMediaType(f"not an image, or not one of {', '.join(FORMATS)}") from None
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidImage(f"cannot read the image header: {exc}") from None
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -70,7 +146,7 @@ def _has_supported_signature(data: bytes) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """First frame, as 8-bit RGB. 16-bit and 32-bit greys are scaled to 8 bits, not clipped."""
+    """The current frame, as 8-bit RGB. 16-bit and 32-bit greys are scaled to 8 bits, not clipped."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if image.mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255:

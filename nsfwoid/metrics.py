@@ -8,6 +8,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BYTES_BUCKETS = tuple(2**p for p in range(10, 27, 2))  # 1 KiB … 64 MiB
 SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+FRAME_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 
 HTTP_REQUESTS = Counter(
     "nsfwoid_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -29,5 +30,8 @@ INFERENCE_DURATION = Histogram(
     "nsfwoid_inference_duration_seconds", "Time of one batched model run", buckets=LATENCY_BUCKETS
 )
 BATCH_SIZE = Histogram("nsfwoid_batch_size", "Images in one model run", buckets=BATCH_BUCKETS)
+FRAMES_SCORED = Histogram(
+    "nsfwoid_frames_scored", "Frames (or pages) scored per image; 1 for a still", buckets=FRAME_BUCKETS
+)
 SCORES = Histogram("nsfwoid_score", "NSFW scores returned", buckets=SCORE_BUCKETS)
 MODEL_INFO = Info("nsfwoid_model", "The model being served")

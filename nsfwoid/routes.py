@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
-from functools import partial
 from importlib import metadata, resources
 
-import numpy as np
 import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import imaging, metrics
+from . import metrics
 from .errors import Overloaded
 from .inputs import read_image
 from .logging import get_logger
+from .scoring import format_score
 from .state import RUNTIME, SETTINGS
 
 NAME = "nsfwoid"
 DESCRIPTION = "Scores how likely an image is to be NSFW, with Yahoo's open_nsfw model"
 HOME = "https://www.mediawiki.org/wiki/Nsfwoid"
-SCORE_DECIMALS = 9
 
 
 def _package_text(name: str) -> str:
@@ -61,63 +58,42 @@ async def score(request: web.Request) -> web.Response:
     runtime.inflight += 1
     metrics.INFLIGHT.inc()
     started = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + settings.request_timeout if settings.request_timeout else None
     try:
-        async with asyncio.timeout(settings.request_timeout or None):
+        async with asyncio.timeout_at(deadline):
             image = await read_image(request, runtime.http, settings)
-            prepare = partial(_prepare, image.data, max_pixels=settings.max_pixels, exact=settings.exact)
-            tensor, sha1, preprocess_seconds = await asyncio.get_running_loop().run_in_executor(
-                runtime.decode_pool, prepare
-            )
-            value, inference_seconds = await runtime.batcher.score(tensor)
+            scored = await runtime.scorer.score(image.data, deadline=deadline)
     except TimeoutError:
         raise Overloaded(f"not scored within the deadline of {settings.request_timeout:g} s") from None
     finally:
         runtime.inflight -= 1
         metrics.INFLIGHT.dec()
-    value = round(value, SCORE_DECIMALS)
     if image.fetch_seconds is not None:
         metrics.FETCH_DURATION.observe(image.fetch_seconds)
         metrics.FETCH_BYTES.observe(len(image.data))
-    metrics.PREPROCESS_DURATION.observe(preprocess_seconds)
-    metrics.SCORES.observe(value)
     get_logger().info(
         "scored",
-        **{"file.hash.sha1": sha1, "file.size": len(image.data), "nsfwoid.score": value,
-           "nsfwoid.source": image.source},
+        **{"file.hash.sha1": scored.sha1, "file.size": scored.size, "nsfwoid.score": scored.score,
+           "nsfwoid.source": image.source, "nsfwoid.frames": len(scored.frame_scores)},
     )
     if "application/json" not in request.headers.get("Accept", ""):
-        return web.Response(text=f"{value:.{SCORE_DECIMALS}f}\n")
+        return web.Response(text=format_score(scored.score) + "\n")
     timings = {
         "fetch": image.fetch_seconds,
-        "preprocess": preprocess_seconds,
-        "inference": inference_seconds,
+        "preprocess": scored.preprocess_seconds,
+        "inference": scored.inference_seconds,
         "total": time.perf_counter() - started,
     }
     return web.json_response({
-        "score": value,
+        "score": scored.score,
         "model": runtime.model.identity,
-        "sha1": sha1,
-        "sha1_base36": _base36(sha1),
-        "bytes": len(image.data),
+        "sha1": scored.sha1,
+        "sha1_base36": scored.sha1_base36,
+        "bytes": scored.size,
         "source": image.source,
+        "frames": scored.frames_json(),
         "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None},
     })
-
-
-def _prepare(data: bytes, *, max_pixels: int, exact: bool) -> tuple[np.ndarray, str, float]:
-    """Runs in the decode pool: tensor, hex SHA-1 of the bytes, seconds spent."""
-    started = time.perf_counter()
-    tensor = imaging.to_tensor(data, max_pixels=max_pixels, exact=exact)
-    return tensor, hashlib.sha1(data).hexdigest(), time.perf_counter() - started
-
-
-def _base36(hex_digest: str) -> str:
-    """MediaWiki's img_sha1 form of a SHA-1: base 36, zero-padded to 31 digits."""
-    number, digits = int(hex_digest, 16), []
-    while number:
-        number, rest = divmod(number, 36)
-        digits.append("0123456789abcdefghijklmnopqrstuvwxyz"[rest])
-    return "".join(reversed(digits)).rjust(31, "0")
 
 
 async def healthz(request: web.Request) -> web.Response:

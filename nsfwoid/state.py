@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
-from .batcher import Batcher
 from .config import Settings
 from .model import Model
+from .scoring import Scorer
 
 
 @dataclass
@@ -18,8 +17,7 @@ class Runtime:
     """What exists only while the app runs; starts empty and is filled by the startup task."""
 
     model: Model | None = None
-    batcher: Batcher | None = None
-    decode_pool: ThreadPoolExecutor | None = None
+    scorer: Scorer | None = None
     http: aiohttp.ClientSession | None = None
     ready: bool = False
     draining: bool = False

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 from aiohttp import web
 
+from nsfwoid import imaging
 from nsfwoid.app import create_app
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
@@ -21,6 +22,12 @@ TEST_SETTINGS = Settings(
     request_timeout=10.0,
     log_format="console",
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pillow_settings():
+    """What the app and the CLI set at start-up, for the tests that call imaging directly."""
+    imaging.configure_pillow(TEST_SETTINGS.max_pixels)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,6 @@ def multipage_tiff(first: Image.Image, second: Image.Image) -> bytes:
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG signature and IHDR declaring width×height, with no pixel data to speak of."""
-    import struct
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
@@ -54,3 +54,41 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def animation(frames: list[Image.Image], fmt: str) -> bytes:
+    """An animation (GIF, PNG as APNG, WEBP) or a multi-page TIFF of the given frames, as Pillow writes it."""
+    first, *rest = frames
+    options = {"duration": 100, "loop": 0} if fmt in ("GIF", "PNG", "WEBP") else {}
+    if fmt == "WEBP":
+        options["lossless"] = True
+    return encode(first, fmt, save_all=True, append_images=rest, **options)
+
+
+def decoded_frames(data: bytes) -> list[Image.Image]:
+    """Every composited frame of an animation as a viewer shows it, decoded by Pillow, as RGB stills."""
+    stills = []
+    with Image.open(io.BytesIO(data)) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            stills.append(image.convert("RGB"))
+    return stills
+
+
+def many_frame_gif(first: Image.Image, count: int) -> bytes:
+    """A GIF of `count` frames: `first`, then count − 1 one-pixel frames drawn on it, each its own block.
+
+    Written by hand: Pillow's GIF writer needs minutes for ten thousand frames.
+    """
+    single = encode(first.convert("P", palette=Image.Palette.ADAPTIVE), "GIF")
+    assert single.endswith(b";")
+    width, height = first.size
+    blocks = []
+    for index in range(1, count):
+        x, y, colour = index % width, (index // width) % height, index % 256
+        control = b"\x21\xf9\x04\x04" + struct.pack("<H", 2) + b"\x00\x00"  # keep the frame, 20 ms
+        descriptor = b"," + struct.pack("<HHHH", x, y, 1, 1) + b"\x00"
+        # LZW with 8-bit codes: clear (256), the pixel, end (257), packed as 9-bit codes.
+        codes = (256 | (colour << 9) | (257 << 18)).to_bytes(4, "little")
+        blocks.append(control + descriptor + b"\x08\x04" + codes + b"\x00")
+    return single[:-1] + b"".join(blocks) + b";"

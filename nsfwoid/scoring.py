@@ -1,0 +1,122 @@
+"""The one scoring path: bytes → sampled frames → tensors (decode pool) → batcher → score, SHA-1, timings.
+
+The HTTP routes, the CLI and the start-up self-test all score through a Scorer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+from . import imaging, metrics
+from .batcher import Batcher, RunBatch
+from .config import Settings
+
+SCORE_DECIMALS = 9
+BASE36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def format_score(value: float) -> str:
+    """The text form of a score: nine decimals."""
+    return f"{value:.{SCORE_DECIMALS}f}"
+
+
+def base36_sha1(hex_digest: str) -> str:
+    """MediaWiki's img_sha1 form of a SHA-1: base 36, zero-padded to 31 digits."""
+    number, digits = int(hex_digest, 16), []
+    while number:
+        number, rest = divmod(number, 36)
+        digits.append(BASE36_DIGITS[rest])
+    return "".join(reversed(digits)).rjust(31, "0")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image's score: the highest of its sampled frames' scores."""
+
+    score: float
+    frame_scores: tuple[tuple[int, float], ...]  # (frame index, score), in frame order
+    frame_count: int
+    sha1: str
+    size: int
+    preprocess_seconds: float
+    inference_seconds: float
+
+    @property
+    def sha1_base36(self) -> str:
+        return base36_sha1(self.sha1)
+
+    def frames_json(self) -> dict:
+        return {"count": self.frame_count,
+                "scored": [{"index": index, "score": score} for index, score in self.frame_scores]}
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    frames: imaging.Frames
+    sha1: str
+    seconds: float
+
+
+def _prepare(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, deadline: float) -> _Prepared:
+    """Runs in the decode pool: the sampled frames' tensors, the hex SHA-1 of the bytes, seconds spent."""
+    started = time.perf_counter()
+    frames = imaging.to_frames(data, max_pixels=max_pixels, exact=exact, max_frames=max_frames, deadline=deadline)
+    return _Prepared(frames, hashlib.sha1(data).hexdigest(), time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The decode pool and the micro-batcher in front of one model, with the settings that bound them."""
+
+    settings: Settings
+    decode_pool: ThreadPoolExecutor
+    batcher: Batcher
+
+    async def score(self, data: bytes, *, exact: bool | None = None, deadline: float | None = None) -> Scored:
+        """Score image bytes. `deadline` (loop time) caps the decode below NSFWOID_DECODE_TIMEOUT."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        decode_deadline = loop.time() + settings.decode_timeout
+        if deadline is not None:
+            decode_deadline = min(decode_deadline, deadline)
+        prepare = partial(_prepare, data, max_pixels=settings.max_pixels,
+                          exact=settings.exact if exact is None else exact,
+                          max_frames=settings.max_frames, deadline=decode_deadline)
+        prepared = await loop.run_in_executor(self.decode_pool, prepare)
+        frames = prepared.frames
+        results = await self.batcher.score_many(list(frames.tensors))
+        frame_scores = tuple((index, round(value, SCORE_DECIMALS))
+                             for index, (value, _) in zip(frames.indices, results))
+        scored = Scored(
+            score=max(value for _, value in frame_scores),
+            frame_scores=frame_scores,
+            frame_count=frames.count,
+            sha1=prepared.sha1,
+            size=len(data),
+            preprocess_seconds=prepared.seconds,
+            inference_seconds=max(seconds for _, seconds in results),
+        )
+        metrics.PREPROCESS_DURATION.observe(scored.preprocess_seconds)
+        metrics.FRAMES_SCORED.observe(len(frame_scores))
+        metrics.SCORES.observe(scored.score)
+        return scored
+
+
+@asynccontextmanager
+async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterator[Scorer]:
+    """A Scorer whose decode pool and batcher live as long as the block; queued work is finished on exit."""
+    imaging.configure_pillow(settings.max_pixels)
+    pool = ThreadPoolExecutor(settings.decode_thread_count, thread_name_prefix="nsfwoid-decode")
+    try:
+        async with Batcher(run_batch, max_batch=settings.max_batch,
+                           wait_seconds=settings.batch_wait_ms / 1000) as batcher:
+            yield Scorer(settings, pool, batcher)
+    finally:
+        pool.shutdown(wait=True)
