@@ -186,3 +186,11 @@ def test_cli_scores_every_frame(tmp_path, model):
               for frame in images.decoded_frames(path.read_bytes())]
     assert scores["8"] == pytest.approx(max(stills), abs=1e-4)
     assert scores["1"] == pytest.approx(stills[0], abs=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_animation_canvas_is_held_to_the_pixel_limit(fmt):
+    data = clean_first_animation(fmt)
+    with pytest.raises(ImageTooLarge):
+        imaging.to_frames(data, max_pixels=SIZE[0] * SIZE[1] - 1, exact=True, max_frames=8)
+    assert imaging.to_frames(data, max_pixels=SIZE[0] * SIZE[1], exact=True, max_frames=8).count == len(SEQUENCE)
