@@ -21,6 +21,7 @@ setup(
         "numpy>=1.26,<3",
         "Pillow==13.0.0",
         "prometheus-client>=0.20,<1",
+        "python-mimeparse>=2,<3",
         "PyYAML>=6,<7",
         "structlog>=24,<27",
     ],
@@ -36,6 +37,8 @@ setup(
             "openapi-spec-validator>=0.7",
             "pytest>=8",
             "pytest-aiohttp>=1.1",
+            # Pinned: a new ruff release can add findings, and CI must not change under us.
+            "ruff==0.17.6",
             "schemathesis>=4,<5",
         ],
         "bench": [

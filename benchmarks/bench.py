@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from common import Service, load, make_corpora, percentiles
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
-
-from common import Service, load, make_corpora, percentiles
+from tests.helpers import fast_path_deviation
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 4, 16, 32)
@@ -180,29 +179,13 @@ def fidelity(corpora: dict[str, list[bytes]]) -> dict:
     rng = np.random.default_rng(0)
     deviations = {}
     for name in ("thumbs", "camera"):
-        rows = []
-        for data in corpora[name]:
-            fast = imaging.to_tensor(data, max_pixels=10**9, exact=False)
-            exact_resized = imaging.reference_resize(imaging.to_rgb(imaging.open_image(data, max_pixels=10**9)))
-            tensors = [fast, imaging.reference_tensor(exact_resized)] + _one_level_noise(exact_resized, rng)
-            fast_score, exact_score, *noisy = (float(s) for s in model.run(np.stack(tensors)))
-            rows.append({"deviation": round(abs(fast_score - exact_score), 6), "exact_score": round(exact_score, 6),
-                         "sensitivity": round(max(abs(s - exact_score) for s in noisy), 6)})
+        rows = [fast_path_deviation(model, data, rng) for data in corpora[name]]
         values = [r["deviation"] for r in rows]
         deviations[name] = {"max_abs": max(values), "mean_abs": round(float(np.mean(values)), 6),
                             "over_0.005": sum(v > 0.005 for v in values), "images": len(values),
                             "sensitivity_over_0.005": sum(r["sensitivity"] > 0.005 for r in rows),
                             "over_0.005_detail": [r for r in rows if r["deviation"] > 0.005]}
     return deviations
-
-
-def _one_level_noise(resized: Image.Image, rng: np.random.Generator, draws: int = 8) -> list[np.ndarray]:
-    pixels = np.asarray(resized, dtype=np.int16)
-    tensors = []
-    for _ in range(draws):
-        step = rng.choice([-1, 1], size=pixels.shape) * (rng.random(pixels.shape) < 0.01)
-        tensors.append(imaging.reference_tensor(Image.fromarray(np.clip(pixels + step, 0, 255).astype(np.uint8))))
-    return tensors
 
 
 def ratios(result: dict, service: dict) -> dict:

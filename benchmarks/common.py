@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import random
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,7 +15,12 @@ import psutil
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = [ROOT / "tests" / "data" / "fidelity" / n for n in ("retina.jpg", "motorcycle.webp", "grass_1600.jpg", "brick.jpg")]
+sys.path.insert(0, str(ROOT))  # the benchmarks share the tests' helpers
+
+from tests import helpers  # noqa: E402
+from tests.helpers import encode, start_service  # noqa: E402
+
+PHOTOS = [helpers.FIDELITY / name for name in helpers.PHOTOS]
 
 
 def _crop(rng: random.Random, photo: Image.Image, aspect: float) -> Image.Image:
@@ -32,12 +33,6 @@ def _crop(rng: random.Random, photo: Image.Image, aspect: float) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
-def _encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
 def make_corpora(seed: int = 7) -> dict[str, list[bytes]]:
     """thumbs: 320 and 1280 px wide JPEGs; camera: 12 MP JPEGs; png: a PNG mix. All from real photos."""
     rng = random.Random(seed)
@@ -46,25 +41,20 @@ def make_corpora(seed: int = 7) -> dict[str, list[bytes]]:
     for i in range(32):
         width = 320 if i % 2 == 0 else 1280
         aspect = rng.choice([4 / 3, 3 / 2, 1.0, 3 / 4])
-        image = _crop(rng, photos[i % len(photos)], aspect).resize((width, int(width / aspect)), Image.Resampling.LANCZOS)
-        thumbs.append(_encode(image, "JPEG", quality=rng.choice([80, 85, 90])))
+        image = _crop(rng, photos[i % len(photos)], aspect)
+        image = image.resize((width, int(width / aspect)), Image.Resampling.LANCZOS)
+        thumbs.append(encode(image, "JPEG", quality=rng.choice([80, 85, 90])))
     for i in range(8):
         size = (4000, 3000) if i % 2 == 0 else (3000, 4000)
         image = _crop(rng, photos[i % len(photos)], size[0] / size[1]).resize(size, Image.Resampling.BICUBIC)
-        camera.append(_encode(image, "JPEG", quality=92))
+        camera.append(encode(image, "JPEG", quality=92))
     for i in range(16):
         width = rng.choice([640, 800, 1024])
         image = _crop(rng, photos[i % len(photos)], 4 / 3).resize((width, width * 3 // 4), Image.Resampling.LANCZOS)
         mode = ["RGB", "P", "RGBA", "L"][i % 4]
         image = image.convert(mode) if mode != "P" else image.convert("P", palette=Image.Palette.ADAPTIVE)
-        png.append(_encode(image, "PNG"))
+        png.append(encode(image, "PNG"))
     return {"thumbs": thumbs, "camera": camera, "png": png}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Service:
@@ -72,23 +62,8 @@ class Service:
 
     def __init__(self, cpus: set[int] | None = None, **env: str) -> None:
         """`cpus`: pin the process to these cores, as a CPU limit would confine a pod."""
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(self.port),
-                    "NSFWOID_LOG_LEVEL": "warning", **env}
-        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        self.process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env, preexec_fn=pin,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process, self.base = start_service(cpus=cpus, **env)
         self.ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("service did not become healthy")
 
     def cpu_seconds(self) -> float:
         times = self.ps.cpu_times()
@@ -115,7 +90,9 @@ class Service:
         return self.process.wait(timeout=60)
 
 
-async def load(bases: list[str], requests: list[tuple[str, dict]], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+async def load(
+    bases: list[str], requests: list[tuple[str, dict]], concurrency: int
+) -> tuple[float, list[float], dict[int, int]]:
     """Send (path, aiohttp kwargs) requests with `concurrency` workers: (seconds, latencies, status counts).
 
     With several bases, each request goes to the one with the fewest requests in flight, as a

@@ -15,13 +15,12 @@ import json
 import time
 from pathlib import Path
 
+from common import PHOTOS
 from PIL import Image
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
-
-from common import PHOTOS
 
 HERE = Path(__file__).resolve().parent
 SIZE = (480, 360)

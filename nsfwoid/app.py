@@ -12,13 +12,13 @@ from aiohttp import web
 
 from . import metrics, routes
 from .config import Settings
-from .errors import PayloadTooLarge, Problem, http_problem_response, problem_response
+from .errors import InternalError, Problem, http_problem_response, problem_from_http, problem_response
 from .fetch import create_session
 from .inputs import client_max_size
 from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
 from .scoring import running_scorer
-from .state import RUNTIME, SETTINGS, Runtime
+from .state import RUNTIME, SETTINGS, Runtime, Status
 
 SELFTEST_IMAGE = Path(__file__).with_name("selftest.png")
 # Reference score of selftest.png (the fidelity fixture warm_flat.png) from the original Caffe weights.
@@ -31,6 +31,7 @@ REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 def create_app(settings: Settings) -> web.Application:
+    settings.check_deadlines()
     app = web.Application(
         client_max_size=client_max_size(settings),
         middlewares=[observe_middleware],
@@ -58,7 +59,6 @@ async def model_ctx(app: web.Application):
         runtime.scorer = scorer
         startup = asyncio.create_task(_start_model(settings, runtime))
         yield
-        runtime.ready = False
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
 
@@ -74,9 +74,10 @@ async def _start_model(settings: Settings, runtime: Runtime) -> None:
             raise RuntimeError(f"self-test scored {score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
     except Exception as exc:
         runtime.failure = str(exc)
+        runtime.status = Status.FAILED
         log.critical("model failed to start", **{"error.message": str(exc), "error.type": type(exc).__name__})
         return
-    runtime.ready = True
+    runtime.status = Status.OK
     log.info("model ready", provider=runtime.model.provider, selftest_score=score)
 
 
@@ -103,16 +104,16 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     try:
         response = await handler(request)
     except Problem as problem:
-        response = _problem(problem)
-    except web.HTTPRequestEntityTooLarge as exc:
-        response = _problem(PayloadTooLarge(exc.text or "request body too large"))
+        response = _problem(problem, trace_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = http_problem_response(exc)
+        problem = problem_from_http(exc)
+        response = _problem(problem, trace_id) if problem else http_problem_response(exc, trace_id)
     except Exception:
         get_logger().exception("unhandled error")
-        response = http_problem_response(web.HTTPInternalServerError(text="internal error"))
+        response = _problem(InternalError("internal error; the log line with this request's trace id has the cause"),
+                            trace_id)
     finally:
         structlog.contextvars.unbind_contextvars(TRACE_ID)
     response.headers[REQUEST_ID_HEADER] = trace_id
@@ -122,6 +123,6 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     return response
 
 
-def _problem(problem: Problem) -> web.Response:
+def _problem(problem: Problem, trace_id: str) -> web.Response:
     metrics.ERRORS.labels(problem.name).inc()
-    return problem_response(problem)
+    return problem_response(problem, trace_id)

@@ -45,7 +45,7 @@ class Batcher:
             raise RuntimeError("the batcher is not running")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in tensors]
-        for tensor, future in zip(tensors, futures):
+        for tensor, future in zip(tensors, futures, strict=True):
             self._queue.put_nowait((tensor, future))
         try:
             return [await future for future in futures]
@@ -95,6 +95,6 @@ class Batcher:
         seconds = time.perf_counter() - started
         metrics.INFERENCE_DURATION.observe(seconds)
         metrics.BATCH_SIZE.observe(len(batch))
-        for (_, future), score in zip(batch, scores):
+        for (_, future), score in zip(batch, scores, strict=True):
             if not future.done():
                 future.set_result((float(score), seconds))

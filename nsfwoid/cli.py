@@ -5,61 +5,70 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
+from . import package_version
 from .app import create_app
-from .config import ConfigError, Settings
+from .config import LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
 from .errors import Problem
 from .fetch import create_session, fetch
 from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
 from .scoring import format_score, running_scorer
-from .state import RUNTIME
+from .state import RUNTIME, Status
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsfwoid", description="NSFW image scoring with open_nsfw.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
     score = commands.add_parser("score", help="print the NSFW score of files or URLs")
     score.add_argument("targets", nargs="+", metavar="PATH_OR_URL")
     for sub in (serve, score):
         for f in dataclasses.fields(Settings):
+            if sub is score and f.metadata.get("serve_only"):
+                continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(f.default, bool):
                 sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
             else:
-                kind = str if isinstance(f.default, tuple) else type(f.default)
-                sub.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
+                kind = split_list if isinstance(f.default, tuple) else type(f.default)
+                choices = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}.get(f.name)
+                sub.add_argument(flag, type=kind, choices=choices, default=None, help=f.metadata["help"])
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    for f in dataclasses.fields(Settings):
-        value = getattr(args, f.name)
-        if isinstance(f.default, tuple) and value is not None:
-            value = tuple(part.strip() for part in value.split(",") if part.strip())
-        overrides[f.name] = value
-    return Settings.load(**overrides)
+    return Settings.load(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)})
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
+        if args.command == "serve":
+            settings.check_deadlines()
     except ConfigError as exc:
         sys.exit(f"nsfwoid: {exc}")
     if args.command == "serve":
         configure_logging(settings.log_format, settings.log_level)
-        asyncio.run(serve(settings))
+        try:
+            asyncio.run(serve(settings))
+        except CannotListen as exc:
+            sys.exit(f"nsfwoid: {exc}")
     else:
         configure_logging("console", "warning", stream=sys.stderr)
         sys.exit(asyncio.run(score_targets(settings, args.targets)))
+
+
+class CannotListen(Exception):
+    """The address is in use, or not ours to bind."""
 
 
 async def serve(settings: Settings) -> None:
@@ -70,14 +79,20 @@ async def serve(settings: Settings) -> None:
         app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=settings.drain_timeout
     )
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     log.info("listening", **{"server.address": settings.host, "server.port": settings.port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    app[RUNTIME].draining = True
+    if app[RUNTIME].status is Status.OK:
+        app[RUNTIME].status = Status.DRAINING
     log.info("draining", inflight=app[RUNTIME].inflight, drain_timeout=settings.drain_timeout)
     await runner.cleanup()
     log.info("stopped")

@@ -12,6 +12,10 @@ from typing import Any
 
 ENV_PREFIX = "NSFWOID_"
 MiB = 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+# Settings only `nsfwoid serve` reads; `nsfwoid score` has no flags for them.
+SERVE_ONLY = {"serve_only": True}
 
 
 class ConfigError(ValueError):
@@ -37,8 +41,8 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
-    port: int = field(default=8080, metadata={"help": "port to listen on"})
+    host: str = field(default="0.0.0.0", metadata={**SERVE_ONLY, "help": "address to listen on"})
+    port: int = field(default=8080, metadata={**SERVE_ONLY, "help": "port to listen on"})
     model_path: str = field(default="", metadata={"help": "ONNX weights; empty: the packaged file"})
     providers: tuple[str, ...] = field(
         default=(), metadata={"help": "onnxruntime providers; empty: CUDA if present, else CPU"}
@@ -48,8 +52,8 @@ class Settings:
     decode_threads: int = field(default=0, metadata={"help": "decode/preprocess threads; 0: auto"})
     max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
-    max_inflight: int = field(default=32, metadata={"help": "scoring requests in progress at once"})
-    request_timeout: float = field(default=30.0, metadata={"help": "deadline of one scoring request, s"})
+    max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
+    request_timeout: float = field(default=30.0, metadata={**SERVE_ONLY, "help": "deadline of one scoring request, s"})
     fetch_timeout: float = field(default=10.0, metadata={"help": "total time for one download, s"})
     max_image_bytes: int = field(default=25 * MiB, metadata={"help": "cap on a body or download"})
     max_pixels: int = field(default=50_000_000, metadata={"help": "cap on width x height"})
@@ -65,9 +69,11 @@ class Settings:
     allow_private_addresses: bool = field(
         default=False, metadata={"help": "lift the address guard (development and tests only)"}
     )
-    drain_timeout: float = field(default=25.0, metadata={"help": "how long SIGTERM waits for requests, s"})
-    log_format: str = field(default="json", metadata={"help": "json (ECS) or console"})
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    drain_timeout: float = field(
+        default=25.0, metadata={**SERVE_ONLY, "help": "how long SIGTERM waits for requests, s"}
+    )
+    log_format: str = field(default="json", metadata={**SERVE_ONLY, "help": "json (ECS) or console"})
+    log_level: str = field(default="info", metadata={**SERVE_ONLY, "help": "debug, info, warning or error"})
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
@@ -78,8 +84,16 @@ class Settings:
         for name in ("request_timeout", "fetch_timeout", "drain_timeout", "batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
-        if self.log_format not in ("json", "console"):
-            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT must be json or console")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+    def check_deadlines(self) -> None:
+        """For serving: a slow upstream must meet its own deadline (504) before the request's (503)."""
+        if self.request_timeout and self.request_timeout <= self.fetch_timeout:
+            raise ConfigError(f"{ENV_PREFIX}REQUEST_TIMEOUT ({self.request_timeout:g} s) must be longer than "
+                              f"{ENV_PREFIX}FETCH_TIMEOUT ({self.fetch_timeout:g} s)")
 
     @property
     def inference_thread_count(self) -> int:
@@ -114,10 +128,15 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
                 return False
             raise ValueError(raw)
         if kind is tuple:
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return split_list(raw)
         return kind(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def split_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting, from the environment or a flag."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def describe() -> list[tuple[str, str, str]]:

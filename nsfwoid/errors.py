@@ -9,6 +9,12 @@ from aiohttp import web
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://www.mediawiki.org/wiki/Nsfwoid/errors#"
+INSTANCE_PREFIX = "urn:nsfwoid:request:"
+
+
+def json_text(body: object) -> str:
+    """JSON as every answer sends it: one line, ending with a newline, like the text answers."""
+    return json.dumps(body) + "\n"
 
 
 class Problem(Exception):
@@ -26,8 +32,12 @@ class Problem(Exception):
     def type_uri(self) -> str:
         return TYPE_BASE + self.name
 
-    def to_dict(self) -> dict:
-        return {"type": self.type_uri, "title": self.title, "status": self.status, "detail": self.detail}
+    def to_dict(self, trace_id: str | None = None) -> dict:
+        """RFC 9457 members; `instance` names the request, as its trace id appears in the logs."""
+        body = {"type": self.type_uri, "title": self.title, "status": self.status, "detail": self.detail}
+        if trace_id:
+            body["instance"] = INSTANCE_PREFIX + trace_id
+        return body
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -37,12 +47,31 @@ class MissingInput(Problem):
     name, status, title = "missing-input", 400, "No image given"
 
 
+class InvalidForm(Problem):
+    name, status, title = "invalid-form", 400, "The form has fields nsfwoid does not read"
+
+
 class InvalidUrl(Problem):
     name, status, title = "invalid-url", 400, "Not an absolute http(s) URL"
 
 
 class UrlNotAllowed(Problem):
     name, status, title = "url-not-allowed", 403, "URL not allowed"
+
+
+class NotFound(Problem):
+    name, status, title = "not-found", 404, "No such route"
+
+
+class MethodNotAllowed(Problem):
+    name, status, title = "method-not-allowed", 405, "Method not allowed on this route"
+
+    def __init__(self, detail: str, allow: str) -> None:
+        super().__init__(detail)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
 
 
 class UpstreamNotFound(Problem):
@@ -81,22 +110,38 @@ class UpstreamTimeout(Problem):
     name, status, title = "upstream-timeout", 504, "The image download timed out"
 
 
+class InternalError(Problem):
+    """Our own bug, never a client's doing: logged with its stack trace."""
+
+    name, status, title = "internal-error", 500, "Internal error"
+
+
 ALL_PROBLEMS: tuple[type[Problem], ...] = tuple(Problem.__subclasses__())
 
 
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> web.Response:
+def problem_response(problem: Problem, trace_id: str | None = None) -> web.Response:
     return web.Response(
         status=problem.status,
-        text=json.dumps(problem.to_dict()),
+        text=json_text(problem.to_dict(trace_id)),
         content_type=PROBLEM_CONTENT_TYPE,
-        headers={**problem.headers(), **(headers or {})},
+        headers=problem.headers(),
     )
 
 
-def http_problem_response(exc: web.HTTPException) -> web.Response:
-    """aiohttp's own routing errors (404, 405, ...) in the same problem+json shape."""
+def problem_from_http(exc: web.HTTPException) -> Problem | None:
+    """aiohttp's own errors (unknown route, wrong method, body too large) as our problems."""
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such route; see /openapi.yaml")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"allowed here: {exc.headers.get('Allow', '')}", exc.headers.get("Allow", ""))
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(exc.text or "request body too large")
+    return None
+
+
+def http_problem_response(exc: web.HTTPException, trace_id: str | None = None) -> web.Response:
+    """Any other HTTP error in the same problem+json shape; `about:blank` means the status says it all."""
     body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason}
-    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-    return web.Response(
-        status=exc.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
-    )
+    if trace_id:
+        body["instance"] = INSTANCE_PREFIX + trace_id
+    return web.Response(status=exc.status, text=json_text(body), content_type=PROBLEM_CONTENT_TYPE)

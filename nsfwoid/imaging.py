@@ -9,7 +9,6 @@ import io
 import struct
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,7 +121,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
     except UnidentifiedImageError:
-        if _has_supported_signature(data):
+        if looks_like_image(data):
             raise InvalidImage("the image header is damaged") from None
         raise UnsupportedMediaType(f"not an image, or not one of {', '.join(FORMATS)}") from None
     except DECODE_ERRORS as exc:
@@ -135,7 +134,8 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return image
 
 
-def _has_supported_signature(data: bytes) -> bool:
+def looks_like_image(data: bytes) -> bool:
+    """Whether the bytes start with the signature of a format nsfwoid reads."""
     Image.init()
     prefix = data[:16]
     for fmt in FORMATS:

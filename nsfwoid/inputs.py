@@ -10,10 +10,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
-from .errors import MissingInput, PayloadTooLarge, UnsupportedMediaType
-from .fetch import fetch
+from .errors import InvalidForm, MissingInput, PayloadTooLarge, UnsupportedMediaType
+from .fetch import checked_url, fetch
+from .imaging import looks_like_image
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+URLENCODED = "application/x-www-form-urlencoded"
+FORM_TYPES = (URLENCODED, "multipart/form-data")
+FORM_FIELDS = frozenset({"url", "file"})
 RAW_TYPES = ("application/octet-stream",)
 # Room for multipart boundaries and headers around a file of the full allowed size.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -36,16 +39,26 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
     if declared is not None and declared > client_max_size(settings):
         raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {cap}")
     content_type = request.content_type
+    if content_type == URLENCODED and looks_like_image(await request.read()):
+        # `curl --data-binary @photo.jpg` without -H sends an image as a form: score what was meant.
+        return ImageBytes(_capped(await request.read(), cap), "body")
     if content_type in FORM_TYPES:
         try:
             form = await request.post()
         except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:  # malformed form or parts
             raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
+        unknown = sorted(set(form) - FORM_FIELDS)
+        if unknown:
+            raise InvalidForm(f"unknown form fields {', '.join(map(repr, unknown[:5]))}: send `url` or `file`")
+        url = form.get("url")
+        if url is not None and not (isinstance(url, str) and url.strip()):
+            raise MissingInput("the form field `url` is empty")
         upload = form.get("file")
         if isinstance(upload, web.FileField):
+            if url is not None:
+                checked_url(url, settings.allowed_hosts)  # both given: the file is scored, the URL still vetted
             return ImageBytes(_capped(upload.file.read(cap + 1), cap), "file")
-        url = form.get("url")
-        if isinstance(url, str) and url.strip():
+        if url is not None:
             started = time.perf_counter()
             data = await fetch(session, url, settings)
             return ImageBytes(data, "url", time.perf_counter() - started)

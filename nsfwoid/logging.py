@@ -36,7 +36,7 @@ def configure_logging(log_format: str = "json", level: str = "info", stream: IO[
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO
     if log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())  # no escape codes in files
         shared = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso")]
     else:
         renderer = EcsFormatter()
@@ -61,6 +61,11 @@ def configure_logging(log_format: str = "json", level: str = "info", stream: IO[
     logging.getLogger("aiohttp.access").propagate = False  # AccessLogger below writes those lines
 
 
+def _body_bytes(response) -> int:
+    """The body alone: aiohttp's body_length counts the status line and headers too."""
+    return response.content_length if response.content_length is not None else response.body_length
+
+
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(SERVICE_NAME)
 
@@ -78,7 +83,7 @@ class AccessLogger(AbstractAccessLogger):
                 "http.request.method": request.method,
                 "url.path": request.path,
                 "http.response.status_code": response.status,
-                "http.response.body.bytes": response.body_length,
+                "http.response.body.bytes": _body_bytes(response),
                 "client.ip": request.remote,
                 "user_agent.original": request.headers.get("User-Agent", ""),
                 TRACE_ID: request.get(TRACE_ID_KEY, ""),

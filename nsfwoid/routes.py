@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from importlib import metadata, resources
+from importlib import resources
 
+import mimeparse
 import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import metrics
-from .errors import Overloaded
+from . import NAME, metrics, package_version
+from .errors import Overloaded, json_text
 from .inputs import read_image
 from .logging import get_logger
 from .scoring import format_score
-from .state import RUNTIME, SETTINGS
+from .state import RUNTIME, SETTINGS, Status
 
-NAME = "nsfwoid"
 DESCRIPTION = "Scores how likely an image is to be NSFW, with Yahoo's open_nsfw model"
 HOME = "https://www.mediawiki.org/wiki/Nsfwoid"
+
+
+# On a tie (no Accept, */*, equal qualities) the last one wins: text stays the default.
+ANSWER_TYPES = ["application/json", "text/plain"]
+
+
+def wants_json(request: web.Request) -> bool:
+    """Content negotiation, quality values included: JSON only when Accept prefers it to text."""
+    accept = request.headers.get("Accept", "")
+    try:
+        return bool(accept) and mimeparse.best_match(ANSWER_TYPES, accept) == "application/json"
+    except ValueError:  # an unreadable Accept header: the default answer
+        return False
+
+
+def json_response(body: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json_text(body), status=status, content_type="application/json")
 
 
 def _package_text(name: str) -> str:
@@ -29,7 +45,7 @@ def _package_text(name: str) -> str:
 
 def add_routes(app: web.Application) -> None:
     openapi_text = _package_text("openapi.yaml")
-    spec_json = json.dumps(yaml.safe_load(_package_text("spec.yaml")))
+    spec_json = json_text(yaml.safe_load(_package_text("spec.yaml")))
 
     async def root(request: web.Request) -> web.Response:
         if "spec" in request.query:
@@ -51,7 +67,7 @@ def add_routes(app: web.Application) -> None:
 
 async def score(request: web.Request) -> web.Response:
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    if not runtime.ready:
+    if not runtime.status.scores:
         raise Overloaded("the model is not ready yet")
     if runtime.inflight >= settings.max_inflight:
         raise Overloaded(f"{settings.max_inflight} requests are already in progress")
@@ -76,7 +92,7 @@ async def score(request: web.Request) -> web.Response:
         **{"file.hash.sha1": scored.sha1, "file.size": scored.size, "nsfwoid.score": scored.score,
            "nsfwoid.source": image.source, "nsfwoid.frames": len(scored.frame_scores)},
     )
-    if "application/json" not in request.headers.get("Accept", ""):
+    if not wants_json(request):
         return web.Response(text=format_score(scored.score) + "\n")
     timings = {
         "fetch": image.fetch_seconds,
@@ -84,7 +100,7 @@ async def score(request: web.Request) -> web.Response:
         "inference": scored.inference_seconds,
         "total": time.perf_counter() - started,
     }
-    return web.json_response({
+    return json_response({
         "score": scored.score,
         "model": runtime.model.identity,
         "sha1": scored.sha1,
@@ -98,22 +114,14 @@ async def score(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    if runtime.draining:
-        status = "draining"
-    elif runtime.ready:
-        status = "ok"
-    elif runtime.failure:
-        status = "failed"
-    else:
-        status = "starting"
-    body = {"status": status}
+    body = {"status": runtime.status.value}
     if runtime.model is not None:
         body["model"] = {**runtime.model.identity, "provider": runtime.model.provider}
     if runtime.selftest_score is not None:
         body["selftest_score"] = runtime.selftest_score
     if runtime.failure:
         body["detail"] = runtime.failure
-    return web.json_response(body, status=200 if status == "ok" else 503)
+    return json_response(body, status=200 if runtime.status is Status.OK else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -124,8 +132,4 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
-    try:
-        version = metadata.version(NAME)
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return web.json_response({"name": NAME, "version": version, "description": DESCRIPTION, "home": HOME})
+    return json_response({"name": NAME, "version": package_version(), "description": DESCRIPTION, "home": HOME})

@@ -93,7 +93,7 @@ class Scorer:
         frames = prepared.frames
         results = await self.batcher.score_many(list(frames.tensors))
         frame_scores = tuple((index, round(value, SCORE_DECIMALS))
-                             for index, (value, _) in zip(frames.indices, results))
+                             for index, (value, _) in zip(frames.indices, results, strict=True))
         scored = Scored(
             score=max(value for _, value in frame_scores),
             frame_scores=frame_scores,

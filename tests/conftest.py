@@ -8,31 +8,20 @@ from aiohttp import web
 
 from nsfwoid import imaging
 from nsfwoid.app import create_app
-from nsfwoid.config import Settings
 from nsfwoid.model import load_model
-from nsfwoid.state import RUNTIME
 
-from . import images
-
-# Tests reach only loopback: downloads go to local aiohttp servers, never to real hosts.
-TEST_SETTINGS = Settings(
-    allowed_hosts=("127.0.0.1", "localhost"),
-    allow_private_addresses=True,
-    fetch_timeout=5.0,
-    request_timeout=10.0,
-    log_format="console",
-)
+from . import helpers
 
 
 @pytest.fixture(scope="session", autouse=True)
 def pillow_settings():
     """What the app and the CLI set at start-up, for the tests that call imaging directly."""
-    imaging.configure_pillow(TEST_SETTINGS.max_pixels)
+    imaging.configure_pillow(helpers.TEST_SETTINGS.max_pixels)
 
 
 @pytest.fixture(scope="session")
 def model():
-    return load_model(dataclasses.replace(TEST_SETTINGS, inference_threads=2))
+    return load_model(dataclasses.replace(helpers.TEST_SETTINGS, inference_threads=2))
 
 
 @pytest.fixture
@@ -40,13 +29,9 @@ def make_client(aiohttp_client):
     """A client of a real running app; waits until the model has loaded and passed its self-test."""
 
     async def make(**overrides):
-        app = create_app(dataclasses.replace(TEST_SETTINGS, **overrides))
+        app = create_app(dataclasses.replace(helpers.TEST_SETTINGS, **overrides))
         client = await aiohttp_client(app)
-        runtime = app[RUNTIME]
-        for _ in range(600):
-            if runtime.ready or runtime.failure:
-                break
-            await asyncio.sleep(0.01)
+        await helpers.until_healthy(client)
         return client
 
     return make
@@ -62,7 +47,7 @@ async def upstream(aiohttp_server):
     """A local image host: fixtures, status codes, redirects, slow and oversized answers."""
 
     async def image(request):
-        return web.Response(body=(images.FIDELITY / request.match_info["name"]).read_bytes(),
+        return web.Response(body=(helpers.FIDELITY / request.match_info["name"]).read_bytes(),
                             content_type="image/jpeg")
 
     async def status(request):
@@ -78,7 +63,7 @@ async def upstream(aiohttp_server):
 
     async def slow(request):
         await asyncio.sleep(float(request.query.get("seconds", "30")))
-        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes(), content_type="image/jpeg")
+        return web.Response(body=(helpers.FIDELITY / "brick.jpg").read_bytes(), content_type="image/jpeg")
 
     async def huge_length(request):
         response = web.StreamResponse(headers={"Content-Length": str(10**12)})

@@ -7,12 +7,12 @@ import numpy as np
 from nsfwoid import imaging
 from nsfwoid.batcher import Batcher
 
-from . import images
+from . import helpers
 
 
 def tensors():
-    return [imaging.to_tensor((images.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
-            for name in sorted(images.expected_scores())]
+    return [imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
+            for name in sorted(helpers.expected_scores())]
 
 
 async def test_batched_scores_equal_unbatched(model):

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,9 @@ import pytest
 from nsfwoid.cli import build_parser, settings_from_args
 from nsfwoid.config import ConfigError, Settings, available_cores, describe
 
-from . import images
-from .service import start_service
+from . import helpers
 
-EXPECTED = images.expected_scores()
+EXPECTED = helpers.expected_scores()
 CLI = [sys.executable, "-m", "nsfwoid"]
 
 
@@ -26,19 +26,19 @@ def run_cli(*args, env=None):
 
 
 def test_score_prints_one_line_per_target():
-    paths = [str(images.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
+    paths = [str(helpers.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
     result = run_cli("score", "--exact", *paths)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split("\t")[1] for line in lines] == paths
-    for line, name in zip(lines, ("brick.jpg", "retina.jpg")):
+    for line, name in zip(lines, ("brick.jpg", "retina.jpg"), strict=True):
         assert float(line.split("\t")[0]) == pytest.approx(EXPECTED[name], abs=1e-4)
 
 
 def test_score_reports_bad_inputs(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    good = str(images.FIDELITY / "brick.jpg")
+    good = str(helpers.FIDELITY / "brick.jpg")
     result = run_cli("score", good, str(text), str(tmp_path / "missing.jpg"), "http://2130706433/a.jpg")
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith("0.")
@@ -50,7 +50,7 @@ def test_score_reports_bad_inputs(tmp_path):
 
 def test_score_url_from_local_server(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1",
-                               "--directory", str(images.FIDELITY)], stdout=subprocess.PIPE, text=True)
+                               "--directory", str(helpers.FIDELITY)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline().split("port ")[1].split()[0])
         url = f"http://127.0.0.1:{port}/brick.jpg"
@@ -103,15 +103,17 @@ def test_thread_counts_follow_the_cgroup_cpu_quota(tmp_path, cpu_max, limit):
 
 
 def test_ci_runs_the_readme_test_command():
-    root = images.DATA.parent.parent
+    root = helpers.DATA.parent.parent
     readme = (root / "README.md").read_text()
-    ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert f"```sh\n{ci_command}\n```" in readme
+    ci_lines = (root / ".ci" / "run").read_text().strip().splitlines()
+    test_command = next(line for line in ci_lines if "pytest" in line)
+    assert f"```sh\n{test_command}\n```" in readme
+    assert ci_lines[-1] == ".venv/bin/ruff check ."  # lint after the tests
 
 
 def test_readme_configuration_table_is_complete():
-    readme = (images.DATA.parent.parent / "README.md").read_text()
-    for variable, default, _ in describe():
+    readme = (helpers.DATA.parent.parent / "README.md").read_text()
+    for variable, _, _ in describe():
         assert f"`{variable}`" in readme, variable
 
 
@@ -128,13 +130,13 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
 
     async def slow(request):
         await asyncio.sleep(1.5)
-        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes())
+        return web.Response(body=(helpers.FIDELITY / "brick.jpg").read_bytes())
 
     app = web.Application()
     app.router.add_get("/slow.jpg", slow)
     upstream = await aiohttp_server(app)
     server, base = await asyncio.to_thread(
-        start_service, stdout=subprocess.PIPE, NSFWOID_LOG_LEVEL="info", NSFWOID_LOG_FORMAT="json",
+        helpers.start_service, stdout=subprocess.PIPE, NSFWOID_LOG_LEVEL="info", NSFWOID_LOG_FORMAT="json",
         NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
         import aiohttp
@@ -156,3 +158,59 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     log = [json.loads(line) for line in server.stdout.read().splitlines() if line.startswith("{")]
     messages = [entry["message"] for entry in log]
     assert "draining" in messages and messages[-1] == "stopped"
+
+
+def test_version():
+    from nsfwoid import package_version
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"nsfwoid {package_version()}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", package_version())
+
+
+def test_each_command_lists_only_the_flags_it_uses():
+    serve_help, score_help = run_cli("serve", "--help").stdout, run_cli("score", "--help").stdout
+    for flag in ("--host", "--port", "--max-inflight", "--drain-timeout", "--request-timeout", "--log-level"):
+        assert flag in serve_help and flag not in score_help, flag
+    for flag in ("--exact", "--max-frames", "--allowed-hosts", "--fetch-timeout"):
+        assert flag in serve_help and flag in score_help, flag
+
+
+@pytest.mark.parametrize("args, env", [(["--log-level", "verbose"], {}), ([], {"NSFWOID_LOG_LEVEL": "verbose"})])
+def test_unknown_log_levels_are_refused(args, env):
+    result = run_cli("serve", *args, env=env)
+    assert result.returncode != 0 and "verbose" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_request_deadline_must_outlast_the_download():
+    with pytest.raises(ConfigError, match="REQUEST_TIMEOUT"):
+        Settings(request_timeout=5, fetch_timeout=10).check_deadlines()
+    Settings(request_timeout=0, fetch_timeout=10).check_deadlines()  # 0: no request deadline
+    result = run_cli("serve", "--request-timeout", "5", "--fetch-timeout", "10")
+    assert result.returncode != 0 and "must be longer than" in result.stderr and "Traceback" not in result.stderr
+    # `nsfwoid score` has no request deadline, so a long download timeout is fine there.
+    assert run_cli("score", "--fetch-timeout", "60", str(helpers.FIDELITY / "brick.jpg")).returncode == 0
+
+
+def test_port_in_use_is_one_clear_line():
+    server, base = helpers.start_service()
+    try:
+        port = base.rsplit(":", 1)[1]
+        result = run_cli("serve", env={"NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": port})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"nsfwoid: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not [line for line in result.stdout.splitlines() if not line.startswith("{")]  # only ECS lines
+
+
+def test_console_logs_have_colour_only_on_a_terminal(tmp_path):
+    from nsfwoid.logging import configure_logging, get_logger
+
+    with (tmp_path / "log.txt").open("w") as file:
+        configure_logging("console", "info", stream=file)
+        get_logger().warning("to a file", answer=42)
+    configure_logging("console", "info")
+    written = (tmp_path / "log.txt").read_text()
+    assert "to a file" in written and "answer=42" in written and "\x1b[" not in written

@@ -2,25 +2,18 @@
 spec.yaml's x-amples pass a service-checker-style run against a running instance."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
-import schemathesis
 import yaml
-from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from . import images
-from .service import start_service
+from . import helpers
 
 ROOT = Path(__file__).parent.parent
 OPENAPI = yaml.safe_load((ROOT / "openapi.yaml").read_text())
@@ -31,7 +24,7 @@ METHODS = {"get", "post", "put", "delete", "patch", "head", "options"}
 @pytest.fixture(scope="module")
 def service():
     # No generated URL can be on this allowlist, so the service never reaches out while fuzzed.
-    process, base = start_service(NSFWOID_ALLOWED_HOSTS="allowed-host.invalid")
+    process, base = helpers.start_service(NSFWOID_ALLOWED_HOSTS="allowed-host.invalid")
     yield base
     process.terminate()
     process.wait(timeout=30)
@@ -57,9 +50,8 @@ def test_openapi_documents_every_problem_type():
 def test_openapi_covers_every_route():
     from nsfwoid.app import create_app
 
-    from .conftest import TEST_SETTINGS
 
-    served = {(r.resource.canonical, r.method.lower()) for r in create_app(TEST_SETTINGS).router.routes()
+    served = {(r.resource.canonical, r.method.lower()) for r in create_app(helpers.TEST_SETTINGS).router.routes()
               if r.method != "HEAD"}
     documented = {(path, method) for path, item in OPENAPI["paths"].items() for method in item if method in METHODS}
     assert served == documented
@@ -70,18 +62,22 @@ def test_openapi_is_served(service):
     assert response.status_code == 200 and yaml.safe_load(response.text) == OPENAPI
 
 
-schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
+# Fixed, and no example database, so that CI is reproducible. Some seeds (seed 4, of the first 8) make schemathesis
+# 4.32 report ST201 falsely: its "invalid" multipart body has `url` as an array, an empty array sends no part
+# at all, and what arrives is a valid lone `file`.
+SCHEMATHESIS_SEED = "1"
 
 
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_openapi(case, service):
-    case.call_and_validate(
-        base_url=service,
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                response_headers_conformance, response_schema_conformance],
-        timeout=30,
-    )
+def test_schemathesis_finds_nothing_with_every_check(service):
+    """The schemathesis CLI, every check and phase, against the running service: nothing may be reported."""
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", str(ROOT / "openapi.yaml"),
+               "--url", service, "--checks", "all", "--max-examples", "50", "--seed", SCHEMATHESIS_SEED,
+               "--generation-database", "none",
+               "--request-timeout", "30"]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout and re.search(r"\d+ generated, \d+ passed", result.stdout)
 
 
 # spec.yaml and its x-amples, run as service-checker runs them.
@@ -109,7 +105,7 @@ def matches(expected, actual) -> bool:
         return isinstance(actual, dict) and all(k in actual and matches(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, list):
         return isinstance(actual, list) and len(expected) <= len(actual) and all(
-            matches(e, a) for e, a in zip(expected, actual))
+            matches(e, a) for e, a in zip(expected, actual, strict=False))  # a prefix of actual
     if isinstance(expected, str) and not isinstance(actual, str):
         actual = json.dumps(actual) if isinstance(actual, (dict, list)) else str(actual)
     if isinstance(expected, str):
@@ -148,7 +144,7 @@ def commons_fixture():
     import http.server
     import threading
 
-    photo = (images.FIDELITY / "brick.jpg").read_bytes()
+    photo = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -168,7 +164,7 @@ def commons_fixture():
 
 
 def test_x_amples_pass_against_a_running_instance(commons_fixture):
-    process, base = start_service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
+    process, base = helpers.start_service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
         spec = requests.get(base + "/?spec", timeout=5).json()
         assert spec == SPEC  # the served spec is spec.yaml

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from nsfwoid.fetch import checked_url, host_allowed, is_public_address
 from nsfwoid.errors import InvalidUrl, UrlNotAllowed
+from nsfwoid.fetch import checked_url, host_allowed, is_public_address
 
-from .test_http import problem_of
+from . import helpers
 
 
 class Recorder:
@@ -75,14 +75,14 @@ REFUSED_400 = [
 @pytest.mark.parametrize("template", REFUSED_403)
 async def test_guard_refuses_without_connecting(guarded, recorder, template):
     url = template.format(port=recorder.port)
-    await problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
+    await helpers.problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
     assert recorder.connections == 0
 
 
 @pytest.mark.parametrize("template", REFUSED_400)
 async def test_numeric_ipv4_spellings_are_refused(guarded, recorder, template):
     url = template.format(port=recorder.port)
-    await problem_of(await guarded.post("/", data={"url": url}), 400, "invalid-url")
+    await helpers.problem_of(await guarded.post("/", data={"url": url}), 400, "invalid-url")
     assert recorder.connections == 0
 
 
@@ -90,14 +90,14 @@ async def test_redirect_to_a_host_off_the_allowlist(make_client, upstream, recor
     client = await make_client(allowed_hosts=("localhost",), allow_private_addresses=True)
     target = f"http://127.0.0.1:{recorder.port}/a.jpg"
     url = f"http://localhost:{upstream.port}/redirect-to?target={target}"
-    await problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
     assert recorder.connections == 0
 
 
 async def test_redirect_to_a_private_address_is_refused_at_connect(guarded, recorder, upstream):
     # The first hop itself is loopback, so the guard must stop it before any redirect is even read.
     url = str(upstream.make_url("/redirect-to").with_query(target=f"http://127.0.0.1:{recorder.port}/"))
-    await problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
+    await helpers.problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
     assert recorder.connections == 0
 
 
@@ -105,26 +105,26 @@ async def test_redirect_with_userinfo_is_refused(make_client, upstream, recorder
     client = await make_client(allowed_hosts=("127.0.0.1",), allow_private_addresses=True)
     target = f"http://a:b@127.0.0.1:{recorder.port}/x"
     url = str(upstream.make_url("/redirect-to").with_query(target=target))
-    await problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
     assert recorder.connections == 0
 
 
 async def test_three_redirects_followed_four_refused(client, upstream):
     ok = await client.post("/", data={"url": str(upstream.make_url("/redirect/3"))})
     assert ok.status == 200
-    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/redirect/4"))}), 502,
+    await helpers.problem_of(await client.post("/", data={"url": str(upstream.make_url("/redirect/4"))}), 502,
                      "upstream-error")
 
 
 async def test_huge_declared_length_is_refused_before_reading(make_client, upstream):
     client = await make_client(max_image_bytes=1_000_000)
-    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/huge-length"))}), 413,
+    await helpers.problem_of(await client.post("/", data={"url": str(upstream.make_url("/huge-length"))}), 413,
                      "payload-too-large")
 
 
 async def test_endless_body_is_cut_at_the_cap(make_client, upstream):
     client = await make_client(max_image_bytes=1_000_000)
-    await problem_of(await client.post("/", data={"url": str(upstream.make_url("/endless"))}), 413,
+    await helpers.problem_of(await client.post("/", data={"url": str(upstream.make_url("/endless"))}), 413,
                      "payload-too-large")
     assert (await client.get("/healthz")).status == 200
 
@@ -132,7 +132,7 @@ async def test_endless_body_is_cut_at_the_cap(make_client, upstream):
 async def test_request_body_declared_too_large(make_client):
     client = await make_client(max_image_bytes=1000)
     response = await client.post("/", data=b"\0" * 5000, headers={"Content-Type": "image/jpeg"})
-    await problem_of(response, 413, "payload-too-large")
+    await helpers.problem_of(response, 413, "payload-too-large")
 
 
 @pytest.mark.parametrize("address", [

@@ -2,26 +2,26 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from nsfwoid import imaging
 from nsfwoid.app import SELFTEST_EXPECTED, SELFTEST_IMAGE
 
-from . import images
-from .conftest import TEST_SETTINGS
+from . import helpers
 
-EXPECTED = images.expected_scores()
+EXPECTED = helpers.expected_scores()
 
 
 def test_every_fixture_is_listed():
-    on_disk = {p.name for p in images.FIDELITY.iterdir() if p.suffix != ".tsv"}
+    on_disk = {p.name for p in helpers.FIDELITY.iterdir() if p.suffix != ".tsv"}
     assert on_disk == set(EXPECTED) and len(EXPECTED) == 11
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_exact_path_matches_reference(model, name):
-    data = (images.FIDELITY / name).read_bytes()
-    tensor = imaging.to_tensor(data, max_pixels=TEST_SETTINGS.max_pixels, exact=True)
+    data = (helpers.FIDELITY / name).read_bytes()
+    tensor = imaging.to_tensor(data, max_pixels=helpers.TEST_SETTINGS.max_pixels, exact=True)
     assert tensor.shape == (224, 224, 3) and tensor.dtype.name == "float32"
     (score,) = model.run(tensor[None])
     assert score == pytest.approx(EXPECTED[name], abs=1e-4)
@@ -30,14 +30,14 @@ def test_exact_path_matches_reference(model, name):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_exact_path_over_http(make_client, name):
     client = await make_client(exact=True)
-    body = (images.FIDELITY / name).read_bytes()
+    body = (helpers.FIDELITY / name).read_bytes()
     response = await client.post("/", data=body, headers={"Content-Type": "application/octet-stream"})
     assert response.status == 200
     assert float(await response.text()) == pytest.approx(EXPECTED[name], abs=1e-4)
 
 
 def test_selftest_image_is_the_reference_fixture():
-    assert SELFTEST_IMAGE.read_bytes() == (images.FIDELITY / "warm_flat.png").read_bytes()
+    assert SELFTEST_IMAGE.read_bytes() == (helpers.FIDELITY / "warm_flat.png").read_bytes()
     assert SELFTEST_EXPECTED == EXPECTED["warm_flat.png"]
 
 
@@ -47,4 +47,16 @@ def test_model_weights_are_verified(tmp_path):
     bad = tmp_path / "open-nsfw.onnx"
     bad.write_bytes(b"not the weights")
     with pytest.raises(ModelError, match="sha256"):
-        load_model(dataclasses.replace(TEST_SETTINGS, model_path=str(bad)))
+        load_model(dataclasses.replace(helpers.TEST_SETTINGS, model_path=str(bad)))
+
+
+HYPERSENSITIVE = 0.005
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fast_path_keeps_its_stated_bound(model, name):
+    """README, "Fast decode: fidelity": at most 0.005, or up to the image's own sensitivity when that is larger."""
+    data = (helpers.FIDELITY / name).read_bytes()
+    measured = helpers.fast_path_deviation(model, data, np.random.default_rng(0), draws=16)
+    assert measured["deviation"] <= max(HYPERSENSITIVE, measured["sensitivity"]), measured
+    assert measured["exact_score"] == pytest.approx(EXPECTED[name], abs=1e-4)

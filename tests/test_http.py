@@ -6,21 +6,15 @@ import hashlib
 import aiohttp
 import pytest
 
-from nsfwoid.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE
+from nsfwoid.errors import ALL_PROBLEMS
 
-from . import images
+from . import helpers
 
-EXPECTED = images.expected_scores()
-BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
-
-
-async def problem_of(response, status: int, name: str) -> dict:
-    assert response.status == status
-    assert response.content_type == PROBLEM_CONTENT_TYPE
-    body = await response.json(content_type=None)
-    assert set(body) == {"type", "title", "status", "detail"}
-    assert body["type"].endswith(name) and body["status"] == status and body["detail"]
-    return body
+EXPECTED = helpers.expected_scores()
+JPEG = {"Content-Type": "image/jpeg"}
+# models/README.md: the sha256 of the published weights.
+WEIGHTS_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
+BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("path", ["/", "/v1/score"])
@@ -61,7 +55,7 @@ async def test_json_answer(client, upstream):
     assert response.status == 200 and response.content_type == "application/json"
     body = await response.json()
     assert body["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005)
-    assert body["model"] == {"name": "open_nsfw", "sha256": "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"}
+    assert body["model"] == {"name": "open_nsfw", "sha256": WEIGHTS_SHA256}
     assert body["sha1"] == hashlib.sha1(BRICK).hexdigest()
     assert int(body["sha1_base36"], 36) == int(body["sha1"], 16) and len(body["sha1_base36"]) == 31
     assert body["bytes"] == len(BRICK) and body["source"] == "url"
@@ -85,98 +79,124 @@ async def test_healthz_503_when_the_model_fails(make_client, tmp_path):
     assert response.status == 503
     body = await response.json()
     assert body["status"] == "failed" and "sha256" in body["detail"]
-    await problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}), 503, "overloaded")
+    await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
 
 
 async def test_healthz_503_before_ready(make_client):
-    from nsfwoid.state import RUNTIME
+    from nsfwoid.state import RUNTIME, Status
 
     client = await make_client()
-    client.app[RUNTIME].ready = False
-    assert (await client.get("/healthz")).status == 503
+    client.app[RUNTIME].status = Status.STARTING
+    response = await client.get("/healthz")
+    assert response.status == 503 and (await response.json())["status"] == "starting"
+    await helpers.problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}), 503,
+                             "overloaded")
 
 
 async def test_healthz_503_while_draining(client):
-    from nsfwoid.state import RUNTIME
+    from nsfwoid.state import RUNTIME, Status
 
-    client.app[RUNTIME].draining = True  # what `nsfwoid serve` sets first on SIGTERM
+    client.app[RUNTIME].status = Status.DRAINING  # what `nsfwoid serve` sets first on SIGTERM
     response = await client.get("/healthz")
     assert response.status == 503 and (await response.json())["status"] == "draining"
+    # Requests that reach a draining process are still scored: only the probe turns away new traffic.
+    assert (await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})).status == 200
 
 
 # Every error type, as a client would cause it.
 async def test_missing_input(client):
-    await problem_of(await client.post("/", data={"other": "x"}), 400, "missing-input")
-    await problem_of(await client.post("/", data=b"", headers={"Content-Type": "image/jpeg"}), 400, "missing-input")
-    await problem_of(await client.post("/"), 400, "missing-input")
-    await problem_of(await client.post("/", data={"url": "  "}), 400, "missing-input")
+    await helpers.problem_of(await client.post("/", data={}), 400, "missing-input")
+    await helpers.problem_of(await client.post("/", data=b"", headers=JPEG), 400, "missing-input")
+    await helpers.problem_of(await client.post("/"), 400, "missing-input")
+    await helpers.problem_of(await client.post("/", data={"url": "  "}), 400, "missing-input")
+
+
+async def test_unknown_form_fields_are_refused(client):
+    body = await helpers.problem_of(await client.post("/", data={"URL": "x"}), 400, "invalid-form")
+    assert "'URL'" in body["detail"]
+    form = aiohttp.FormData()
+    form.add_field("image", BRICK, filename="brick.jpg", content_type="image/jpeg")
+    await helpers.problem_of(await client.post("/v1/score", data=form), 400, "invalid-form")
+
+
+async def test_a_url_beside_a_file_is_still_vetted(client):
+    form = aiohttp.FormData()
+    form.add_field("url", "not a url")
+    form.add_field("file", BRICK, filename="brick.jpg", content_type="image/jpeg")
+    await helpers.problem_of(await client.post("/", data=form), 400, "invalid-url")
+    form = aiohttp.FormData()
+    form.add_field("url", "http://127.0.0.1/elsewhere.jpg")
+    form.add_field("file", BRICK, filename="brick.jpg", content_type="image/jpeg")
+    response = await client.post("/", data=form, headers={"Accept": "application/json"})
+    assert response.status == 200 and (await response.json())["source"] == "file"
 
 
 @pytest.mark.parametrize("url", ["not a url", "/relative/path.jpg", "ftp://127.0.0.1/a.jpg", "file:///etc/passwd",
                                  "http://", "javascript:alert(1)", "http://[::1"])
 async def test_invalid_url(client, url):
-    await problem_of(await client.post("/", data={"url": url}), 400, "invalid-url")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 400, "invalid-url")
 
 
 async def test_url_not_allowed(client):
-    await problem_of(await client.post("/", data={"url": "https://example.org/a.jpg"}), 403, "url-not-allowed")
+    await helpers.problem_of(await client.post("/", data={"url": "https://example.org/a.jpg"}), 403, "url-not-allowed")
 
 
 @pytest.mark.parametrize("code", [404, 410])
 async def test_upstream_not_found(client, upstream, code):
     url = str(upstream.make_url(f"/status/{code}"))
-    await problem_of(await client.post("/", data={"url": url}), 404, "upstream-not-found")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 404, "upstream-not-found")
 
 
 @pytest.mark.parametrize("code", [500, 403, 204])
 async def test_upstream_error(client, upstream, code):
     url = str(upstream.make_url(f"/status/{code}"))
-    await problem_of(await client.post("/", data={"url": url}), 502, "upstream-error")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 502, "upstream-error")
 
 
 async def test_upstream_refused_connection(client, unused_tcp_port):
     url = f"http://127.0.0.1:{unused_tcp_port}/a.jpg"
-    await problem_of(await client.post("/", data={"url": url}), 502, "upstream-error")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 502, "upstream-error")
 
 
 async def test_upstream_timeout(make_client, upstream):
     client = await make_client(fetch_timeout=0.5)
     url = str(upstream.make_url("/slow").with_query(seconds="5"))
     started = asyncio.get_running_loop().time()
-    await problem_of(await client.post("/", data={"url": url}), 504, "upstream-timeout")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 504, "upstream-timeout")
     assert asyncio.get_running_loop().time() - started < 4
 
 
 async def test_payload_too_large_body(make_client):
     client = await make_client(max_image_bytes=10_000)
-    await problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}), 413,
+    await helpers.problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}), 413,
                      "payload-too-large")
     form = aiohttp.FormData()
     form.add_field("file", BRICK, filename="brick.jpg", content_type="image/jpeg")
-    await problem_of(await client.post("/", data=form), 413, "payload-too-large")
+    await helpers.problem_of(await client.post("/", data=form), 413, "payload-too-large")
 
 
 async def test_payload_too_large_download(make_client, upstream):
     client = await make_client(max_image_bytes=10_000)
     url = str(upstream.make_url("/image/brick.jpg"))
-    await problem_of(await client.post("/", data={"url": url}), 413, "payload-too-large")
+    await helpers.problem_of(await client.post("/", data={"url": url}), 413, "payload-too-large")
 
 
 async def test_unsupported_media_type(client):
-    await problem_of(await client.post("/", data=b"hello", headers={"Content-Type": "image/png"}), 415,
+    await helpers.problem_of(await client.post("/", data=b"hello", headers={"Content-Type": "image/png"}), 415,
                      "unsupported-media-type")
-    await problem_of(await client.post("/", data=b"{}", headers={"Content-Type": "application/json"}), 415,
+    await helpers.problem_of(await client.post("/", data=b"{}", headers={"Content-Type": "application/json"}), 415,
                      "unsupported-media-type")
 
 
 async def test_invalid_image(client):
-    data = images.encode(images.photo("brick.jpg"), "PNG")[:30]
-    await problem_of(await client.post("/", data=data, headers={"Content-Type": "image/png"}), 422, "invalid-image")
+    data = helpers.encode(helpers.photo("brick.jpg"), "PNG")[:30]
+    response = await client.post("/", data=data, headers={"Content-Type": "image/png"})
+    await helpers.problem_of(response, 422, "invalid-image")
 
 
 async def test_image_too_large(client):
-    await problem_of(await client.post("/", data=images.bomb_png(), headers={"Content-Type": "image/png"}), 413,
-                     "image-too-large")
+    response = await client.post("/", data=helpers.bomb_png(), headers={"Content-Type": "image/png"})
+    await helpers.problem_of(response, 413, "image-too-large")
 
 
 async def test_overloaded(make_client, upstream):
@@ -184,34 +204,109 @@ async def test_overloaded(make_client, upstream):
     slow = asyncio.create_task(client.post("/", data={"url": str(upstream.make_url("/slow").with_query(seconds="1"))}))
     await asyncio.sleep(0.3)
     response = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})
-    await problem_of(response, 503, "overloaded")
+    await helpers.problem_of(response, 503, "overloaded")
     assert response.headers["Retry-After"] == "1"
     assert (await slow).status == 200
     assert (await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})).status == 200
 
 
-async def test_request_deadline(make_client, upstream):
-    client = await make_client(request_timeout=0.5, fetch_timeout=5)
-    url = str(upstream.make_url("/slow").with_query(seconds="3"))
-    await problem_of(await client.post("/", data={"url": url}), 503, "overloaded")
+async def test_request_deadline(make_client):
+    client = await make_client(request_timeout=0.5, fetch_timeout=0.4)
+
+    async def slow_body():
+        yield BRICK[:1000]
+        await asyncio.sleep(2)
+        yield BRICK[1000:]
+
+    await helpers.problem_of(await client.post("/", data=slow_body(), headers={"Content-Type": "image/jpeg"}), 503,
+                             "overloaded")
 
 
 async def test_every_problem_type_is_exercised():
     names = {p.name for p in ALL_PROBLEMS}
     assert names == {"missing-input", "invalid-url", "url-not-allowed", "upstream-not-found", "upstream-error",
                      "upstream-timeout", "payload-too-large", "unsupported-media-type", "invalid-image",
-                     "image-too-large", "overloaded"}
+                     "image-too-large", "overloaded", "not-found", "method-not-allowed", "internal-error",
+                     "invalid-form"}
 
 
 async def test_routing_errors_are_problems(client):
-    response = await client.get("/nope")
-    assert response.status == 404 and response.content_type == PROBLEM_CONTENT_TYPE
+    await helpers.problem_of(await client.get("/nope"), 404, "not-found")
     response = await client.put("/")
-    assert response.status == 405 and response.content_type == PROBLEM_CONTENT_TYPE and "POST" in response.headers["Allow"]
+    await helpers.problem_of(response, 405, "method-not-allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+async def test_internal_errors_are_named_problems(client, monkeypatch):
+    from nsfwoid.state import RUNTIME
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(client.app[RUNTIME].scorer.batcher, "score_many", broken)
+    response = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})
+    body = await helpers.problem_of(response, 500, "internal-error")
+    assert "a bug of ours" not in body["detail"]  # the cause goes to the log, not to the client
+
+
+async def test_problems_name_their_request(client):
+    response = await client.get("/nope", headers={"X-Request-Id": "trace-42"})
+    body = await helpers.problem_of(response, 404, "not-found")
+    assert response.headers["X-Request-Id"] == "trace-42"
+    assert body["instance"] == "urn:nsfwoid:request:trace-42"
+    generated = await client.post("/", data=b"", headers={"Content-Type": "image/jpeg"})
+    body = await helpers.problem_of(generated, 400, "missing-input")
+    assert body["instance"] == "urn:nsfwoid:request:" + generated.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(("accept", "json_answer"), [
+    (None, False), ("*/*", False), ("text/plain", False), ("application/json", True),
+    ("application/json;q=0", False), ("text/plain, application/json;q=0.5", False),
+    ("application/json, text/plain;q=0.5", True), ("text/plain;q=0.1, application/json", True),
+    ("application/*", True), ("image/png", False), ("not a media range", False),
+])
+async def test_content_negotiation_honours_quality_values(client, accept, json_answer):
+    headers = {"Content-Type": "image/jpeg", **({"Accept": accept} if accept else {})}
+    response = await client.post("/", data=BRICK, headers=headers)
+    assert response.status == 200
+    assert response.content_type == ("application/json" if json_answer else "text/plain")
+
+
+async def test_every_answer_ends_with_a_newline(client):
+    answers = [
+        await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg", "Accept": "application/json"}),
+        await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}),
+        await client.get("/healthz"), await client.get("/_info"), await client.get("/?spec"),
+        await client.get("/nope"), await client.post("/", data=b"x", headers={"Content-Type": "image/png"}),
+    ]
+    for response in answers:
+        assert (await response.read()).endswith(b"\n"), response.url
+
+
+async def test_empty_url_field_is_missing_input(client):
+    body = await helpers.problem_of(await client.post("/", data={"url": ""}), 400, "missing-input")
+    assert "empty" in body["detail"]
+    form = aiohttp.FormData()
+    form.add_field("url", "")
+    await helpers.problem_of(await client.post("/v1/score", data=form), 400, "missing-input")
+
+
+async def test_image_sent_as_a_form_by_mistake_is_scored(client):
+    # What `curl --data-binary @photo.jpg host/` sends: no -H, so curl says it is a form.
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    by_mistake = await client.post("/", data=BRICK, headers={**form_type, "Accept": "application/json"})
+    assert by_mistake.status == 200
+    body = await by_mistake.json()
+    assert body["source"] == "body" and body["sha1"] == hashlib.sha1(BRICK).hexdigest()
+    raw = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg", "Accept": "application/json"})
+    assert body["score"] == (await raw.json())["score"]
+    # Text that is neither a form nor an image is still refused plainly.
+    await helpers.problem_of(await client.post("/", data=b"\xff\xfe\x00junk", headers=form_type), 415,
+                             "unsupported-media-type")
 
 
 async def test_service_stays_healthy_after_bad_input(client):
-    for data in (b"", b"\xff\xd8\xff", images.bomb_png(), b"GIF89a" + b"\0" * 100):
+    for data in (b"", b"\xff\xd8\xff", helpers.bomb_png(), b"GIF89a" + b"\0" * 100):
         response = await client.post("/", data=data, headers={"Content-Type": "image/gif"})
         assert 400 <= response.status < 500
     assert (await client.get("/healthz")).status == 200

@@ -4,17 +4,18 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from nsfwoid import imaging
 from nsfwoid.errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
 
-from . import images
+from . import helpers
 
 LIMIT = 50_000_000
-BASE = images.photo("motorcycle.webp", (400, 300))
-OTHER = images.photo("grass_1600.jpg", (400, 300))
+BASE = helpers.photo("motorcycle.webp", (400, 300))
+OTHER = helpers.photo("grass_1600.jpg", (400, 300))
 
 
 def tensor(data: bytes, exact: bool = True) -> np.ndarray:
@@ -26,19 +27,19 @@ def reference(image: Image.Image) -> np.ndarray:
 
 
 FORMATS = {
-    "jpeg-baseline": lambda: images.encode(BASE, "JPEG", quality=90),
-    "jpeg-progressive": lambda: images.encode(BASE, "JPEG", quality=90, progressive=True),
-    "jpeg-grayscale": lambda: images.encode(BASE.convert("L"), "JPEG"),
-    "jpeg-cmyk": lambda: images.encode(BASE.convert("CMYK"), "JPEG"),
-    "png-palette": lambda: images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-    "png-1bit": lambda: images.encode(BASE.convert("1"), "PNG"),
-    "png-16bit": lambda: images.sixteen_bit_grey_png(BASE.convert("L")),
-    "png-rgba": lambda: images.encode(BASE.convert("RGBA"), "PNG"),
-    "gif-animated": lambda: images.animated_gif(BASE, OTHER),
-    "webp": lambda: images.encode(BASE, "WEBP", quality=90),
-    "webp-lossless": lambda: images.encode(BASE, "WEBP", lossless=True),
-    "tiff-multipage": lambda: images.multipage_tiff(BASE, OTHER),
-    "bmp": lambda: images.encode(BASE, "BMP"),
+    "jpeg-baseline": lambda: helpers.encode(BASE, "JPEG", quality=90),
+    "jpeg-progressive": lambda: helpers.encode(BASE, "JPEG", quality=90, progressive=True),
+    "jpeg-grayscale": lambda: helpers.encode(BASE.convert("L"), "JPEG"),
+    "jpeg-cmyk": lambda: helpers.encode(BASE.convert("CMYK"), "JPEG"),
+    "png-palette": lambda: helpers.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+    "png-1bit": lambda: helpers.encode(BASE.convert("1"), "PNG"),
+    "png-16bit": lambda: helpers.sixteen_bit_grey_png(BASE.convert("L")),
+    "png-rgba": lambda: helpers.encode(BASE.convert("RGBA"), "PNG"),
+    "gif-animated": lambda: helpers.animated_gif(BASE, OTHER),
+    "webp": lambda: helpers.encode(BASE, "WEBP", quality=90),
+    "webp-lossless": lambda: helpers.encode(BASE, "WEBP", lossless=True),
+    "tiff-multipage": lambda: helpers.multipage_tiff(BASE, OTHER),
+    "bmp": lambda: helpers.encode(BASE, "BMP"),
 }
 
 
@@ -54,8 +55,8 @@ def test_every_format_is_scored(model, kind, exact):
 
 @pytest.mark.parametrize("kind, first", [("gif-animated", "gif"), ("tiff-multipage", "tiff")])
 def test_first_frame_or_page_is_used(kind, first):
-    single = images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE) if first == "gif" else BASE, first)
-    only_second = images.encode(OTHER, first)
+    single = helpers.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE) if first == "gif" else BASE, first)
+    only_second = helpers.encode(OTHER, first)
     multi = tensor(FORMATS[kind]())
     assert np.array_equal(multi, tensor(single))
     assert not np.array_equal(multi, tensor(only_second))
@@ -63,20 +64,20 @@ def test_first_frame_or_page_is_used(kind, first):
 
 def test_sixteen_bit_is_scaled_not_clipped():
     grey = BASE.convert("L")
-    sixteen = tensor(images.sixteen_bit_grey_png(grey))
+    sixteen = tensor(helpers.sixteen_bit_grey_png(grey))
     assert np.array_equal(sixteen, reference(grey))
     # Pillow's own convert("RGB") of I;16 clips to white: make sure we are not doing that.
     assert sixteen.std() > 10
 
 
 def test_sixteen_bit_mode_is_what_pillow_gives():
-    with Image.open(io.BytesIO(images.sixteen_bit_grey_png(BASE.convert("L")))) as image:
+    with Image.open(io.BytesIO(helpers.sixteen_bit_grey_png(BASE.convert("L")))) as image:
         assert image.mode in imaging.SIXTEEN_BIT_MODES
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF"])
 def test_truncated_files_are_scored(model, fmt):
-    whole = images.encode(BASE, fmt)
+    whole = helpers.encode(BASE, fmt)
     cut = whole[: int(len(whole) * 0.6)]
     result = tensor(cut)
     assert result.shape == (224, 224, 3)
@@ -86,26 +87,26 @@ def test_truncated_files_are_scored(model, fmt):
 
 def test_truncated_webp_is_a_clear_error():
     # libwebp decodes whole files only, so Pillow cannot read a truncated WebP even tolerantly.
-    whole = images.encode(BASE, "WEBP")
+    whole = helpers.encode(BASE, "WEBP")
     with pytest.raises(InvalidImage):
         tensor(whole[: len(whole) // 2])
 
 
 def test_truncated_fixture_decodes_like_the_reference(model):
-    data = (images.FIDELITY / "motorcycle_truncated_60.jpg").read_bytes()
+    data = (helpers.FIDELITY / "motorcycle_truncated_60.jpg").read_bytes()
     (score,) = model.run(tensor(data)[None])
-    assert score == pytest.approx(images.expected_scores()["motorcycle_truncated_60.jpg"], abs=1e-4)
+    assert score == pytest.approx(helpers.expected_scores()["motorcycle_truncated_60.jpg"], abs=1e-4)
 
 
 def test_bomb_is_refused_from_the_header():
-    bomb = images.bomb_png(100_000, 100_000)
+    bomb = helpers.bomb_png(100_000, 100_000)
     assert len(bomb) < 200
     with pytest.raises(ImageTooLarge, match="pixels"):
         tensor(bomb)
 
 
 def test_pixel_limit_is_configurable():
-    data = images.encode(BASE, "PNG")
+    data = helpers.encode(BASE, "PNG")
     with pytest.raises(ImageTooLarge):
         imaging.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
     assert imaging.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
@@ -119,17 +120,17 @@ def test_non_images_are_unsupported(data):
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
 def test_damaged_header_is_invalid(fmt):
-    data = images.encode(BASE, fmt)
+    data = helpers.encode(BASE, fmt)
     with pytest.raises(InvalidImage):
         tensor(data[:20])
 
 
 def test_preprocess_is_bit_identical_to_the_reference_steps():
     """A literal transcription of classify_nsfw.py's steps, against the optimised preprocess."""
-    for name in images.PHOTOS:
-        rgb = images.photo(name, (500, 375))
+    for name in helpers.PHOTOS:
+        rgb = helpers.photo(name, (500, 375))
         resized = rgb.resize((256, 256), Image.Resampling.BILINEAR)
-        reencoded = Image.open(io.BytesIO(images.encode(resized, "JPEG")))
+        reencoded = Image.open(io.BytesIO(helpers.encode(resized, "JPEG")))
         pixels = np.asarray(reencoded, dtype=np.float32)[16:240, 16:240, :]
         expected = pixels[:, :, ::-1] - np.array([104, 117, 123], dtype=np.float32)
         actual = imaging.preprocess(rgb)
@@ -138,14 +139,14 @@ def test_preprocess_is_bit_identical_to_the_reference_steps():
 
 
 def test_fast_path_stays_close_to_exact_on_photos(model):
-    for name in images.PHOTOS[1:]:
-        data = images.encode(images.photo(name, (4000, 3000)), "JPEG", quality=90)
+    for name in helpers.PHOTOS[1:]:
+        data = helpers.encode(helpers.photo(name, (4000, 3000)), "JPEG", quality=90)
         fast, exact = model.run(np.stack([tensor(data, exact=False), tensor(data, exact=True)]))
         assert abs(fast - exact) <= 0.005, name
 
 
 def _mutations():
-    seeds = [images.encode(BASE.resize((64, 48)), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")]
+    seeds = [helpers.encode(BASE.resize((64, 48)), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")]
     return st.tuples(
         st.sampled_from(seeds),
         st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid.logging import configure_logging
 
-from . import images
+from . import helpers
 
 ROOT = Path(__file__).parent.parent
-SCHEMAS = images.DATA / "schemas"
-BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
+SCHEMAS = helpers.DATA / "schemas"
+BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
 async def scrape(client) -> dict:
@@ -85,19 +85,17 @@ async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
     from nsfwoid.app import create_app
     from nsfwoid.logging import AccessLogger
 
-    from .conftest import TEST_SETTINGS
 
     stream = io.StringIO()
     configure_logging("json", "info", stream=stream)
     try:
-        server = await aiohttp_server(create_app(TEST_SETTINGS), access_log_class=AccessLogger)
+        server = await aiohttp_server(create_app(helpers.TEST_SETTINGS), access_log_class=AccessLogger)
         client = await aiohttp_client(server)
-        for _ in range(300):
-            if (await client.get("/healthz")).status == 200:
-                break
-            await asyncio.sleep(0.02)
+        await helpers.until_healthy(client)
         response = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg", "X-Request-Id": "abc-123"})
         assert response.status == 200 and response.headers["X-Request-Id"] == "abc-123"
+        health = await client.get("/healthz", headers={"X-Request-Id": "health-1"})
+        health_bytes = len(await health.read())
         generated = (await client.get("/_info")).headers["X-Request-Id"]
         assert re.fullmatch(r"[0-9a-f]{32}", generated)
         for hostile_id in ("bad id; rm", "x" * 300, "a\\u0000b"):
@@ -110,19 +108,21 @@ async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
     for line in lines:
         assert line["ecs.version"] == "1.11.0" and line["service"]["name"] == "nsfwoid"
         assert line["@timestamp"].endswith("Z") and line["log.level"] and line["message"]
-    access = [l for l in lines if l.get("url", {}).get("path") == "/" and "http" in l]
+    access = [e for e in lines if e.get("url", {}).get("path") == "/" and "http" in e]
     assert len(access) == 1
     entry = access[0]
     assert entry["http"]["request"]["method"] == "POST" and entry["http"]["response"]["status_code"] == 200
     assert entry["event"]["duration"] > 0 and entry["client"]["ip"] == "127.0.0.1"
     assert entry["trace"]["id"] == "abc-123"
-    scored = [l for l in lines if l["message"] == "scored"]
+    health_line = next(e for e in lines if e.get("trace", {}).get("id") == "health-1" and "http" in e)
+    assert health_line["http"]["response"]["body"]["bytes"] == health_bytes == int(health.headers["Content-Length"])
+    scored = [e for e in lines if e["message"] == "scored"]
     assert len(scored) == 1
     assert scored[0]["file"]["hash"]["sha1"] and scored[0]["file"]["size"] == len(BRICK)
     assert 0 <= scored[0]["nsfwoid"]["score"] <= 1 and scored[0]["trace"]["id"] == "abc-123"
     assert all(json.dumps(line).find("\\u00ff\\u00d8") < 0 for line in lines)  # no image bytes
-    assert sum(1 for l in lines if "http" in l and "response" in l["http"]) == len(
-        [l for l in lines if l["message"].split(" ")[0] in ("GET", "POST")])
+    assert sum(1 for e in lines if "http" in e and "response" in e["http"]) == len(
+        [e for e in lines if e["message"].split(" ")[0] in ("GET", "POST")])
 
 
 async def test_info(client):

@@ -1,0 +1,192 @@
+"""What the tests share: real test images, the test settings, and a service to run and wait for.
+
+Real images: the fidelity photographs, re-encoded in every format and mode Commons holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nsfwoid.config import Settings
+from nsfwoid.errors import PROBLEM_CONTENT_TYPE
+
+DATA = Path(__file__).parent / "data"
+FIDELITY = DATA / "fidelity"
+PHOTOS = ("retina.jpg", "motorcycle.webp", "grass_1600.jpg", "brick.jpg")
+
+
+def expected_scores() -> dict[str, float]:
+    lines = (FIDELITY / "expected.tsv").read_text().splitlines()[1:]
+    return {name: float(score) for name, score in (line.split("\t") for line in lines if line)}
+
+
+def photo(name: str = "retina.jpg", size: tuple[int, int] | None = None) -> Image.Image:
+    with Image.open(FIDELITY / name) as image:
+        rgb = image.convert("RGB")
+    return rgb.resize(size, Image.Resampling.LANCZOS) if size else rgb
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def sixteen_bit_grey_png(grey: Image.Image) -> bytes:
+    """A 16-bit greyscale PNG whose values are exactly 257 × the 8-bit ones."""
+    values = np.asarray(grey, dtype=np.uint16) * 257
+    return encode(Image.fromarray(values), "PNG")
+
+
+def animated_gif(first: Image.Image, second: Image.Image) -> bytes:
+    return encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+
+
+def multipage_tiff(first: Image.Image, second: Image.Image) -> bytes:
+    return encode(first, "TIFF", save_all=True, append_images=[second])
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG signature and IHDR declaring width×height, with no pixel data to speak of."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def animation(frames: list[Image.Image], fmt: str) -> bytes:
+    """An animation (GIF, PNG as APNG, WEBP) or a multi-page TIFF of the given frames, as Pillow writes it."""
+    first, *rest = frames
+    options = {"duration": 100, "loop": 0} if fmt in ("GIF", "PNG", "WEBP") else {}
+    if fmt == "WEBP":
+        options["lossless"] = True
+    return encode(first, fmt, save_all=True, append_images=rest, **options)
+
+
+def decoded_frames(data: bytes) -> list[Image.Image]:
+    """Every composited frame of an animation as a viewer shows it, decoded by Pillow, as RGB stills."""
+    stills = []
+    with Image.open(io.BytesIO(data)) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            stills.append(image.convert("RGB"))
+    return stills
+
+
+def many_frame_gif(first: Image.Image, count: int) -> bytes:
+    """A GIF of `count` frames: `first`, then count − 1 one-pixel frames drawn on it, each its own block.
+
+    Written by hand: Pillow's GIF writer needs minutes for ten thousand frames.
+    """
+    single = encode(first.convert("P", palette=Image.Palette.ADAPTIVE), "GIF")
+    assert single.endswith(b";")
+    width, height = first.size
+    blocks = []
+    for index in range(1, count):
+        x, y, colour = index % width, (index // width) % height, index % 256
+        control = b"\x21\xf9\x04\x04" + struct.pack("<H", 2) + b"\x00\x00"  # keep the frame, 20 ms
+        descriptor = b"," + struct.pack("<HHHH", x, y, 1, 1) + b"\x00"
+        # LZW with 8-bit codes: clear (256), the pixel, end (257), packed as 9-bit codes.
+        codes = (256 | (colour << 9) | (257 << 18)).to_bytes(4, "little")
+        blocks.append(control + descriptor + b"\x08\x04" + codes + b"\x00")
+    return single[:-1] + b"".join(blocks) + b";"
+
+
+# Tests reach only loopback: downloads go to local aiohttp servers, never to real hosts.
+TEST_SETTINGS = Settings(
+    allowed_hosts=("127.0.0.1", "localhost"),
+    allow_private_addresses=True,
+    fetch_timeout=5.0,
+    request_timeout=10.0,
+    log_format="console",
+)
+
+
+async def problem_of(response, status: int, name: str) -> dict:
+    """Assert that a response is the named problem+json, and return its body."""
+    assert response.status == status
+    assert response.content_type == PROBLEM_CONTENT_TYPE
+    body = await response.json(content_type=None)
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    assert body["type"].endswith("#" + name) and body["status"] == status and body["detail"]
+    return body
+
+
+async def until_healthy(client, seconds: float = 60) -> None:
+    """Wait until an in-process app's /healthz says ok, or that the model failed to start."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        response = await client.get("/healthz")
+        if response.status == 200 or (await response.json())["status"] == "failed":
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("the app did not finish starting")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(stdout=subprocess.DEVNULL, cpus: set[int] | None = None, **env: str) -> tuple[subprocess.Popen, str]:
+    """`nsfwoid serve` as a real process on a free loopback port, healthy: (process, base URL).
+
+    `cpus`: pin the process to these cores, as a CPU limit confines a pod.
+    """
+    port = free_port()
+    full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port),
+                "NSFWOID_LOG_LEVEL": "warning", **env}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env, preexec_fn=pin,
+                               stdout=stdout, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return process, base
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("nsfwoid did not become healthy")
+
+
+def fast_path_deviation(model, data: bytes, rng: np.random.Generator, draws: int = 8) -> dict:
+    """How far the fast decode moves an image's score, beside the image's own sensitivity.
+
+    The sensitivity is the largest score change when 1 % of the exact path's 256 px pixels move by one
+    level, over `draws` random draws: no decode that is not bit-exact can promise less than that.
+    """
+    from nsfwoid import imaging
+
+    fast = imaging.to_tensor(data, max_pixels=10**9, exact=False)
+    exact_resized = imaging.reference_resize(imaging.to_rgb(imaging.open_image(data, max_pixels=10**9)))
+    pixels = np.asarray(exact_resized, dtype=np.int16)
+    noisy = []
+    for _ in range(draws):
+        step = rng.choice([-1, 1], size=pixels.shape) * (rng.random(pixels.shape) < 0.01)
+        noisy.append(imaging.reference_tensor(Image.fromarray(np.clip(pixels + step, 0, 255).astype(np.uint8))))
+    fast_score, exact_score, *noisy_scores = (float(s) for s in model.run(
+        np.stack([fast, imaging.reference_tensor(exact_resized), *noisy])))
+    return {"deviation": round(abs(fast_score - exact_score), 6), "exact_score": round(exact_score, 6),
+            "sensitivity": round(max(abs(s - exact_score) for s in noisy_scores), 6)}

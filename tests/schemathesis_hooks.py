@@ -1,0 +1,20 @@
+"""Schemathesis hooks (SCHEMATHESIS_HOOKS=tests.schemathesis_hooks): real images for the binary bodies.
+
+The contract says a raw body is an image. Schemathesis cannot know what an image is from `format: binary`,
+so it would send arbitrary bytes as "valid" data; these strategies send real photographs instead, in each
+format nsfwoid reads.
+"""
+
+import schemathesis
+from hypothesis import strategies as st
+
+from tests import helpers
+
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+IMAGES = [helpers.encode(helpers.photo(name, (96, 72)), fmt)
+          for name in ("brick.jpg", "warm_flat.png") for fmt in FORMATS]
+
+for media_type in ("image/*", "application/octet-stream"):
+    schemathesis.openapi.media_type(media_type, st.sampled_from(IMAGES))
+# The multipart `file` field.
+schemathesis.openapi.format("binary", st.sampled_from(IMAGES))
