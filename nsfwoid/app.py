@@ -15,6 +15,7 @@ from .config import Settings
 from .errors import InternalError, Problem, http_problem_response, problem_from_http, problem_response
 from .fetch import create_session
 from .inputs import client_max_size
+from .kserve import add_kserve_routes
 from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
 from .scoring import running_scorer
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(http_session_ctx)
     app.cleanup_ctx.append(model_ctx)
     routes.add_routes(app)
+    add_kserve_routes(app)
     return app
 
 

@@ -53,6 +53,9 @@ class Settings:
     max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
     max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
+    max_instances: int = field(
+        default=50, metadata={**SERVE_ONLY, "help": "instances in one KServe :predict call (Lift Wing's limit)"}
+    )
     request_timeout: float = field(default=30.0, metadata={**SERVE_ONLY, "help": "deadline of one scoring request, s"})
     fetch_timeout: float = field(default=10.0, metadata={"help": "total time for one download, s"})
     max_image_bytes: int = field(default=25 * MiB, metadata={"help": "cap on a body or download"})
@@ -77,7 +80,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
-                    "decode_timeout")
+                    "max_instances", "decode_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

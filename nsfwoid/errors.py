@@ -47,8 +47,8 @@ class MissingInput(Problem):
     name, status, title = "missing-input", 400, "No image given"
 
 
-class InvalidForm(Problem):
-    name, status, title = "invalid-form", 400, "The form has fields nsfwoid does not read"
+class InvalidRequest(Problem):
+    name, status, title = "invalid-request", 400, "The request is not in a form this route takes"
 
 
 class InvalidUrl(Problem):

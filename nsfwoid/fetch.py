@@ -10,6 +10,7 @@ import socket
 import aiohttp
 from yarl import URL
 
+from . import metrics
 from .config import Settings
 from .errors import InvalidUrl, PayloadTooLarge, UpstreamError, UpstreamNotFound, UpstreamTimeout, UrlNotAllowed
 
@@ -109,6 +110,8 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
 async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings) -> bytes:
     """Download an image under every limit, following at most MAX_REDIRECTS re-checked redirects."""
     url = checked_url(raw_url, settings.allowed_hosts)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
         async with asyncio.timeout(settings.fetch_timeout):
             for _ in range(MAX_REDIRECTS + 1):
@@ -120,9 +123,10 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
                         raise UpstreamNotFound(f"{url.host} answered {response.status}")
                     if response.status != 200:
                         raise UpstreamError(f"{url.host} answered {response.status}")
-                    return await read_capped(
-                        response.content, response.content_length, settings.max_image_bytes
-                    )
+                    data = await read_capped(response.content, response.content_length, settings.max_image_bytes)
+                    metrics.FETCH_DURATION.observe(loop.time() - started)
+                    metrics.FETCH_BYTES.observe(len(data))
+                    return data
             raise UpstreamError(f"more than {MAX_REDIRECTS} redirects")
     except TimeoutError:
         raise UpstreamTimeout(f"no complete answer within {settings.fetch_timeout:g} s") from None

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
-from .errors import InvalidForm, MissingInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType
 from .fetch import checked_url, fetch
 from .imaging import looks_like_image
 
@@ -49,7 +49,7 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
             raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
         unknown = sorted(set(form) - FORM_FIELDS)
         if unknown:
-            raise InvalidForm(f"unknown form fields {', '.join(map(repr, unknown[:5]))}: send `url` or `file`")
+            raise InvalidRequest(f"unknown form fields {', '.join(map(repr, unknown[:5]))}: send `url` or `file`")
         url = form.get("url")
         if url is not None and not (isinstance(url, str) and url.strip()):
             raise MissingInput("the form field `url` is empty")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 
 import mimeparse
@@ -11,11 +13,11 @@ import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import NAME, metrics, package_version
+from . import NAME, package_version
+from .config import Settings
 from .errors import Overloaded, json_text
 from .inputs import read_image
-from .logging import get_logger
-from .scoring import format_score
+from .scoring import format_score, log_scored
 from .state import RUNTIME, SETTINGS, Status
 
 DESCRIPTION = "Scores how likely an image is to be NSFW, with Yahoo's open_nsfw model"
@@ -65,51 +67,30 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.yaml", openapi)
 
 
-async def score(request: web.Request) -> web.Response:
-    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    if not runtime.status.scores:
-        raise Overloaded("the model is not ready yet")
-    if runtime.inflight >= settings.max_inflight:
-        raise Overloaded(f"{settings.max_inflight} requests are already in progress")
-    runtime.inflight += 1
-    metrics.INFLIGHT.inc()
-    started = time.perf_counter()
+@asynccontextmanager
+async def request_deadline(settings: Settings) -> AsyncIterator[float | None]:
+    """The scoring deadline (loop time, or None) for the block; passing it answers 503."""
     deadline = asyncio.get_running_loop().time() + settings.request_timeout if settings.request_timeout else None
     try:
         async with asyncio.timeout_at(deadline):
-            image = await read_image(request, runtime.http, settings)
-            scored = await runtime.scorer.score(image.data, deadline=deadline)
+            yield deadline
     except TimeoutError:
         raise Overloaded(f"not scored within the deadline of {settings.request_timeout:g} s") from None
-    finally:
-        runtime.inflight -= 1
-        metrics.INFLIGHT.dec()
-    if image.fetch_seconds is not None:
-        metrics.FETCH_DURATION.observe(image.fetch_seconds)
-        metrics.FETCH_BYTES.observe(len(image.data))
-    get_logger().info(
-        "scored",
-        **{"file.hash.sha1": scored.sha1, "file.size": scored.size, "nsfwoid.score": scored.score,
-           "nsfwoid.source": image.source, "nsfwoid.frames": len(scored.frame_scores)},
-    )
+
+
+async def score(request: web.Request) -> web.Response:
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    started = time.perf_counter()
+    with runtime.admitted(1, settings.max_inflight):
+        async with request_deadline(settings) as deadline:
+            image = await read_image(request, runtime.http, settings)
+            scored = await runtime.scorer.score(image.data, deadline=deadline)
+    log_scored(scored, image.source)
     if not wants_json(request):
         return web.Response(text=format_score(scored.score) + "\n")
-    timings = {
-        "fetch": image.fetch_seconds,
-        "preprocess": scored.preprocess_seconds,
-        "inference": scored.inference_seconds,
-        "total": time.perf_counter() - started,
-    }
-    return json_response({
-        "score": scored.score,
-        "model": runtime.model.identity,
-        "sha1": scored.sha1,
-        "sha1_base36": scored.sha1_base36,
-        "bytes": scored.size,
-        "source": image.source,
-        "frames": scored.frames_json(),
-        "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None},
-    })
+    return json_response(scored.to_json(model=runtime.model.identity, source=image.source,
+                                        fetch_seconds=image.fetch_seconds,
+                                        total_seconds=time.perf_counter() - started))
 
 
 async def healthz(request: web.Request) -> web.Response:

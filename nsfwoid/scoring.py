@@ -17,6 +17,7 @@ from functools import partial
 from . import imaging, metrics
 from .batcher import Batcher, RunBatch
 from .config import Settings
+from .logging import get_logger
 
 SCORE_DECIMALS = 9
 BASE36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -56,12 +57,35 @@ class Scored:
         return {"count": self.frame_count,
                 "scored": [{"index": index, "score": score} for index, score in self.frame_scores]}
 
+    def to_json(self, *, model: dict, source: str, fetch_seconds: float | None, total_seconds: float) -> dict:
+        """The JSON answer of POST /v1/score, and each prediction of the KServe :predict route."""
+        timings = {"fetch": fetch_seconds, "preprocess": self.preprocess_seconds,
+                   "inference": self.inference_seconds, "total": total_seconds}
+        return {
+            "score": self.score,
+            "model": model,
+            "sha1": self.sha1,
+            "sha1_base36": self.sha1_base36,
+            "bytes": self.size,
+            "source": source,
+            "frames": self.frames_json(),
+            "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None},
+        }
+
 
 @dataclass(frozen=True)
 class _Prepared:
     frames: imaging.Frames
     sha1: str
     seconds: float
+
+
+def log_scored(scored: Scored, source: str) -> None:
+    get_logger().info(
+        "scored",
+        **{"file.hash.sha1": scored.sha1, "file.size": scored.size, "nsfwoid.score": scored.score,
+           "nsfwoid.source": source, "nsfwoid.frames": len(scored.frame_scores)},
+    )
 
 
 def _prepare(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, deadline: float) -> _Prepared:

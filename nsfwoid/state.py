@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
+from . import metrics
 from .config import Settings
+from .errors import Overloaded
 from .model import Model
 from .scoring import Scorer
 
@@ -38,6 +42,21 @@ class Runtime:
     failure: str | None = None  # why the start failed
     inflight: int = 0
     selftest_score: float | None = None
+
+    @contextmanager
+    def admitted(self, count: int, limit: int) -> Iterator[None]:
+        """Take `count` of the `limit` scoring slots for the block, or refuse at once with 503."""
+        if not self.status.scores:
+            raise Overloaded("the model is not ready yet")
+        if self.inflight + count > limit:
+            raise Overloaded(f"{self.inflight} of {limit} scoring slots are taken; {count} more do not fit")
+        self.inflight += count
+        metrics.INFLIGHT.inc(count)
+        try:
+            yield
+        finally:
+            self.inflight -= count
+            metrics.INFLIGHT.dec(count)
 
 
 SETTINGS = web.AppKey("settings", Settings)

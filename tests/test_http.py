@@ -112,11 +112,11 @@ async def test_missing_input(client):
 
 
 async def test_unknown_form_fields_are_refused(client):
-    body = await helpers.problem_of(await client.post("/", data={"URL": "x"}), 400, "invalid-form")
+    body = await helpers.problem_of(await client.post("/", data={"URL": "x"}), 400, "invalid-request")
     assert "'URL'" in body["detail"]
     form = aiohttp.FormData()
     form.add_field("image", BRICK, filename="brick.jpg", content_type="image/jpeg")
-    await helpers.problem_of(await client.post("/v1/score", data=form), 400, "invalid-form")
+    await helpers.problem_of(await client.post("/v1/score", data=form), 400, "invalid-request")
 
 
 async def test_a_url_beside_a_file_is_still_vetted(client):
@@ -227,7 +227,7 @@ async def test_every_problem_type_is_exercised():
     assert names == {"missing-input", "invalid-url", "url-not-allowed", "upstream-not-found", "upstream-error",
                      "upstream-timeout", "payload-too-large", "unsupported-media-type", "invalid-image",
                      "image-too-large", "overloaded", "not-found", "method-not-allowed", "internal-error",
-                     "invalid-form"}
+                     "invalid-request"}
 
 
 async def test_routing_errors_are_problems(client):

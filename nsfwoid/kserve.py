@@ -1,0 +1,102 @@
+"""KServe's V1 protocol, as Lift Wing's clients speak it: readiness and :predict with `instances`.
+
+Each instance is `{"image": {"b64": "…"}}` (TF-Serving's binary form, as Lift Wing's image models take it)
+or `{"url": "…"}`. The prediction of each is the JSON answer of POST /v1/score, or `{"error": {problem}}`
+for that instance alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+
+from aiohttp import web
+
+from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
+from .fetch import fetch
+from .logging import TRACE_ID_KEY
+from .model import MODEL_NAME
+from .routes import json_response, request_deadline
+from .scoring import log_scored
+from .state import RUNTIME, SETTINGS, Status
+
+MODEL_PATH = f"/v1/models/{MODEL_NAME}"
+
+
+def add_kserve_routes(app: web.Application) -> None:
+    app.router.add_get(MODEL_PATH, model_ready)
+    app.router.add_post(MODEL_PATH + ":predict", predict)
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    ready = request.app[RUNTIME].status is Status.OK
+    return json_response({"name": MODEL_NAME, "ready": ready}, status=200 if ready else 503)
+
+
+async def predict(request: web.Request) -> web.Response:
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    instances = await _instances(request)
+    if len(instances) > settings.max_instances:
+        raise InvalidRequest(f"{len(instances)} instances; at most {settings.max_instances} in one call")
+    trace_id = request.get(TRACE_ID_KEY)
+    # One slot per instance, but at most all of them, so that a full call always fits an idle service.
+    with runtime.admitted(min(len(instances), settings.max_inflight), settings.max_inflight):
+        async with request_deadline(settings) as deadline:
+            predictions = await asyncio.gather(
+                *(_prediction(instance, request.app, deadline, trace_id) for instance in instances)
+            )
+    return json_response({"predictions": predictions})
+
+
+async def _instances(request: web.Request) -> list:
+    body = await request.read()
+    try:
+        payload = await asyncio.to_thread(json.loads, body)  # megabytes of base64: off the event loop
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest('the body is not JSON; send {"instances": [...]}') from None
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRequest('send {"instances": [...]} with at least one instance')
+    return instances
+
+
+async def _prediction(instance: object, app: web.Application, deadline: float | None, trace_id: str | None) -> dict:
+    runtime = app[RUNTIME]
+    started = time.perf_counter()
+    try:
+        data, source, fetch_seconds = await _instance_bytes(instance, app)
+        scored = await runtime.scorer.score(data, deadline=deadline)
+    except Problem as problem:
+        return {"error": problem.to_dict(trace_id)}
+    log_scored(scored, source)
+    return scored.to_json(model=runtime.model.identity, source=source, fetch_seconds=fetch_seconds,
+                          total_seconds=time.perf_counter() - started)
+
+
+async def _instance_bytes(instance: object, app: web.Application) -> tuple[bytes, str, float | None]:
+    settings, runtime = app[SETTINGS], app[RUNTIME]
+    if not isinstance(instance, dict):
+        raise InvalidRequest('an instance is {"image": {"b64": "…"}} or {"url": "…"}')
+    if "image" in instance:
+        image = instance["image"]
+        encoded = image.get("b64") if isinstance(image, dict) else None
+        if not isinstance(encoded, str):
+            raise InvalidRequest('"image" must be {"b64": "<base64 of the image bytes>"}')
+        if len(encoded) > (settings.max_image_bytes + 2) // 3 * 4:
+            raise PayloadTooLarge(f"the image is over the limit of {settings.max_image_bytes} bytes")
+        try:
+            data = await asyncio.to_thread(base64.b64decode, encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest('"image.b64" is not valid base64') from None
+        if not data:
+            raise MissingInput('"image.b64" is empty')
+        return data, "body", None
+    url = instance.get("url")
+    if isinstance(url, str) and url.strip():
+        started = time.perf_counter()
+        data = await fetch(runtime.http, url, settings)
+        return data, "url", time.perf_counter() - started
+    raise MissingInput('an instance needs "image": {"b64": "…"} or a non-empty "url"')

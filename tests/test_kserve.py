@@ -1,0 +1,120 @@
+"""KServe V1, as Lift Wing's clients call it: readiness, and :predict with mixed good and bad instances."""
+
+import asyncio
+import base64
+
+import pytest
+
+from nsfwoid.state import RUNTIME, Status
+
+from . import helpers
+
+PREDICT = "/v1/models/open_nsfw:predict"
+BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+WARM = (helpers.FIDELITY / "warm_flat.png").read_bytes()
+
+
+def b64(data: bytes) -> dict:
+    return {"image": {"b64": base64.b64encode(data).decode()}}
+
+
+async def test_readiness(client):
+    response = await client.get("/v1/models/open_nsfw")
+    assert response.status == 200 and await response.json() == {"name": "open_nsfw", "ready": True}
+    client.app[RUNTIME].status = Status.STARTING
+    response = await client.get("/v1/models/open_nsfw")
+    assert response.status == 503 and await response.json() == {"name": "open_nsfw", "ready": False}
+    await helpers.problem_of(await client.get("/v1/models/other_model"), 404, "not-found")
+
+
+async def test_mixed_instances_each_get_their_own_answer(client, upstream):
+    instances = [
+        b64(BRICK),
+        {"image": {"b64": "not base64!"}},
+        {"url": str(upstream.make_url("/image/warm_flat.png"))},
+        {"url": "ftp://127.0.0.1/a.jpg"},
+        b64(b"hello, world"),
+        42,
+        {"image": "raw"},
+        {},
+        b64(WARM),
+    ]
+    response = await client.post(PREDICT, json={"instances": instances})
+    assert response.status == 200 and response.content_type == "application/json"
+    predictions = (await response.json())["predictions"]
+    assert len(predictions) == len(instances)
+    expected = helpers.expected_scores()
+    assert predictions[0]["score"] == pytest.approx(expected["brick.jpg"], abs=0.005)
+    assert predictions[0]["source"] == "body" and predictions[0]["bytes"] == len(BRICK)
+    assert predictions[2]["score"] == pytest.approx(expected["warm_flat.png"], abs=1e-4)
+    assert predictions[2]["source"] == "url" and "fetch" in predictions[2]["timings_ms"]
+    assert predictions[8]["score"] == pytest.approx(expected["warm_flat.png"], abs=1e-4)
+    errors = {i: p["error"]["type"].rsplit("#", 1)[1] for i, p in enumerate(predictions) if "error" in p}
+    assert errors == {1: "invalid-request", 3: "invalid-url", 4: "unsupported-media-type", 5: "invalid-request",
+                      6: "invalid-request", 7: "missing-input"}
+    for index in errors:
+        problem = predictions[index]["error"]
+        assert problem["instance"] == "urn:nsfwoid:request:" + response.headers["X-Request-Id"]
+        assert problem["status"] >= 400 and problem["detail"]
+
+
+async def test_predictions_equal_the_score_route(client):
+    raw = await client.post("/v1/score", data=WARM, headers={"Content-Type": "image/png", "Accept": "application/json"})
+    single = await raw.json()
+    (prediction,) = (await (await client.post(PREDICT, json={"instances": [b64(WARM)]})).json())["predictions"]
+    assert set(prediction) == set(single)
+    assert {k: prediction[k] for k in ("score", "sha1", "sha1_base36", "bytes", "frames", "model")} == {
+        k: single[k] for k in ("score", "sha1", "sha1_base36", "bytes", "frames", "model")}
+
+
+async def test_instances_are_batched_together(make_client):
+    client = await make_client(max_batch=16, batch_wait_ms=0)
+
+    async def batches():
+        text = await (await client.get("/metrics")).text()
+        return {k: float(line.split()[1]) for line in text.splitlines() for k in ("count", "sum")
+                if line.startswith(f"nsfwoid_batch_size_{k} ")}
+
+    before = await batches()
+    instances = [b64(helpers.encode(helpers.photo(name, (200, 150)), "PNG")) for name in helpers.PHOTOS] * 2
+    response = await client.post(PREDICT, json={"instances": instances})
+    assert response.status == 200 and len((await response.json())["predictions"]) == 8
+    after = await batches()
+    assert after["sum"] - before["sum"] == 8
+    assert after["count"] - before["count"] < 8  # fewer model runs than instances
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'"instances"', b"[]", b'{"instances": []}', b'{"instances": {}}',
+                                  b'{"inputs": [1]}', b"\xff\xfe"])
+async def test_malformed_calls_are_refused(client, body):
+    response = await client.post(PREDICT, data=body, headers={"Content-Type": "application/json"})
+    await helpers.problem_of(response, 400, "invalid-request")
+
+
+async def test_too_many_instances(make_client):
+    client = await make_client(max_instances=3)
+    response = await client.post(PREDICT, json={"instances": [b64(BRICK)] * 4})
+    body = await helpers.problem_of(response, 400, "invalid-request")
+    assert "at most 3" in body["detail"]
+    assert (await client.post(PREDICT, json={"instances": [b64(BRICK)] * 3})).status == 200
+
+
+async def test_an_oversized_instance_is_its_own_error(make_client):
+    client = await make_client(max_image_bytes=10_000)
+    response = await client.post(PREDICT, json={"instances": [b64(BRICK), b64(BRICK[:5000])]})
+    first, second = (await response.json())["predictions"]
+    assert first["error"]["type"].endswith("#payload-too-large")
+    assert 0 <= second["score"] <= 1  # a truncated JPEG under the cap is scored, as on POST /v1/score
+
+
+async def test_each_instance_takes_a_scoring_slot(make_client, upstream):
+    client = await make_client(max_inflight=2)
+    slow = asyncio.create_task(client.post("/", data={"url": str(upstream.make_url("/slow").with_query(seconds="1"))}))
+    await asyncio.sleep(0.3)
+    response = await client.post(PREDICT, json={"instances": [b64(BRICK), b64(BRICK)]})
+    await helpers.problem_of(response, 503, "overloaded")
+    assert (await client.post(PREDICT, json={"instances": [b64(BRICK)]})).status == 200  # one slot is free
+    assert (await slow).status == 200
+    # Idle, a call with more instances than slots takes all of them and is scored.
+    response = await client.post(PREDICT, json={"instances": [b64(BRICK)] * 3})
+    assert response.status == 200 and len((await response.json())["predictions"]) == 3
