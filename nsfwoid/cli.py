@@ -14,12 +14,10 @@ from aiohttp import web
 
 from . import package_version
 from .app import create_app
+from .batch import BatchOptions, parse_shard, score_batch
 from .config import LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
-from .errors import Problem
-from .fetch import create_session, fetch
 from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
-from .scoring import format_score, running_scorer
 from .state import RUNTIME, Status
 
 
@@ -28,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
-    score = commands.add_parser("score", help="print the NSFW score of files or URLs")
-    score.add_argument("targets", nargs="+", metavar="PATH_OR_URL")
+    score = commands.add_parser(
+        "score", help="score files, directories or URLs",
+        description="Score image files, directories of them, or URLs: one line per target.",
+    )
+    add_batch_arguments(score)
     for sub in (serve, score):
         for f in dataclasses.fields(Settings):
             if sub is score and f.metadata.get("serve_only"):
@@ -44,12 +45,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_batch_arguments(score: argparse.ArgumentParser) -> None:
+    defaults = BatchOptions()
+    score.add_argument("targets", nargs="*", metavar="PATH_OR_URL", help="files, directories (walked) or URLs")
+    score.add_argument("--from", dest="from_file", metavar="FILE",
+                       help="read one path or URL per line from FILE; - for standard input")
+    score.add_argument("--jsonl", action="store_true", help="one JSON object per target, errors included")
+    score.add_argument("--output", type=Path, metavar="FILE", help="append lines to FILE, each flushed when done")
+    score.add_argument("--resume", action="store_true", help="skip the targets already in --output")
+    score.add_argument("--concurrency", type=positive_int, default=defaults.concurrency,
+                       help="targets in progress at once (default %(default)s)")
+    score.add_argument("--per-host", type=positive_int, default=defaults.per_host,
+                       help="downloads at once from one host (default %(default)s)")
+    score.add_argument("--retries", type=int, default=defaults.retries,
+                       help="retries of a 429 or 503 answer, honouring Retry-After (default %(default)s)")
+    score.add_argument("--min-score", type=float, metavar="X", help="write only the targets scoring at least X")
+    score.add_argument("--shard", type=shard_argument, metavar="I/N",
+                       help="only the targets whose number modulo N is I (numbered from 0)")
+    score.add_argument("--progress-every", type=float, default=defaults.progress_every, metavar="SECONDS",
+                       help="when stderr is no terminal, a progress line this often (default %(default)s)")
+
+
+def shard_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def batch_options(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(
+        targets=tuple(args.targets), from_file=args.from_file, jsonl=args.jsonl, output=args.output,
+        resume=args.resume, concurrency=args.concurrency, per_host=args.per_host, retries=args.retries,
+        min_score=args.min_score, shard=args.shard, progress_every=args.progress_every,
+    )
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.load(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)})
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "score":
+        if not args.targets and args.from_file is None:
+            parser.error("score: give targets, or --from FILE")
+        if args.resume and args.output is None:
+            parser.error("score: --resume needs --output")
     try:
         settings = settings_from_args(args)
         if args.command == "serve":
@@ -64,7 +114,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"nsfwoid: {exc}")
     else:
         configure_logging("console", "warning", stream=sys.stderr)
-        sys.exit(asyncio.run(score_targets(settings, args.targets)))
+        try:
+            sys.exit(asyncio.run(score_targets(settings, batch_options(args))))
+        except BrokenPipeError:  # `nsfwoid score … | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
 
 
 class CannotListen(Exception):
@@ -98,32 +152,11 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-async def score_targets(settings: Settings, targets: list[str]) -> int:
-    """One `SCORE<TAB>TARGET` line per good target on stdout, one error line per bad one on stderr."""
+async def score_targets(settings: Settings, options: BatchOptions) -> int:
+    """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load."""
     try:
         model = await asyncio.to_thread(load_model, settings)
     except ModelError as exc:
         print(f"nsfwoid: {exc}", file=sys.stderr)
         return 2
-    failures = 0
-    async with create_session(settings) as session, running_scorer(settings, model.run) as scorer:
-        for target in targets:
-            try:
-                data = await _read_target(session, target, settings)
-                scored = await scorer.score(data)
-            except Problem as problem:
-                failures += 1
-                print(f"nsfwoid: {target}: {problem.name}: {problem.detail}", file=sys.stderr)
-                continue
-            except OSError as exc:
-                failures += 1
-                print(f"nsfwoid: {target}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-                continue
-            print(f"{format_score(scored.score)}\t{target}", flush=True)
-    return 1 if failures else 0
-
-
-async def _read_target(session, target: str, settings: Settings) -> bytes:
-    if target.startswith(("http://", "https://")):
-        return await fetch(session, target, settings)
-    return await asyncio.to_thread(Path(target).read_bytes)
+    return await score_batch(settings, options, model)

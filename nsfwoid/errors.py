@@ -98,6 +98,14 @@ class UpstreamError(Problem):
     name, status, title = "upstream-error", 502, "The image could not be downloaded"
 
 
+class UpstreamBusy(UpstreamError):
+    """429 or 503 from the image host: `nsfwoid score` retries these, honouring Retry-After."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Overloaded(Problem):
     name, status, title = "overloaded", 503, "Too busy, retry later"
     retry_after_s = 1

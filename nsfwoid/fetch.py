@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import ipaddress
 import re
 import socket
@@ -10,14 +12,24 @@ import socket
 import aiohttp
 from yarl import URL
 
-from . import metrics
+from . import metrics, package_version
 from .config import Settings
-from .errors import InvalidUrl, PayloadTooLarge, UpstreamError, UpstreamNotFound, UpstreamTimeout, UrlNotAllowed
+from .errors import (
+    InvalidUrl,
+    PayloadTooLarge,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTimeout,
+    UrlNotAllowed,
+)
 
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 GONE_STATUSES = frozenset({404, 410})
-USER_AGENT = "nsfwoid/1.0 (https://www.mediawiki.org/wiki/Nsfwoid)"
+# Wikimedia's User-Agent policy: client/version (contact) library/version.
+USER_AGENT = f"nsfwoid/{package_version()} (https://www.mediawiki.org/wiki/Nsfwoid) aiohttp/{aiohttp.__version__}"
+BUSY_STATUSES = frozenset({429, 503})
 # Hosts made of digits, dots and hex that are not a canonical dotted quad: 2130706433, 0x7f000001,
 # 0177.0.0.1, 127.1. The C resolver reads them as IPv4 addresses; we refuse them outright.
 NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
@@ -94,9 +106,11 @@ def _is_dotted_quad(host: str) -> bool:
         return False
 
 
-def create_session(settings: Settings) -> aiohttp.ClientSession:
+def create_session(settings: Settings, *, connections: int | None = None, per_host: int = 0) -> aiohttp.ClientSession:
+    """The one shared ClientSession. `per_host`: at most that many downloads at once from one host (0: no cap)."""
     connector = aiohttp.TCPConnector(
-        limit=settings.max_inflight,
+        limit=connections or settings.max_inflight,
+        limit_per_host=per_host,
         socket_factory=None if settings.allow_private_addresses else guarded_socket,
     )
     return aiohttp.ClientSession(
@@ -119,6 +133,9 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
                     if response.status in REDIRECT_STATUSES:
                         url = _redirect_target(url, response, settings.allowed_hosts)
                         continue
+                    if response.status in BUSY_STATUSES:
+                        raise UpstreamBusy(f"{url.host} answered {response.status}",
+                                           retry_after_header(response.headers.get("Retry-After")))
                     if response.status in GONE_STATUSES:
                         raise UpstreamNotFound(f"{url.host} answered {response.status}")
                     if response.status != 200:
@@ -148,6 +165,21 @@ async def read_capped(stream: aiohttp.StreamReader, declared_length: int | None,
         if len(buffer) > cap:
             raise PayloadTooLarge(f"the download is over the limit of {cap} bytes")
     return bytes(buffer)
+
+
+def retry_after_header(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _redirect_target(url: URL, response: aiohttp.ClientResponse, allowed_hosts: tuple[str, ...]) -> URL:

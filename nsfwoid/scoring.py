@@ -88,11 +88,16 @@ def log_scored(scored: Scored, source: str) -> None:
     )
 
 
-def _prepare(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, deadline: float) -> _Prepared:
+def sha1_hex(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _prepare(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, deadline: float,
+             sha1: str | None) -> _Prepared:
     """Runs in the decode pool: the sampled frames' tensors, the hex SHA-1 of the bytes, seconds spent."""
     started = time.perf_counter()
     frames = imaging.to_frames(data, max_pixels=max_pixels, exact=exact, max_frames=max_frames, deadline=deadline)
-    return _Prepared(frames, hashlib.sha1(data).hexdigest(), time.perf_counter() - started)
+    return _Prepared(frames, sha1 or sha1_hex(data), time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,12 @@ class Scorer:
     decode_pool: ThreadPoolExecutor
     batcher: Batcher
 
-    async def score(self, data: bytes, *, exact: bool | None = None, deadline: float | None = None) -> Scored:
-        """Score image bytes. `deadline` (loop time) caps the decode below NSFWOID_DECODE_TIMEOUT."""
+    async def score(self, data: bytes, *, exact: bool | None = None, deadline: float | None = None,
+                    sha1: str | None = None) -> Scored:
+        """Score image bytes. `deadline` (loop time) caps the decode below NSFWOID_DECODE_TIMEOUT.
+
+        `sha1`: the bytes' hex SHA-1, when the caller has it already.
+        """
         loop = asyncio.get_running_loop()
         settings = self.settings
         decode_deadline = loop.time() + settings.decode_timeout
@@ -112,7 +121,7 @@ class Scorer:
             decode_deadline = min(decode_deadline, deadline)
         prepare = partial(_prepare, data, max_pixels=settings.max_pixels,
                           exact=settings.exact if exact is None else exact,
-                          max_frames=settings.max_frames, deadline=decode_deadline)
+                          max_frames=settings.max_frames, deadline=decode_deadline, sha1=sha1)
         prepared = await loop.run_in_executor(self.decode_pool, prepare)
         frames = prepared.frames
         results = await self.batcher.score_many(list(frames.tensors))

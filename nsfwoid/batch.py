@@ -1,0 +1,335 @@
+"""`nsfwoid score` at scale: streamed targets, concurrent downloads, the service's decode pool and
+micro-batcher, resumable output, politeness toward image hosts, progress and a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+from tqdm import tqdm
+
+from .config import Settings
+from .errors import PayloadTooLarge, Problem, UpstreamBusy, UpstreamError, UpstreamNotFound
+from .fetch import create_session, fetch
+from .model import Model
+from .scoring import Scored, Scorer, format_score, running_scorer, sha1_hex
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+RETRY_BASE_SECONDS = 1.0
+RETRY_AFTER_CAP_SECONDS = 300.0
+READ_AHEAD_LINES = 256
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    targets: tuple[str, ...] = ()
+    from_file: str | None = None  # one path or URL per line; "-": standard input
+    jsonl: bool = False
+    output: Path | None = None
+    resume: bool = False
+    concurrency: int = 16
+    per_host: int = 2
+    retries: int = 3
+    min_score: float | None = None
+    shard: tuple[int, int] | None = None  # (I, N): only targets whose number modulo N is I
+    progress_every: float = 5.0  # seconds between progress lines when stderr is no terminal
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` with 0 ≤ I < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} is not I/N") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text!r}: I must be at least 0 and less than N")
+    return index, count
+
+
+# Targets: streamed, never held all at once.
+
+def expand(entries: Iterable[str]) -> Iterator[str]:
+    """Paths and URLs as given, with each directory replaced by the image files under it, in sorted order."""
+    for entry in entries:
+        if "://" not in entry and os.path.isdir(entry):
+            for root, dirs, files in os.walk(entry):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield os.path.join(root, name)
+        else:
+            yield entry
+
+
+def listed(options: BatchOptions) -> Iterator[str]:
+    """Every target: the arguments, then the lines of --from; blank lines and # comments skipped."""
+    yield from options.targets
+    if options.from_file is None:
+        return
+    stream = sys.stdin if options.from_file == "-" else open(options.from_file, encoding="utf-8")
+    with stream:
+        for line in stream:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield line
+
+
+def in_shard(targets: Iterable[str], shard: tuple[int, int] | None) -> Iterator[str]:
+    if shard is None:
+        yield from targets
+        return
+    index, count = shard
+    for number, target in enumerate(targets):
+        if number % count == index:
+            yield target
+
+
+def selected(options: BatchOptions) -> Iterator[str]:
+    return in_shard(expand(listed(options)), options.shard)
+
+
+def known_total(options: BatchOptions) -> int | None:
+    """How many targets there are, when that can be counted without walking a tree or reading stdin."""
+    if options.from_file == "-" or any("://" not in t and os.path.isdir(t) for t in options.targets):
+        return None
+    if options.from_file is not None and not os.path.isfile(options.from_file):
+        return None
+    return sum(1 for _ in selected(options))
+
+
+# Output: one line per target, written and flushed as soon as it is done.
+
+def resume_point(output: Path, jsonl: bool) -> set[str]:
+    """The targets already in the output. A line cut short by a kill is dropped from the file first."""
+    if not output.exists():
+        return set()
+    with output.open("r+b") as stream:
+        content = stream.read()
+        complete = content.rfind(b"\n") + 1
+        if complete < len(content):
+            stream.truncate(complete)
+    done = set()
+    for line in content[:complete].decode("utf-8", errors="replace").splitlines():
+        if jsonl:
+            try:
+                done.add(json.loads(line)["target"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        elif "\t" in line:
+            done.add(line.split("\t", 1)[1])
+    return done
+
+
+def read_file(path: str, cap: int) -> bytes:
+    """A local target: the file's bytes, refused before reading when it is over the byte cap."""
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > cap:
+            raise PayloadTooLarge(f"the file is {size} bytes, over the limit of {cap}")
+        return stream.read(cap + 1)
+
+
+def result_record(target: str, scored: Scored) -> dict:
+    return {"target": target, "score": scored.score, "sha1": scored.sha1, "sha1_base36": scored.sha1_base36,
+            "bytes": scored.size, "frames": scored.frames_json()}
+
+
+def error_record(target: str, problem: Problem) -> dict:
+    return {"target": target, "error": {"type": problem.name, "status": problem.status, "detail": problem.detail}}
+
+
+@dataclass
+class Tally:
+    started: float = field(default_factory=time.monotonic)
+    scored: int = 0
+    duplicates: int = 0  # scored as identical bytes seen earlier in the run
+    skipped: int = 0  # already in the output (--resume)
+    below: int = 0  # scored under --min-score, so not written
+    errors: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def done(self) -> int:
+        return self.scored + self.failed + self.skipped
+
+    def rate(self) -> float:
+        return (self.scored + self.failed) / max(time.monotonic() - self.started, 1e-9)
+
+    def summary(self) -> str:
+        line = (f"nsfwoid: {self.done} targets: {self.scored} scored ({self.duplicates} identical to an earlier "
+                f"one), {self.failed} failed, {self.skipped} skipped as already done; {self.rate():.1f}/s")
+        if self.below:
+            line += f"; {self.below} under --min-score not written"
+        if self.errors:
+            line += "; errors: " + ", ".join(f"{name} {count}" for name, count in self.errors.most_common())
+        return line
+
+
+class Progress:
+    """A progress bar on a terminal (tqdm); elsewhere a line every few seconds."""
+
+    def __init__(self, tally: Tally, total: int | None, stream: IO[str], every: float) -> None:
+        self.tally, self.total, self.stream, self.every = tally, total, stream, every
+        self.bar = tqdm(total=total, unit="img", file=stream, dynamic_ncols=True) if stream.isatty() else None
+        self.last_line = time.monotonic()
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(errors=self.tally.failed, refresh=False)
+        elif time.monotonic() - self.last_line >= self.every:
+            self.last_line = time.monotonic()
+            of = f"/{self.total}" if self.total is not None else ""
+            print(f"nsfwoid: progress: {self.tally.done}{of} targets, {self.tally.rate():.1f}/s, "
+                  f"{self.tally.failed} errors", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        """A line on stderr that does not tear the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Batch:
+    """One run: the shared session, scorer, per-run caches and the output."""
+
+    def __init__(self, settings: Settings, options: BatchOptions, session: aiohttp.ClientSession, scorer: Scorer,
+                 out: IO[str], tally: Tally, progress: Progress) -> None:
+        self.settings, self.options, self.session, self.scorer = settings, options, session, scorer
+        self.out, self.tally, self.progress = out, tally, progress
+        # Identical bytes are scored once per run: SHA-1 → the task scoring them, then its result or problem.
+        self.by_sha1: dict[str, asyncio.Future | Scored | Problem] = {}
+
+    async def run(self, targets: Iterator[str], done: set[str]) -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.options.concurrency)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.options.concurrency)]
+        try:
+            while chunk := await asyncio.to_thread(lambda: list(itertools.islice(targets, READ_AHEAD_LINES))):
+                for target in chunk:
+                    if target in done:
+                        self.tally.skipped += 1
+                        self.progress.update()
+                        continue
+                    await queue.put(target)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while (target := await queue.get()) is not None:
+            try:
+                scored = await self._score(target)
+            except Problem as problem:
+                self.tally.errors[problem.name] += 1
+                self._write_error(target, problem)
+            else:
+                self.tally.scored += 1
+                self._write_result(target, scored)
+            self.progress.update()
+
+    async def _score(self, target: str) -> Scored:
+        data = await self._read(target)
+        sha1 = await asyncio.to_thread(sha1_hex, data)
+        known = self.by_sha1.get(sha1)
+        if known is not None:
+            self.tally.duplicates += 1
+            if isinstance(known, asyncio.Future):
+                return await asyncio.shield(known)
+            if isinstance(known, Problem):
+                raise known.with_traceback(None)
+            return known
+        task = asyncio.ensure_future(self.scorer.score(data, sha1=sha1))
+        self.by_sha1[sha1] = task
+        try:
+            scored = await asyncio.shield(task)
+        except Problem as problem:
+            self.by_sha1[sha1] = problem
+            raise
+        self.by_sha1[sha1] = scored
+        return scored
+
+    async def _read(self, target: str) -> bytes:
+        if "://" in target:
+            return await self._download(target)
+        try:
+            return await asyncio.to_thread(read_file, target, self.settings.max_image_bytes)
+        except FileNotFoundError:
+            raise UpstreamNotFound(f"no such file: {target}") from None
+        except OSError as exc:
+            raise UpstreamError(f"cannot read {target}: {exc.strerror or exc}") from None
+
+    async def _download(self, url: str) -> bytes:
+        """Retries 429 and 503 with exponential backoff, honouring Retry-After."""
+        for attempt in itertools.count():
+            try:
+                return await fetch(self.session, url, self.settings)
+            except UpstreamBusy as busy:
+                if attempt >= self.options.retries:
+                    raise
+                backoff = RETRY_BASE_SECONDS * 2**attempt
+                wait = min(busy.retry_after, RETRY_AFTER_CAP_SECONDS) if busy.retry_after is not None else backoff
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _write_result(self, target: str, scored: Scored) -> None:
+        if self.options.min_score is not None and scored.score < self.options.min_score:
+            self.tally.below += 1
+            return
+        if self.options.jsonl:
+            self._write(json.dumps(result_record(target, scored)))
+        else:
+            self._write(f"{format_score(scored.score)}\t{target}")
+
+    def _write_error(self, target: str, problem: Problem) -> None:
+        if self.options.jsonl:
+            self._write(json.dumps(error_record(target, problem)))
+        else:
+            self.progress.message(f"nsfwoid: {target}: {problem.name}: {problem.detail}")
+
+    def _write(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+async def score_batch(settings: Settings, options: BatchOptions, model: Model) -> int:
+    """Score every selected target; 0 when all were scored, 1 when some failed."""
+    done = resume_point(options.output, options.jsonl) if options.resume and options.output else set()
+    tally = Tally()
+    total = known_total(options)
+    progress = Progress(tally, total, sys.stderr, options.progress_every)
+    out = options.output.open("a", encoding="utf-8") if options.output else sys.stdout
+    try:
+        async with (
+            create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,
+            running_scorer(settings, model.run) as scorer,
+        ):
+            batch = Batch(settings, options, session, scorer, out, tally, progress)
+            await batch.run(selected(options), done)
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+    print(tally.summary(), file=sys.stderr, flush=True)
+    return 1 if tally.failed else 0

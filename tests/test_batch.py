@@ -1,0 +1,273 @@
+"""`nsfwoid score` at scale: every option, against real files and loopback image hosts."""
+
+import asyncio
+import fcntl
+import json
+import os
+import pty
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+from aiohttp import web
+
+from nsfwoid.batch import in_shard
+
+from . import helpers
+
+EXPECTED = helpers.expected_scores()
+LOOPBACK = {"NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
+
+
+async def run_score(*args: str, stdin: bytes | None = None, env: dict | None = None, timeout: float = 120):
+    """`nsfwoid score …` as a process, without blocking the loop that serves the test's image hosts."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nsfwoid", "score", *args, env={**os.environ, **(env or {})},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A directory tree of real images, one non-image, and one byte-identical copy."""
+    root = tmp_path / "photos"
+    (root / "nested").mkdir(parents=True)
+    for name in ("brick.jpg", "retina.jpg"):
+        shutil.copy(helpers.FIDELITY / name, root / name)
+    shutil.copy(helpers.FIDELITY / "warm_flat.png", root / "nested" / "warm_flat.png")
+    shutil.copy(helpers.FIDELITY / "brick.jpg", root / "nested" / "brick_copy.jpg")
+    (root / "nested" / "notes.txt").write_text("not an image, and not walked: no image suffix")
+    (root / "nested" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    return root
+
+
+class Host:
+    """A loopback image host that records concurrency, attempts and User-Agents."""
+
+    def __init__(self, delay: float = 0.0, busy_first: int = 0, retry_after: str | None = "1") -> None:
+        self.delay, self.busy_first, self.retry_after = delay, busy_first, retry_after
+        self.active = self.peak = 0
+        self.attempts: dict[str, int] = {}
+        self.agents: set[str] = set()
+
+    async def image(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.attempts[name] = self.attempts.get(name, 0) + 1
+        self.agents.add(request.headers.get("User-Agent", ""))
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.attempts[name] <= self.busy_first:
+                headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return web.Response(status=503, headers=headers, text="busy")
+            photo = name.split("~")[0]  # many URLs, few photographs: name~N
+            return web.Response(body=(helpers.FIDELITY / photo).read_bytes(), content_type="image/jpeg")
+        finally:
+            self.active -= 1
+
+    async def start(self, aiohttp_server):
+        app = web.Application()
+        app.router.add_get("/{name}", self.image)
+        self.server = await aiohttp_server(app)
+        return self
+
+    def url(self, name: str) -> str:
+        return str(self.server.make_url("/" + name))
+
+
+async def test_a_directory_is_walked_and_scored(photos):
+    code, out, err = await run_score("--exact", str(photos))
+    assert code == 1  # broken.png failed
+    lines = dict(reversed(line.split("\t")) for line in out.splitlines())
+    assert set(lines) == {str(photos / "brick.jpg"), str(photos / "retina.jpg"),
+                          str(photos / "nested" / "warm_flat.png"), str(photos / "nested" / "brick_copy.jpg")}
+    assert float(lines[str(photos / "nested" / "warm_flat.png")]) == pytest.approx(EXPECTED["warm_flat.png"], abs=1e-4)
+    assert f"{photos / 'nested' / 'broken.png'}: invalid-image" in err
+    summary = err.strip().splitlines()[-1]
+    assert "5 targets: 4 scored (1 identical to an earlier one), 1 failed" in summary
+    assert "errors: invalid-image 1" in summary
+
+
+async def test_jsonl_records_scores_and_errors(photos, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# a comment\n{photos / 'brick.jpg'}\n\n{photos / 'missing.jpg'}\nhttp://2130706433/a.jpg\n")
+    code, out, _ = await run_score("--from", str(listing), "--jsonl", "--exact")
+    assert code == 1
+    records = {r["target"]: r for r in jsonl(out)}
+    assert len(records) == 3
+    brick = records[str(photos / "brick.jpg")]
+    assert set(brick) == {"target", "score", "sha1", "sha1_base36", "bytes", "frames"}
+    assert brick["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=1e-4)
+    assert int(brick["sha1_base36"], 36) == int(brick["sha1"], 16) and brick["bytes"] == 34918
+    assert records[str(photos / "missing.jpg")]["error"]["type"] == "upstream-not-found"
+    assert records["http://2130706433/a.jpg"]["error"] == {
+        "type": "invalid-url", "status": 400, "detail": records["http://2130706433/a.jpg"]["error"]["detail"]}
+
+
+async def test_targets_from_standard_input(photos):
+    stdin = f"{photos / 'brick.jpg'}\n{photos / 'nested'}\n".encode()
+    code, out, _ = await run_score("--from", "-", "--jsonl", stdin=stdin)
+    targets = sorted(r["target"] for r in jsonl(out))
+    assert code == 1 and targets == sorted([str(photos / "brick.jpg"), str(photos / "nested" / "brick_copy.jpg"),
+                                            str(photos / "nested" / "broken.png"),
+                                            str(photos / "nested" / "warm_flat.png")])
+
+
+async def test_min_score_writes_only_high_scores(photos):
+    code, out, err = await run_score("--min-score", "0.1", "--jsonl", "--exact", str(photos / "nested"))
+    records = jsonl(out)
+    scored = [r for r in records if "score" in r]
+    assert [r["target"] for r in scored] == [str(photos / "nested" / "warm_flat.png")]
+    assert [r["error"]["type"] for r in records if "error" in r] == ["invalid-image"]
+    assert "1 under --min-score not written" in err
+
+
+def test_shards_split_the_list_without_overlap():
+    targets = [f"t{i}" for i in range(10)]
+    shards = [list(in_shard(iter(targets), (i, 3))) for i in range(3)]
+    assert shards == [["t0", "t3", "t6", "t9"], ["t1", "t4", "t7"], ["t2", "t5", "t8"]]
+
+
+async def test_shards_cover_every_target_once(photos):
+    seen = []
+    for index in range(3):
+        code, out, _ = await run_score("--jsonl", "--shard", f"{index}/3", str(photos))
+        seen += [r["target"] for r in jsonl(out)]
+    assert len(seen) == len(set(seen)) == 5
+
+
+async def test_identical_bytes_are_scored_once(tmp_path):
+    for i in range(6):
+        shutil.copy(helpers.FIDELITY / "warm_flat.png", tmp_path / f"copy{i}.png")
+    code, out, err = await run_score("--jsonl", str(tmp_path))
+    scores = {r["score"] for r in jsonl(out)}
+    assert code == 0 and len(jsonl(out)) == 6 and len(scores) == 1
+    assert "6 scored (5 identical to an earlier one)" in err
+
+
+async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
+    host = await Host(delay=0.05).start(aiohttp_server)
+    urls = [host.url(f"brick.jpg~{i}") for i in range(80)]
+    listing, output = tmp_path / "urls.txt", tmp_path / "scores.jsonl"
+    listing.write_text("\n".join(urls) + "\n")
+    args = ["--from", str(listing), "--jsonl", "--output", str(output), "--resume", "--concurrency", "4",
+            "--per-host", "4"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nsfwoid", "score", *args, env={**os.environ, **LOOPBACK},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 10):
+        await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    written = output.read_text().count("\n")
+    assert 10 <= written < len(urls)  # killed in the middle
+    with output.open("a") as stream:
+        stream.write('{"target": "' + urls[-1][:20])  # a line cut short, as a kill during a write leaves it
+    code, _, err = await run_score(*args, env=LOOPBACK)
+    assert code == 0
+    records = jsonl(output.read_text())
+    assert sorted(r["target"] for r in records) == sorted(urls)  # each exactly once
+    assert all(r["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005) for r in records)
+    assert f"{written} skipped as already done" in err
+
+
+async def test_busy_hosts_are_retried_honouring_retry_after(aiohttp_server):
+    host = await Host(busy_first=2, retry_after="1").start(aiohttp_server)
+    started = time.monotonic()
+    code, out, err = await run_score("--jsonl", host.url("brick.jpg"), env=LOOPBACK)
+    assert code == 0, err
+    assert host.attempts["brick.jpg"] == 3 and time.monotonic() - started >= 2  # two waits of Retry-After: 1
+    assert jsonl(out)[0]["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005)
+    code, out, _ = await run_score("--jsonl", "--retries", "1", host.url("retina.jpg"), env=LOOPBACK)
+    assert code == 1 and host.attempts["retina.jpg"] == 2
+    assert jsonl(out)[0]["error"]["type"] == "upstream-error" and "503" in jsonl(out)[0]["error"]["detail"]
+
+
+async def test_backoff_without_retry_after(aiohttp_server):
+    host = await Host(busy_first=1, retry_after=None).start(aiohttp_server)
+    started = time.monotonic()
+    code, _, _ = await run_score(host.url("brick.jpg"), env=LOOPBACK)
+    assert code == 0 and host.attempts["brick.jpg"] == 2 and time.monotonic() - started >= 1
+
+
+@pytest.mark.parametrize("per_host", [2, 4])
+async def test_downloads_per_host_are_capped(aiohttp_server, per_host):
+    host = await Host(delay=0.3).start(aiohttp_server)
+    urls = [host.url(f"brick.jpg~{i}") for i in range(12)]
+    code, out, _ = await run_score("--concurrency", "8", "--per-host", str(per_host), *urls, env=LOOPBACK)
+    assert code == 0 and len(out.splitlines()) == 12
+    assert host.peak == per_host
+
+
+async def test_user_agent_follows_wikimedia_policy(aiohttp_server):
+    host = await Host().start(aiohttp_server)
+    await run_score(host.url("brick.jpg"), env=LOOPBACK)
+    (agent,) = host.agents
+    assert re.fullmatch(r"nsfwoid/\d+\.\d+\.\d+ \(https://www\.mediawiki\.org/wiki/Nsfwoid\) aiohttp/[\d.]+", agent)
+
+
+async def test_progress_lines_when_stderr_is_no_terminal(aiohttp_server):
+    host = await Host(delay=0.2).start(aiohttp_server)
+    urls = [host.url(f"brick.jpg~{i}") for i in range(8)]
+    code, _, err = await run_score("--concurrency", "1", "--progress-every", "0.3", *urls, env=LOOPBACK)
+    progress = [line for line in err.splitlines() if line.startswith("nsfwoid: progress:")]
+    assert code == 0 and progress
+    assert re.fullmatch(r"nsfwoid: progress: \d+/8 targets, [\d.]+/s, 0 errors", progress[0])
+
+
+def test_progress_bar_on_a_terminal(photos):
+    """stderr on a pseudo-terminal: tqdm's bar, with done/total, the rate and the error count."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", str(photos / "brick.jpg"),
+                                str(photos / "nested" / "broken.png")],
+                               stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        screen += chunk
+    process.wait(timeout=60)
+    os.close(controller)
+    text = screen.decode(errors="replace")
+    assert re.search(r"2/2 \[", text) and "img/s" in text and "errors=1" in text
+
+
+async def test_exit_status(photos, tmp_path):
+    assert (await run_score(str(photos / "brick.jpg")))[0] == 0
+    assert (await run_score(str(photos / "brick.jpg"), str(photos / "missing.jpg")))[0] == 1
+    assert (await run_score())[0] == 2  # no targets
+    assert (await run_score("--resume", str(photos)))[0] == 2  # --resume without --output
+    assert (await run_score("--shard", "3/3", str(photos)))[0] == 2
+    bad_model = tmp_path / "weights.onnx"
+    bad_model.write_bytes(b"no")
+    assert (await run_score("--model-path", str(bad_model), str(photos / "brick.jpg")))[0] == 2
+
+
+async def test_output_file_lines_are_flushed_as_they_finish(photos, tmp_path):
+    output = tmp_path / "out.txt"
+    code, out, _ = await run_score("--output", str(output), str(photos / "brick.jpg"), str(photos / "retina.jpg"))
+    assert code == 0 and out == ""
+    lines = output.read_text().splitlines()
+    assert sorted(line.split("\t")[1] for line in lines) == sorted([str(photos / "brick.jpg"),
+                                                                    str(photos / "retina.jpg")])
+    code, _, err = await run_score("--output", str(output), "--resume", str(photos / "brick.jpg"))
+    assert code == 0 and "1 skipped as already done" in err and len(output.read_text().splitlines()) == 2
