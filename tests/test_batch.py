@@ -126,7 +126,7 @@ async def test_targets_from_standard_input(photos):
 
 
 async def test_min_score_writes_only_high_scores(photos):
-    code, out, err = await run_score("--min-score", "0.1", "--jsonl", "--exact", str(photos / "nested"))
+    _, out, err = await run_score("--min-score", "0.1", "--jsonl", "--exact", str(photos / "nested"))
     records = jsonl(out)
     scored = [r for r in records if "score" in r]
     assert [r["target"] for r in scored] == [str(photos / "nested" / "warm_flat.png")]
@@ -143,7 +143,7 @@ def test_shards_split_the_list_without_overlap():
 async def test_shards_cover_every_target_once(photos):
     seen = []
     for index in range(3):
-        code, out, _ = await run_score("--jsonl", "--shard", f"{index}/3", str(photos))
+        _, out, _ = await run_score("--jsonl", "--shard", f"{index}/3", str(photos))
         seen += [r["target"] for r in jsonl(out)]
     assert len(seen) == len(set(seen)) == 5
 
