@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from common import Service, load, make_corpora, percentiles
 
 from nsfwoid import imaging
@@ -216,11 +223,93 @@ def bounds(result: dict) -> dict:
     return out
 
 
+def cpu_bound(result: dict, corpus: str) -> float:
+    """cores / (inference + decode) core-ms per image: what no scorer can beat on these cores."""
+    cores = result["machine"]["cpus"]
+    inference_core_ms = cores * 1000 / result["ceiling"]["images_per_s"]
+    return round(cores * 1000 / (inference_core_ms + result["decode_core_ms_per_image"][corpus]), 1)
+
+
+CLI_DISTINCT_THUMBS = 512
+CLI_LIST_LINES = 100_000
+
+
+def cli_runs(result: dict) -> dict:
+    """`nsfwoid score` on distinct thumbnails: from local files, from URLs on a loopback server, and RSS over a
+    100,000-line list (the files repeated), sampled as it runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "thumbs"
+        root.mkdir()
+        paths = []
+        for seed in itertools.count():
+            for data in make_corpora(seed=100 + seed, only="thumbs")["thumbs"]:
+                paths.append(root / f"{len(paths):04d}.jpg")
+                paths[-1].write_bytes(data)
+            if len(paths) >= CLI_DISTINCT_THUMBS:
+                break
+        local = _score_cli(["--jsonl", "--output", str(Path(tmp) / "local.jsonl"), str(root)])
+        server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
+                                   str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            port = int(server.stdout.readline().split("port ")[1].split()[0])
+            urls = Path(tmp) / "urls.txt"
+            urls.write_text("".join(f"http://127.0.0.1:{port}/{p.name}\n" for p in paths))
+            # One loopback host: --per-host at the concurrency, or the politeness cap would be what is measured.
+            remote = _score_cli(["--jsonl", "--output", str(Path(tmp) / "urls.jsonl"), "--from", str(urls),
+                                 "--per-host", "16"],
+                                NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
+        finally:
+            server.terminate()
+            server.wait()
+        listing = Path(tmp) / "list.txt"
+        with listing.open("w") as stream:
+            for i in range(CLI_LIST_LINES):
+                stream.write(f"{paths[i % len(paths)]}\n")
+        long_list = _score_cli(["--jsonl", "--output", str(Path(tmp) / "list.jsonl"), "--from", str(listing)],
+                               sample_rss=True)
+    bound = cpu_bound(result, "thumbs")
+    out = {"distinct_thumbs": len(paths), "cpu_bound_images_per_s": bound,
+           "local_files": {**local, "over_cpu_bound": round(local["images_per_s"] / bound, 3)},
+           "loopback_urls": {**remote, "over_cpu_bound": round(remote["images_per_s"] / bound, 3)},
+           "list_100k": long_list}
+    service = result.get("service", {}).get("one_process", {}).get("thumbs")
+    if service:
+        best = max(run["images_per_s"] for run in service.values())
+        out["local_files"]["over_service"] = round(local["images_per_s"] / best, 3)
+        out["loopback_urls"]["over_service"] = round(remote["images_per_s"] / best, 3)
+    return out
+
+
+def _score_cli(args: list[str], sample_rss: bool = False, **env: str) -> dict:
+    """Run `nsfwoid score`; its rate is the summary's (model loading excluded). RSS sampled every 0.5 s."""
+    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", *args], env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples = []
+    watched = psutil.Process(process.pid)
+    while process.poll() is None:
+        if sample_rss:
+            with contextlib.suppress(psutil.Error):
+                samples.append(round(watched.memory_info().rss / 2**20, 1))
+        time.sleep(0.5)
+    summary = process.stderr.read().strip().splitlines()[-1]
+    match = re.search(r"(\d+) targets: (\d+) scored \((\d+) identical.*?; ([\d.]+)/s", summary)
+    assert process.returncode == 0 and match, summary
+    out = {"targets": int(match[1]), "identical": int(match[3]), "images_per_s": float(match[4])}
+    if sample_rss:
+        tenth = max(1, len(samples) // 10)
+        out["rss_mib_by_tenth"] = samples[::tenth]
+        out["rss_mib_peak"] = max(samples)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="time per ceiling batch size")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--only-cli", action="store_true",
+                        help="only `nsfwoid score`, with the ceiling and decode cost its bound needs")
     args = parser.parse_args()
+    imaging.configure_pillow(Settings().max_pixels)
 
     corpora = make_corpora()
     tensors = [imaging.to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
@@ -230,12 +319,20 @@ def main() -> None:
         "ceiling": ceiling(tensors, args.seconds),
     }
     print("ceiling", result["ceiling"], flush=True)
+    if args.only_cli:
+        result["decode_core_ms_per_image"] = {"thumbs": decode_cost(corpora["thumbs"])}
+        result["cli"] = cli_runs(result)
+        print("cli", result["cli"], flush=True)
+        args.out.with_name("results_cli.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     provider = result["ceiling"]["provider"]
     result["peer"] = {name: peer(corpora[name], REQUESTS[name], provider) for name in corpora}
     print("peer", result["peer"], flush=True)
     result["decode_core_ms_per_image"] = {name: decode_cost(corpora[name]) for name in corpora}
     print("decode", result["decode_core_ms_per_image"], flush=True)
     result["service"] = {layout: service_runs(corpora, layout) for layout in LAYOUTS}
+    result["cli"] = cli_runs(result)
+    print("cli", result["cli"], flush=True)
     result["fidelity"] = fidelity(corpora)
     result["ratios"] = {layout: ratios(result, runs) for layout, runs in result["service"].items()}
     result["bounds"] = bounds(result)

@@ -33,8 +33,11 @@ def _crop(rng: random.Random, photo: Image.Image, aspect: float) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
-def make_corpora(seed: int = 7) -> dict[str, list[bytes]]:
-    """thumbs: 320 and 1280 px wide JPEGs; camera: 12 MP JPEGs; png: a PNG mix. All from real photos."""
+def make_corpora(seed: int = 7, only: str | None = None) -> dict[str, list[bytes]]:
+    """thumbs: 320 and 1280 px wide JPEGs; camera: 12 MP JPEGs; png: a PNG mix. All from real photos.
+
+    `only="thumbs"`: just the thumbnails (the same ones: they are made first).
+    """
     rng = random.Random(seed)
     photos = [Image.open(p).convert("RGB") for p in PHOTOS]
     thumbs, camera, png = [], [], []
@@ -44,6 +47,8 @@ def make_corpora(seed: int = 7) -> dict[str, list[bytes]]:
         image = _crop(rng, photos[i % len(photos)], aspect)
         image = image.resize((width, int(width / aspect)), Image.Resampling.LANCZOS)
         thumbs.append(encode(image, "JPEG", quality=rng.choice([80, 85, 90])))
+    if only == "thumbs":
+        return {"thumbs": thumbs}
     for i in range(8):
         size = (4000, 3000) if i % 2 == 0 else (3000, 4000)
         image = _crop(rng, photos[i % len(photos)], size[0] / size[1]).resize(size, Image.Resampling.BICUBIC)

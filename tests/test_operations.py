@@ -232,6 +232,39 @@ def test_kubernetes_manifests_validate_strictly():
     assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
 
 
+def test_backfill_job_is_an_indexed_job_of_resumable_shards():
+    path = ROOT / "deploy" / "kubernetes" / "backfill-job.yaml"
+    result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (job,) = yaml.safe_load_all(path.read_text())
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    assert spec["completions"] >= spec["parallelism"] >= 1 and spec["backoffLimitPerIndex"] >= 1
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert int(env["SHARDS"]["value"]) == spec["completions"]
+    index_source = env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index_source == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    args = container["args"]
+    assert args[args.index("--shard") + 1] == "$(SHARD_INDEX)/$(SHARDS)"
+    assert {"--from", "--jsonl", "--output", "--resume"} <= set(args)
+    assert "$(SHARD_INDEX)" in args[args.index("--output") + 1]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    deployment = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml").read_text())
+                      if d["kind"] == "Deployment")
+    served = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == served["securityContext"]
+    assert container["securityContext"] == served["containers"][0]["securityContext"]
+    # The arguments are ones `nsfwoid score` takes.
+    from nsfwoid.cli import build_parser
+
+    expanded = [a.replace("$(SHARD_INDEX)", "1").replace("$(SHARDS)", "64") for a in args]
+    parsed = build_parser().parse_args(container["command"][1:] + expanded)
+    assert parsed.shard == (1, 64) and parsed.resume and parsed.jsonl
+
+
 def test_kubernetes_validation_is_strict(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n")
