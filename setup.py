@@ -24,6 +24,7 @@ setup(
         "python-mimeparse>=2,<3",
         "PyYAML>=6,<7",
         "structlog>=24,<27",
+        "tqdm>=4.66,<5",
     ],
     extras_require={
         "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
