@@ -135,17 +135,39 @@ async def test_request_body_declared_too_large(make_client):
     await helpers.problem_of(response, 413, "payload-too-large")
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-    "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.0.1", "198.18.0.1",
-    "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-    "::ffff:169.254.169.254", "64:ff9b::a00:1", "2002:7f00:1::", "2001:db8::1",
-])
+# Each block of IANA's special-purpose registries that is not globally reachable, with one address in it.
+NOT_GLOBAL = {
+    "0.0.0.0/8 this network": "0.1.2.3", "10.0.0.0/8 private": "10.1.2.3", "100.64.0.0/10 shared": "100.64.0.1",
+    "127.0.0.0/8 loopback": "127.0.0.1", "169.254.0.0/16 link-local": "169.254.169.254",
+    "172.16.0.0/12 private": "172.16.0.1", "192.0.0.0/24 IETF": "192.0.0.100", "192.0.0.8 dummy": "192.0.0.8",
+    "192.0.0.170 NAT64 discovery": "192.0.0.170", "192.0.2.0/24 TEST-NET-1": "192.0.2.1",
+    "192.88.99.0/24 6to4 relay": "192.88.99.1", "192.168.0.0/16 private": "192.168.1.1",
+    "198.18.0.0/15 benchmarking": "198.18.0.1", "198.51.100.0/24 TEST-NET-2": "198.51.100.7",
+    "203.0.113.0/24 TEST-NET-3": "203.0.113.9", "224.0.0.0/4 multicast": "239.255.255.250",
+    "240.0.0.0/4 reserved": "240.0.0.1", "255.255.255.255 broadcast": "255.255.255.255",
+    "::1 loopback": "::1", ":: unspecified": "::", "::ffff:0:0/96 mapped": "::ffff:8.8.8.8",
+    "64:ff9b:1::/48 local translation": "64:ff9b:1::808:808", "100::/64 discard": "100::1",
+    "100:0:0:1::/64 dummy": "100:0:0:1::1", "2001::/23 IETF": "2001:2::1", "2001::/32 Teredo": "2001:0:4136:e378::1",
+    "2001:db8::/32 documentation": "2001:db8::1", "3fff::/20 documentation": "3fff::1",
+    "5f00::/16 SRv6": "5f00::1", "fc00::/7 unique local": "fd12:3456::1", "fe80::/10 link-local": "fe80::1",
+    "fec0::/10 site-local": "fec0::1", "ff00::/8 multicast": "ff02::1",
+    "6to4 of 127.0.0.1": "2002:7f00:1::", "6to4 of 192.0.0.8": "2002:c000:8::1",
+    "NAT64 of 10.0.0.1": "64:ff9b::a00:1", "NAT64 of 192.0.0.100": "64:ff9b::c000:64",
+    "mapped 169.254.169.254": "::ffff:169.254.169.254",
+}
+
+
+@pytest.mark.parametrize("address", list(NOT_GLOBAL.values()), ids=list(NOT_GLOBAL))
 def test_non_public_addresses(address):
     assert not is_public_address(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["208.80.154.240", "8.8.8.8", "2620:0:861:ed1a::1", "2606:4700::1111"])
+@pytest.mark.parametrize("address", [
+    "208.80.154.240", "8.8.8.8", "2620:0:861:ed1a::1", "2606:4700::1111",
+    "192.31.196.1",  # AS112, globally reachable
+    "2002:808:808::1",  # 6to4 of a public address
+    "2001:4:112::1", "2001:20::1",  # globally reachable exceptions inside 2001::/23
+])
 def test_public_addresses(address):
     assert is_public_address(ipaddress.ip_address(address))
 
