@@ -26,6 +26,7 @@ SELFTEST_IMAGE = Path(__file__).with_name("selftest.png")
 SELFTEST_EXPECTED = 0.290647030
 SELFTEST_TOLERANCE = 1e-4
 REQUEST_ID_HEADER = "X-Request-Id"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -112,6 +113,9 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
             raise
         problem = problem_from_http(exc)
         response = _problem(problem, trace_id) if problem else http_problem_response(exc, trace_id)
+    except ConnectionResetError:  # the client hung up, mid-body or while waiting: nobody to answer
+        get_logger().info("client closed the connection")
+        response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
     except Exception:
         get_logger().exception("unhandled error")
         response = _problem(InternalError("internal error; the log line with this request's trace id has the cause"),

@@ -59,6 +59,8 @@ def configure_logging(log_format: str = "json", level: str = "info", stream: IO[
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
     logging.getLogger("aiohttp.access").propagate = False  # AccessLogger below writes those lines
+    # Python warnings (Pillow's and numpy's among them) become log lines too, not bare text on stderr.
+    logging.captureWarnings(True)
 
 
 def _body_bytes(response) -> int:

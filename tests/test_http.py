@@ -2,6 +2,8 @@
 
 import asyncio
 import hashlib
+import json
+import subprocess
 
 import aiohttp
 import pytest
@@ -311,3 +313,30 @@ async def test_service_stays_healthy_after_bad_input(client):
         assert 400 <= response.status < 500
     assert (await client.get("/healthz")).status == 200
     assert (await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})).status == 200
+
+
+async def test_a_client_hanging_up_mid_body_is_499_not_500():
+    """Against `nsfwoid serve` itself: its runner, not the test server's, decides what a hang-up does."""
+    process, base = await asyncio.to_thread(helpers.start_service, stdout=subprocess.PIPE,
+                                            NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
+    try:
+        host, port = base.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /?token=SECRET HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + BRICK[:2000])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as session:
+            metrics = await (await session.get(base + "/metrics")).text()
+            assert (await session.get(base + "/healthz")).status == 200
+    finally:
+        process.terminate()
+        log = (await asyncio.to_thread(process.communicate, timeout=30))[0]
+    assert 'nsfwoid_http_requests_total{method="POST",route="/",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    hang_up = [e for e in lines if e["message"] == "client closed the connection"]
+    assert len(hang_up) == 1 and hang_up[0]["log.level"] == "info" and "error" not in hang_up[0]
+    assert "SECRET" not in log and not [e for e in lines if e["log.level"] == "error"]

@@ -271,3 +271,17 @@ def test_kubernetes_validation_is_strict(tmp_path):
     result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(bad)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
+
+
+def test_python_warnings_are_ecs_lines():
+    import warnings
+
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    try:
+        warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=1)
+    finally:
+        configure_logging("console", "info")
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["log.level"] == "warning" and "Corrupt EXIF data" in line["message"]
+    assert line["ecs.version"] == "1.11.0"
