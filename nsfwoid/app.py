@@ -122,6 +122,8 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
                             trace_id)
     finally:
         structlog.contextvars.unbind_contextvars(TRACE_ID)
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()  # answered before the body was read: close rather than drain a hostile body
     response.headers[REQUEST_ID_HEADER] = trace_id
     labels = (request.method, _route_label(request), str(response.status))
     metrics.HTTP_REQUESTS.labels(*labels).inc()

@@ -10,9 +10,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
-from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType, problem_response
 from .fetch import checked_url, fetch
 from .imaging import looks_like_image
+from .state import SETTINGS
 
 URLENCODED = "application/x-www-form-urlencoded"
 FORM_TYPES = (URLENCODED, "multipart/form-data")
@@ -38,14 +39,19 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
     declared = request.content_length
     if declared is not None and declared > client_max_size(settings):
         raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {cap}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Refused before a byte is read: a compressed body is a decompression bomb waiting to happen.
+        raise UnsupportedMediaType(f"Content-Encoding {encoding} is not accepted: send the image uncompressed")
     content_type = request.content_type
-    if content_type == URLENCODED and looks_like_image(await request.read()):
+    if content_type == URLENCODED and looks_like_image(await _body(request)):
         # `curl --data-binary @photo.jpg` without -H sends an image as a form: score what was meant.
-        return ImageBytes(_capped(await request.read(), cap), "body")
+        return ImageBytes(_capped(await _body(request), cap), "body")
     if content_type in FORM_TYPES:
         try:
             form = await request.post()
-        except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:  # malformed form or parts
+        # aiohttp's multipart reader raises RuntimeError for unknown part encodings and charsets.
+        except (ValueError, AssertionError, LookupError, RuntimeError, HttpProcessingError) as exc:
             raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
         unknown = sorted(set(form) - FORM_FIELDS)
         if unknown:
@@ -64,11 +70,33 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
             return ImageBytes(data, "url", time.perf_counter() - started)
         raise MissingInput("send a form field `url` or a multipart file `file`")
     if content_type.startswith("image/") or content_type in RAW_TYPES:
-        data = _capped(await request.read(), cap)
+        data = _capped(await _body(request), cap)
         return ImageBytes(_require(data, "the request body is empty"), "body")
     raise UnsupportedMediaType(
         f"Content-Type {content_type} is not a form, multipart, image/* or application/octet-stream"
     )
+
+
+async def _body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except HttpProcessingError as exc:  # broken chunked framing, and the like
+        raise InvalidRequest(f"the request body cannot be read: {exc.message}") from None
+
+
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: refuse a declared length over the cap with 413, without `100 Continue` first."""
+    settings = request.app[SETTINGS]
+    declared = request.content_length
+    if declared is not None and declared > client_max_size(settings):
+        response = problem_response(PayloadTooLarge(
+            f"declared length {declared} bytes is over the limit of {settings.max_image_bytes}"))
+        response.force_close()
+        return response
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers.get('Expect')}")
+    await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+    return None
 
 
 def _capped(data: bytes, cap: int) -> bytes:

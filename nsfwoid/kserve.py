@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
 from .fetch import fetch
+from .inputs import expect_continue
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
 from .routes import json_response, request_deadline
@@ -28,7 +29,7 @@ MODEL_PATH = f"/v1/models/{MODEL_NAME}"
 
 def add_kserve_routes(app: web.Application) -> None:
     app.router.add_get(MODEL_PATH, model_ready)
-    app.router.add_post(MODEL_PATH + ":predict", predict)
+    app.router.add_post(MODEL_PATH + ":predict", predict, expect_handler=expect_continue)
 
 
 async def model_ready(request: web.Request) -> web.Response:

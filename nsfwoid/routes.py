@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import NAME, package_version
 from .config import Settings
 from .errors import Overloaded, json_text
-from .inputs import read_image
+from .inputs import expect_continue, read_image
 from .scoring import format_score, log_scored
 from .state import RUNTIME, SETTINGS, Status
 
@@ -59,8 +59,8 @@ def add_routes(app: web.Application) -> None:
         return web.Response(text=openapi_text, content_type="application/yaml")
 
     app.router.add_get("/", root)
-    app.router.add_post("/", score)
-    app.router.add_post("/v1/score", score)
+    app.router.add_post("/", score, expect_handler=expect_continue)
+    app.router.add_post("/v1/score", score, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/_info", info)

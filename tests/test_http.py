@@ -1,6 +1,7 @@
 """The HTTP API end to end: inputs, both response forms, every error type, health."""
 
 import asyncio
+import gzip
 import hashlib
 import json
 import subprocess
@@ -340,3 +341,51 @@ async def test_a_client_hanging_up_mid_body_is_499_not_500():
     hang_up = [e for e in lines if e["message"] == "client closed the connection"]
     assert len(hang_up) == 1 and hang_up[0]["log.level"] == "info" and "error" not in hang_up[0]
     assert "SECRET" not in log and not [e for e in lines if e["log.level"] == "error"]
+
+
+async def raw_exchange(client, request: bytes) -> bytes:
+    """Send bytes as they are, and read the status line and headers of the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+
+
+def multipart(part_headers: bytes, content: bytes) -> bytes:
+    body = b"--b\r\n" + part_headers + b"\r\n\r\n" + content + b"\r\n--b--\r\n"
+    return (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    multipart(b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Transfer-Encoding: x-weird',
+              BRICK[:200]),
+    multipart(b'Content-Disposition: form-data; name="_charset_"', b"x" * 40),
+], ids=["unknown part transfer encoding", "_charset_ part"])
+async def test_malformed_multipart_is_a_4xx(client, request_bytes):
+    head = await raw_exchange(client, request_bytes)
+    assert head.startswith(b"HTTP/1.1 415 "), head
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-whatever"])
+async def test_request_content_encoding_is_refused_unread(client, encoding):
+    # A megabyte declared, a kilobyte sent: the answer must not wait for, or decompress, the rest.
+    body = gzip.compress(BRICK)[:1000]
+    head = await raw_exchange(client, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Encoding: "
+                              + encoding.encode() + b"\r\nContent-Length: 1000000\r\n\r\n" + body)
+    assert head.split(b" ")[1] in (b"400", b"415"), head  # aiohttp itself refuses the codings it lacks
+    if head.startswith(b"HTTP/1.1 415"):
+        assert b"Connection: close" in head  # closed rather than drained
+
+
+async def test_expect_continue_over_the_cap_gets_413_without_100(make_client):
+    client = await make_client(max_image_bytes=10_000)
+    head = await raw_exchange(client, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                              b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in head
+    head = await raw_exchange(client, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                              b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 100 Continue")

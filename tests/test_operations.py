@@ -47,6 +47,7 @@ async def test_metrics_are_exported_and_move(client, upstream):
         "nsfwoid_preprocess_duration_seconds": "histogram", "nsfwoid_inference_duration_seconds": "histogram",
         "nsfwoid_batch_size": "histogram", "nsfwoid_score": "histogram", "nsfwoid_errors": "counter",
         "nsfwoid_inflight_requests": "gauge", "nsfwoid_model_info": "gauge", "process_resident_memory_bytes": "gauge",
+        "nsfwoid_frames_scored": "histogram",
     }
     for name, kind in expected.items():
         assert after[name].type == kind, name
@@ -59,6 +60,7 @@ async def test_metrics_are_exported_and_move(client, upstream):
     assert delta("nsfwoid_errors", "_total", type="unsupported-media-type") == 1
     assert delta("nsfwoid_fetch_bytes", "_sum") == len(BRICK)
     assert delta("nsfwoid_score", "_count") == 1
+    assert delta("nsfwoid_frames_scored", "_sum") == 1  # a still: one frame
     assert delta("nsfwoid_inference_duration_seconds", "_count") >= 1
     assert delta("nsfwoid_preprocess_duration_seconds", "_count") == 2 - 1
     info = after["nsfwoid_model_info"].samples[0].labels
