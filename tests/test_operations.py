@@ -276,14 +276,18 @@ def test_kubernetes_validation_is_strict(tmp_path):
 
 
 def test_python_warnings_are_ecs_lines():
+    import logging
     import warnings
 
     stream = io.StringIO()
-    configure_logging("json", "info", stream=stream)
-    try:
-        warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=1)
-    finally:
-        configure_logging("console", "info")
+    with warnings.catch_warnings():  # pytest records warnings itself: hand them back to logging for this test
+        warnings.simplefilter("always")
+        logging.captureWarnings(False)
+        configure_logging("json", "info", stream=stream)
+        try:
+            warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=1)
+        finally:
+            configure_logging("console", "info")
     (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
     assert line["log.level"] == "warning" and "Corrupt EXIF data" in line["message"]
     assert line["ecs.version"] == "1.11.0"
