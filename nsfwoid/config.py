@@ -53,6 +53,12 @@ class Settings:
     max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
     max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
+    max_receiving: int = field(
+        default=64, metadata={**SERVE_ONLY, "help": "request bodies being received at once, apart from scoring"}
+    )
+    read_timeout: float = field(
+        default=10.0, metadata={**SERVE_ONLY, "help": "longest time for a request body to arrive, s (408 past it)"}
+    )
     max_instances: int = field(
         default=50, metadata={**SERVE_ONLY, "help": "instances in one KServe :predict call (Lift Wing's limit)"}
     )
@@ -80,7 +86,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
-                    "max_instances", "decode_timeout")
+                    "max_instances", "decode_timeout", "max_receiving", "read_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

@@ -55,6 +55,10 @@ class InvalidUrl(Problem):
     name, status, title = "invalid-url", 400, "Not an absolute http(s) URL"
 
 
+class RequestTimeout(Problem):
+    name, status, title = "request-timeout", 408, "The request body did not arrive in time"
+
+
 class UrlNotAllowed(Problem):
     name, status, title = "url-not-allowed", 403, "URL not allowed"
 

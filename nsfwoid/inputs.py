@@ -24,6 +24,15 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
+class RequestInput:
+    """What a request carried: the image bytes, or a URL still to fetch."""
+
+    data: bytes | None
+    url: str | None
+    source: str  # "url", "file" or "body"
+
+
+@dataclass(frozen=True)
 class ImageBytes:
     data: bytes
     source: str  # "url", "file" or "body"
@@ -34,7 +43,17 @@ def client_max_size(settings: Settings) -> int:
     return settings.max_image_bytes + MULTIPART_SLACK_BYTES
 
 
-async def read_image(request: web.Request, session: aiohttp.ClientSession, settings: Settings) -> ImageBytes:
+async def image_of(given: RequestInput, session: aiohttp.ClientSession, settings: Settings) -> ImageBytes:
+    """The image bytes: those the request carried, or those its URL gives."""
+    if given.url is None:
+        return ImageBytes(given.data, given.source)
+    started = time.perf_counter()
+    data = await fetch(session, given.url, settings)
+    return ImageBytes(data, "url", time.perf_counter() - started)
+
+
+async def read_input(request: web.Request, settings: Settings) -> RequestInput:
+    """Receive and parse the request body: form or multipart field `url`, multipart `file`, or raw bytes."""
     cap = settings.max_image_bytes
     declared = request.content_length
     if declared is not None and declared > client_max_size(settings):
@@ -44,9 +63,9 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
         # Refused before a byte is read: a compressed body is a decompression bomb waiting to happen.
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not accepted: send the image uncompressed")
     content_type = request.content_type
-    if content_type == URLENCODED and looks_like_image(await _body(request)):
+    if content_type == URLENCODED and looks_like_image(await read_body(request)):
         # `curl --data-binary @photo.jpg` without -H sends an image as a form: score what was meant.
-        return ImageBytes(_capped(await _body(request), cap), "body")
+        return RequestInput(_capped(await read_body(request), cap), None, "body")
     if content_type in FORM_TYPES:
         try:
             form = await request.post()
@@ -63,21 +82,19 @@ async def read_image(request: web.Request, session: aiohttp.ClientSession, setti
         if isinstance(upload, web.FileField):
             if url is not None:
                 checked_url(url, settings.allowed_hosts)  # both given: the file is scored, the URL still vetted
-            return ImageBytes(_capped(upload.file.read(cap + 1), cap), "file")
+            return RequestInput(_capped(upload.file.read(cap + 1), cap), None, "file")
         if url is not None:
-            started = time.perf_counter()
-            data = await fetch(session, url, settings)
-            return ImageBytes(data, "url", time.perf_counter() - started)
+            return RequestInput(None, url, "url")
         raise MissingInput("send a form field `url` or a multipart file `file`")
     if content_type.startswith("image/") or content_type in RAW_TYPES:
-        data = _capped(await _body(request), cap)
-        return ImageBytes(_require(data, "the request body is empty"), "body")
+        data = _capped(await read_body(request), cap)
+        return RequestInput(_require(data, "the request body is empty"), None, "body")
     raise UnsupportedMediaType(
         f"Content-Type {content_type} is not a form, multipart, image/* or application/octet-stream"
     )
 
 
-async def _body(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except HttpProcessingError as exc:  # broken chunked framing, and the like

@@ -17,10 +17,10 @@ from aiohttp import web
 
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
 from .fetch import fetch
-from .inputs import expect_continue
+from .inputs import expect_continue, read_body
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
-from .routes import json_response, request_deadline
+from .routes import json_response, receiving, request_deadline
 from .scoring import log_scored
 from .state import RUNTIME, SETTINGS, Status
 
@@ -39,7 +39,8 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    instances = await _instances(request)
+    async with receiving(request):
+        instances = await _instances(request)
     if len(instances) > settings.max_instances:
         raise InvalidRequest(f"{len(instances)} instances; at most {settings.max_instances} in one call")
     trace_id = request.get(TRACE_ID_KEY)
@@ -53,7 +54,7 @@ async def predict(request: web.Request) -> web.Response:
 
 
 async def _instances(request: web.Request) -> list:
-    body = await request.read()
+    body = await read_body(request)
     try:
         payload = await asyncio.to_thread(json.loads, body)  # megabytes of base64: off the event loop
     except (ValueError, UnicodeDecodeError):

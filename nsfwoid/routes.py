@@ -15,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import NAME, package_version
 from .config import Settings
-from .errors import Overloaded, json_text
-from .inputs import expect_continue, read_image
+from .errors import Overloaded, RequestTimeout, json_text
+from .inputs import expect_continue, image_of, read_input
 from .scoring import format_score, log_scored
 from .state import RUNTIME, SETTINGS, Status
 
@@ -68,6 +68,18 @@ def add_routes(app: web.Application) -> None:
 
 
 @asynccontextmanager
+async def receiving(request: web.Request) -> AsyncIterator[None]:
+    """Receive the body in a slot of its own, within NSFWOID_READ_TIMEOUT: a slow upload takes no scoring slot."""
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    with runtime.receiving_body(settings.max_receiving):
+        try:
+            async with asyncio.timeout(settings.read_timeout):
+                yield
+        except TimeoutError:
+            raise RequestTimeout(f"the body did not arrive within {settings.read_timeout:g} s") from None
+
+
+@asynccontextmanager
 async def request_deadline(settings: Settings) -> AsyncIterator[float | None]:
     """The scoring deadline (loop time, or None) for the block; passing it answers 503."""
     deadline = asyncio.get_running_loop().time() + settings.request_timeout if settings.request_timeout else None
@@ -81,9 +93,11 @@ async def request_deadline(settings: Settings) -> AsyncIterator[float | None]:
 async def score(request: web.Request) -> web.Response:
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
     started = time.perf_counter()
+    async with receiving(request):
+        given = await read_input(request, settings)
     with runtime.admitted(1, settings.max_inflight):
         async with request_deadline(settings) as deadline:
-            image = await read_image(request, runtime.http, settings)
+            image = await image_of(given, runtime.http, settings)
             scored = await runtime.scorer.score(image.data, deadline=deadline)
     log_scored(scored, image.source)
     if not wants_json(request):

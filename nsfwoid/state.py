@@ -41,7 +41,21 @@ class Runtime:
     status: Status = Status.STARTING
     failure: str | None = None  # why the start failed
     inflight: int = 0
+    receiving: int = 0
     selftest_score: float | None = None
+
+    @contextmanager
+    def receiving_body(self, limit: int) -> Iterator[None]:
+        """One of `limit` slots for a body still arriving, apart from the scoring slots, or 503 at once."""
+        if not self.status.scores:
+            raise Overloaded("the model is not ready yet")
+        if self.receiving >= limit:
+            raise Overloaded(f"{limit} request bodies are already being received")
+        self.receiving += 1
+        try:
+            yield
+        finally:
+            self.receiving -= 1
 
     @contextmanager
     def admitted(self, count: int, limit: int) -> Iterator[None]:

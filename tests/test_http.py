@@ -214,15 +214,51 @@ async def test_overloaded(make_client, upstream):
 
 
 async def test_request_deadline(make_client):
-    client = await make_client(request_timeout=0.5, fetch_timeout=0.4)
+    # A lone image waits 2 s for its batch to fill: the 0.5 s scoring deadline passes first.
+    client = await make_client(request_timeout=0.5, fetch_timeout=0.4, batch_wait_ms=2000)
+    await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
 
-    async def slow_body():
-        yield BRICK[:1000]
-        await asyncio.sleep(2)
-        yield BRICK[1000:]
 
-    await helpers.problem_of(await client.post("/", data=slow_body(), headers={"Content-Type": "image/jpeg"}), 503,
-                             "overloaded")
+async def stalled_upload(client, sent: bytes = BRICK[:1000]):
+    """A client that declares a whole image, sends the start of it, and stalls: (reader, writer)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(BRICK) + sent)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_body_that_does_not_arrive_gets_408(make_client):
+    client = await make_client(read_timeout=0.5)
+    started = asyncio.get_running_loop().time()
+    reader, writer = await stalled_upload(client)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
+    assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_slow_uploads_take_no_scoring_slot(make_client):
+    client = await make_client(max_inflight=1, read_timeout=5)
+    stalled = [await stalled_upload(client) for _ in range(4)]
+    await asyncio.sleep(0.2)
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/", data=BRICK, headers=JPEG)
+    assert response.status == 200 and asyncio.get_running_loop().time() - started < 3
+    for _, writer in stalled:
+        writer.close()
+
+
+async def test_bodies_being_received_are_bounded(make_client):
+    client = await make_client(max_receiving=2, read_timeout=5)
+    stalled = [await stalled_upload(client) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    body = await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
+    assert "being received" in body["detail"]
+    for _, writer in stalled:
+        writer.close()
+    await asyncio.sleep(0.2)
+    assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
 
 
 async def test_every_problem_type_is_exercised():
@@ -230,7 +266,7 @@ async def test_every_problem_type_is_exercised():
     assert names == {"missing-input", "invalid-url", "url-not-allowed", "upstream-not-found", "upstream-error",
                      "upstream-timeout", "payload-too-large", "unsupported-media-type", "invalid-image",
                      "image-too-large", "overloaded", "not-found", "method-not-allowed", "internal-error",
-                     "invalid-request"}
+                     "invalid-request", "request-timeout"}
 
 
 async def test_routing_errors_are_problems(client):
