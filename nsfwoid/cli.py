@@ -127,16 +127,23 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
 
 
+DRAIN_POLL_SECONDS = 0.05
+# After the drain: how long aiohttp waits for handlers still running once the listener is closed. It waits
+# twice (for handlers, then for connections), and the drain has waited already.
+SHUTDOWN_GRACE_SECONDS = 0.25
+
+
 class CannotListen(Exception):
     """The address is in use, or not ours to bind."""
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: /healthz 503, stop listening, finish in-flight requests."""
+    """Serve until SIGTERM or SIGINT, then drain: /healthz 503 while the requests in progress finish, still
+    listening, so that probes see the 503; then stop listening."""
     log = get_logger()
     app = create_app(settings)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=settings.drain_timeout
+        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
     )
     await runner.setup()
     try:
@@ -153,7 +160,11 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     if app[RUNTIME].status is Status.OK:
         app[RUNTIME].status = Status.DRAINING
-    log.info("draining", inflight=app[RUNTIME].inflight, drain_timeout=settings.drain_timeout)
+    runtime = app[RUNTIME]
+    log.info("draining", inflight=runtime.inflight, drain_timeout=settings.drain_timeout)
+    deadline = loop.time() + settings.drain_timeout
+    while runtime.inflight + runtime.receiving and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
     await runner.cleanup()
     log.info("stopped")
 
