@@ -10,6 +10,7 @@ import ecs_logging
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 SERVICE_NAME = "nsfwoid"
 ECS_VERSION = "1.11.0"
@@ -61,6 +62,25 @@ def configure_logging(log_format: str = "json", level: str = "info", stream: IO[
     logging.getLogger("aiohttp.access").propagate = False  # AccessLogger below writes those lines
     # Python warnings (Pillow's and numpy's among them) become log lines too, not bare text on stderr.
     logging.captureWarnings(True)
+    server_log = logging.getLogger("aiohttp.server")
+    if PROTOCOL_ERRORS not in server_log.filters:
+        server_log.addFilter(PROTOCOL_ERRORS)
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request at error level, with a stack trace that quotes the raw request: its
+    query string, and image bytes. Such a request is the client's fault: one warning line naming its kind."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = "malformed request: %s", (type(error).__name__,)
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+PROTOCOL_ERRORS = ProtocolErrorFilter()
 
 
 def _body_bytes(response) -> int:

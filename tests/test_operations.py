@@ -291,3 +291,28 @@ def test_python_warnings_are_ecs_lines():
     (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
     assert line["log.level"] == "warning" and "Corrupt EXIF data" in line["message"]
     assert line["ecs.version"] == "1.11.0"
+
+
+def test_malformed_requests_log_one_warning_without_their_bytes():
+    import socket
+
+    process, base = helpers.start_service(stdout=subprocess.PIPE, NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
+    port = int(base.rsplit(":", 1)[1])
+    image = (helpers.FIDELITY / "brick.jpg").read_bytes()[:4000]
+    malformed = [
+        b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Type: image/jpeg\nContent-Length: 4000\n\n" + image,  # bare LF
+        b"GARBAGE /?token=SECRET HTTP/9.9 extra\r\nHost: x\r\n\r\n",
+    ]
+    try:
+        for request in malformed:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(request)
+                assert connection.recv(64).startswith(b"HTTP/1.0 400")
+    finally:
+        process.terminate()
+        log = process.communicate(timeout=30)[0]
+    lines = [json.loads(line) for line in log.splitlines()]  # every line on stdout is ECS JSON
+    warnings = [e for e in lines if e["message"].startswith("malformed request: ")]
+    assert warnings and all(e["log.level"] == "warning" and "error" not in e for e in warnings)
+    assert not [e for e in lines if e["log.level"] == "error"]
+    assert "SECRET" not in log and "\\u00ff\\u00d8" not in log and "JFIF" not in log
