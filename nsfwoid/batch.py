@@ -111,24 +111,37 @@ def known_total(options: BatchOptions) -> int | None:
 # Output: one line per target, written and flushed as soon as it is done.
 
 def resume_point(output: Path, jsonl: bool) -> set[str]:
-    """The targets already in the output. A line cut short by a kill is dropped from the file first."""
+    """The targets already in the output, read line by line. A line cut short by a kill is dropped first."""
     if not output.exists():
         return set()
     with output.open("r+b") as stream:
-        content = stream.read()
-        complete = content.rfind(b"\n") + 1
-        if complete < len(content):
+        complete = _end_of_last_line(stream)
+        if complete < stream.seek(0, os.SEEK_END):
             stream.truncate(complete)
     done = set()
-    for line in content[:complete].decode("utf-8", errors="replace").splitlines():
-        if jsonl:
-            try:
-                done.add(json.loads(line)["target"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        elif "\t" in line:
-            done.add(line.split("\t", 1)[1])
+    with output.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if jsonl:
+                try:
+                    done.add(json.loads(line)["target"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+            elif "\t" in line:
+                done.add(line.rstrip("\n").split("\t", 1)[1])
     return done
+
+
+def _end_of_last_line(stream: IO[bytes], block: int = 1 << 16) -> int:
+    """The offset just after the file's last newline (0 if it has none), reading backwards from the end."""
+    end = stream.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - block)
+        stream.seek(start)
+        newline = stream.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def read_file(path: str, cap: int) -> bytes:
