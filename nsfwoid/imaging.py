@@ -25,6 +25,7 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # The fast path lets libjpeg decode at 1/2, 1/4 or 1/8 scale, but never below this size: twice the
 # reference resize keeps scores close to the exact path (see README, "Fast decode").
 DRAFT_SIZE = 2 * RESIZE
+GREY_BAND_ROWS = 256
 # What Pillow's decoders raise on damaged or hostile data. MemoryError and our own bugs are not here:
 # they must surface, not turn into a 422.
 DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
@@ -148,14 +149,24 @@ def looks_like_image(data: bytes) -> bool:
 def to_rgb(image: Image.Image) -> Image.Image:
     """The current frame, as 8-bit RGB. 16-bit and 32-bit greys are scaled to 8 bits, not clipped."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
-            values = values / 257.0
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(_grey_to_eight_bits(image), mode="L")
     if image.mode == "RGB":
         image.load()  # convert() would decode and then copy the whole picture
         return image
     return image.convert("RGB")
+
+
+def _grey_to_eight_bits(image: Image.Image) -> np.ndarray:
+    """rint(value / 257), clipped: in bands of rows, so that no float64 copy of the whole picture is made."""
+    values = np.asarray(image)
+    scale = image.mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255
+    eight_bits = np.empty(values.shape, dtype=np.uint8)
+    for top in range(0, values.shape[0], GREY_BAND_ROWS):
+        band = values[top:top + GREY_BAND_ROWS].astype(np.float64)
+        if scale:
+            band /= 257.0
+        eight_bits[top:top + GREY_BAND_ROWS] = np.clip(np.rint(band), 0, 255)
+    return eight_bits
 
 
 def preprocess(rgb: Image.Image) -> np.ndarray:

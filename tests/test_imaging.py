@@ -175,3 +175,27 @@ def test_random_bytes_raise_only_our_errors(data):
         tensor(data)
     except Problem:
         pass
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_greys_convert_in_bands_without_a_float64_copy(mode):
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    height, width = 2000, 3000
+    top = 65535 if mode != "F" else 70000.0
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    values = rng.integers(0, top, size=(height, width)).astype(dtype)
+    image = Image.fromarray(values, mode=mode) if mode != "I;16" else Image.fromarray(values)
+    assert image.mode == mode
+    # What the conversion must equal: the whole-picture float64 formula it replaces.
+    expected = np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        converted = imaging.to_rgb(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(np.asarray(converted)[..., 0], expected)
+    # One native-width copy of the values, the 8-bit result and a band: far under one float64 copy (48 MB).
+    assert peak < values.nbytes + height * width * 4 + 8 * 1024 * 1024, peak
