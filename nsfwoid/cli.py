@@ -158,9 +158,9 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    if app[RUNTIME].status is Status.OK:
-        app[RUNTIME].status = Status.DRAINING
     runtime = app[RUNTIME]
+    if runtime.status is Status.OK:
+        runtime.status = Status.DRAINING
     log.info("draining", inflight=runtime.inflight, drain_timeout=settings.drain_timeout)
     deadline = loop.time() + settings.drain_timeout
     while runtime.inflight + runtime.receiving and loop.time() < deadline:

@@ -33,10 +33,10 @@ DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, TypeError, IndexErr
 
 
 def configure_pillow(max_pixels: int) -> None:
-    """Pillow's process-wide settings. The app, the CLI and each decode worker call this once."""
+    """Pillow's process-wide settings. The app and the CLI call this once, through scoring.running_scorer."""
     # Truncated uploads are scored, as Yahoo's classify_nsfw.py does, rather than refused.
     ImageFile.LOAD_TRUNCATED_IMAGES = True
-    # One limit: Pillow refuses past it too, but our own check in open_image answers first.
+    # One limit: open_image refuses past it with our own message; Pillow itself refuses only past twice it.
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 

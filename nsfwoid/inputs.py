@@ -55,9 +55,7 @@ async def image_of(given: RequestInput, session: aiohttp.ClientSession, settings
 async def read_input(request: web.Request, settings: Settings) -> RequestInput:
     """Receive and parse the request body: form or multipart field `url`, multipart `file`, or raw bytes."""
     cap = settings.max_image_bytes
-    declared = request.content_length
-    if declared is not None and declared > client_max_size(settings):
-        raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {cap}")
+    check_declared_length(request, settings)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # Refused before a byte is read: a compressed body is a decompression bomb waiting to happen.
@@ -94,6 +92,12 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
     )
 
 
+def check_declared_length(request: web.Request, settings: Settings) -> None:
+    declared = request.content_length
+    if declared is not None and declared > client_max_size(settings):
+        raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {settings.max_image_bytes}")
+
+
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
@@ -103,11 +107,10 @@ async def read_body(request: web.Request) -> bytes:
 
 async def expect_continue(request: web.Request) -> web.Response | None:
     """`Expect: 100-continue`: refuse a declared length over the cap with 413, without `100 Continue` first."""
-    settings = request.app[SETTINGS]
-    declared = request.content_length
-    if declared is not None and declared > client_max_size(settings):
-        response = problem_response(PayloadTooLarge(
-            f"declared length {declared} bytes is over the limit of {settings.max_image_bytes}"))
+    try:
+        check_declared_length(request, request.app[SETTINGS])
+    except PayloadTooLarge as problem:
+        response = problem_response(problem)
         response.force_close()
         return response
     if request.headers.get("Expect", "").lower() != "100-continue":

@@ -15,9 +15,9 @@ import time
 
 from aiohttp import web
 
+from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
-from .fetch import fetch
-from .inputs import expect_continue, read_body
+from .inputs import RequestInput, expect_continue, image_of, read_body
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
 from .routes import json_response, receiving, request_deadline
@@ -69,17 +69,17 @@ async def _prediction(instance: object, app: web.Application, deadline: float | 
     runtime = app[RUNTIME]
     started = time.perf_counter()
     try:
-        data, source, fetch_seconds = await _instance_bytes(instance, app)
-        scored = await runtime.scorer.score(data, deadline=deadline)
+        image = await image_of(await _instance_input(instance, app[SETTINGS]), runtime.http, app[SETTINGS])
+        scored = await runtime.scorer.score(image.data, deadline=deadline)
     except Problem as problem:
         return {"error": problem.to_dict(trace_id)}
-    log_scored(scored, source)
-    return scored.to_json(model=runtime.model.identity, source=source, fetch_seconds=fetch_seconds,
+    log_scored(scored, image.source)
+    return scored.to_json(model=runtime.model.identity, source=image.source, fetch_seconds=image.fetch_seconds,
                           total_seconds=time.perf_counter() - started)
 
 
-async def _instance_bytes(instance: object, app: web.Application) -> tuple[bytes, str, float | None]:
-    settings, runtime = app[SETTINGS], app[RUNTIME]
+async def _instance_input(instance: object, settings: Settings) -> RequestInput:
+    """An instance's image bytes, decoded from base64, or its URL still to fetch."""
     if not isinstance(instance, dict):
         raise InvalidRequest('an instance is {"image": {"b64": "…"}} or {"url": "…"}')
     if "image" in instance:
@@ -95,10 +95,8 @@ async def _instance_bytes(instance: object, app: web.Application) -> tuple[bytes
             raise InvalidRequest('"image.b64" is not valid base64') from None
         if not data:
             raise MissingInput('"image.b64" is empty')
-        return data, "body", None
+        return RequestInput(data, None, "body")
     url = instance.get("url")
     if isinstance(url, str) and url.strip():
-        started = time.perf_counter()
-        data = await fetch(runtime.http, url, settings)
-        return data, "url", time.perf_counter() - started
+        return RequestInput(None, url, "url")
     raise MissingInput('an instance needs "image": {"b64": "…"} or a non-empty "url"')
