@@ -38,6 +38,7 @@ setup(
             "openapi-spec-validator>=0.7",
             "pytest>=8",
             "pytest-aiohttp>=1.1",
+            "requests>=2.31",
             # Pinned: a new ruff release can add findings, and CI must not change under us.
             "ruff==0.17.6",
             "schemathesis>=4,<5",

@@ -59,15 +59,15 @@ def multipage_tiff(first: Image.Image, second: Image.Image) -> bytes:
     return encode(first, "TIFF", save_all=True, append_images=[second])
 
 
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG signature and IHDR declaring width×height, with no pixel data to speak of."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
 
 
 def animation(frames: list[Image.Image], fmt: str) -> bytes:
@@ -139,18 +139,24 @@ async def until_healthy(client, seconds: float = 60) -> None:
     raise RuntimeError("the app did not finish starting")
 
 
+def png_with_text(data: bytes, text: bytes) -> bytes:
+    """The same PNG, pixel for pixel, with a tEXt chunk after IHDR: other bytes, other SHA-1, same score."""
+    return data[:33] + png_chunk(b"tEXt", b"Comment\0" + text) + data[33:]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_service(stdout=subprocess.DEVNULL, cpus: set[int] | None = None, **env: str) -> tuple[subprocess.Popen, str]:
-    """`nsfwoid serve` as a real process on a free loopback port, healthy: (process, base URL).
+def start_service(stdout=subprocess.DEVNULL, cpus: set[int] | None = None, port: int | None = None,
+                  **env: str) -> tuple[subprocess.Popen, str]:
+    """`nsfwoid serve` as a real process on a loopback port, healthy: (process, base URL).
 
-    `cpus`: pin the process to these cores, as a CPU limit confines a pod.
+    `cpus`: pin the process to these cores, as a CPU limit confines a pod. `port`: a free one if not given.
     """
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port),
                 "NSFWOID_LOG_LEVEL": "warning", **env}
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None

@@ -1,0 +1,89 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid\Hooks;
+
+// phpcs:disable MediaWiki.NamingConventions.LowerCamelFunctionsName.FunctionName
+
+use Config;
+use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterBuilderHook;
+use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterComputeVariableHook;
+use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterGenerateTitleVarsHook;
+use MediaWiki\Extension\AbuseFilter\Variables\VariableHolder;
+use MediaWiki\Extension\Nsfwoid\AddedFiles;
+use MediaWiki\Extension\Nsfwoid\PendingUploads;
+use MediaWiki\Extension\Nsfwoid\ScoreLookup;
+use RecentChange;
+use Title;
+
+/**
+ * The AbuseFilter variables added_files_nsfw_score (edits) and file_nsfw_score (uploads).
+ * They are lazy: a wiki whose filters do not use them pays nothing. This handler is only ever
+ * called by AbuseFilter, so the extension works without it.
+ */
+class AbuseFilterHooks implements
+	AbuseFilterBuilderHook,
+	AbuseFilterGenerateTitleVarsHook,
+	AbuseFilterComputeVariableHook
+{
+	private const ADDED_FILES = 'nsfwoid-added-files-score';
+	private const UPLOADED_FILE = 'nsfwoid-uploaded-file-score';
+
+	private Config $config;
+	private AddedFiles $addedFiles;
+	private ScoreLookup $scoreLookup;
+	private PendingUploads $pendingUploads;
+
+	public function __construct(
+		Config $config,
+		AddedFiles $addedFiles,
+		ScoreLookup $scoreLookup,
+		PendingUploads $pendingUploads
+	) {
+		$this->config = $config;
+		$this->addedFiles = $addedFiles;
+		$this->scoreLookup = $scoreLookup;
+		$this->pendingUploads = $pendingUploads;
+	}
+
+	/** @inheritDoc */
+	public function onAbuseFilter_builder( array &$realValues ) {
+		$realValues['vars']['added_files_nsfw_score'] = 'added-files-nsfw-score';
+		$realValues['vars']['file_nsfw_score'] = 'file-nsfw-score';
+	}
+
+	/**
+	 * Only for the action being filtered ($rc is null), not for past changes being examined.
+	 *
+	 * @inheritDoc
+	 */
+	public function onAbuseFilter_generateTitleVars( VariableHolder $vars, Title $title, string $prefix, ?RecentChange $rc ) {
+		if ( $prefix === 'page' && $rc === null ) {
+			$vars->setLazyLoadVar( 'added_files_nsfw_score', self::ADDED_FILES, [ 'title' => $title ] );
+			$vars->setLazyLoadVar( 'file_nsfw_score', self::UPLOADED_FILE, [] );
+		}
+	}
+
+	/** @inheritDoc */
+	public function onAbuseFilter_computeVariable( string $method, VariableHolder $vars, array $parameters, ?string &$result ) {
+		$timeout = (float)$this->config->get( 'NsfwoidEditTimeout' );
+		if ( $method === self::ADDED_FILES ) {
+			$result = null;
+			if ( $vars->getComputedVariable( 'action' )->toString() === 'edit' ) {
+				$files = $this->addedFiles->getAddedFiles(
+					$parameters['title'], $vars->getComputedVariable( 'new_wikitext' )->toString()
+				);
+				$result = $files ? $this->scoreLookup->highestScore( $files, $timeout ) : null;
+			}
+			return false;
+		}
+		if ( $method === self::UPLOADED_FILE ) {
+			$result = null;
+			if ( $vars->varIsSet( 'file_sha1' ) ) {
+				$sha1 = \Wikimedia\base_convert( $vars->getComputedVariable( 'file_sha1' )->toString(), 16, 36, 31 );
+				$result = $this->scoreLookup->uploadScore( $sha1, $this->pendingUploads->getPath( $sha1 ), $timeout );
+			}
+			return false;
+		}
+		return true;
+	}
+}

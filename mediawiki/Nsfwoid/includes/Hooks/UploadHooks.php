@@ -1,0 +1,48 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid\Hooks;
+
+use Config;
+use JobQueueGroup;
+use MediaWiki\Extension\Nsfwoid\Job\ScoreFileJob;
+use MediaWiki\Extension\Nsfwoid\PendingUploads;
+use MediaWiki\Hook\UploadCompleteHook;
+use MediaWiki\Hook\UploadVerifyFileHook;
+
+class UploadHooks implements UploadCompleteHook, UploadVerifyFileHook {
+
+	private Config $config;
+	private JobQueueGroup $jobQueueGroup;
+	private PendingUploads $pendingUploads;
+
+	public function __construct( Config $config, JobQueueGroup $jobQueueGroup, PendingUploads $pendingUploads ) {
+		$this->config = $config;
+		$this->jobQueueGroup = $jobQueueGroup;
+		$this->pendingUploads = $pendingUploads;
+	}
+
+	/**
+	 * Remembers the temporary file, which AbuseFilter's file_nsfw_score may need later in this
+	 * request.
+	 *
+	 * @inheritDoc
+	 */
+	public function onUploadVerifyFile( $upload, $mime, &$error ) {
+		$path = $upload->getTempPath();
+		if ( $path ) {
+			$this->pendingUploads->add( $upload->getTempFileSha1Base36(), $path );
+		}
+	}
+
+	/**
+	 * Scores the new file in a job: the upload request never waits for the service.
+	 *
+	 * @inheritDoc
+	 */
+	public function onUploadComplete( $uploadBase ) {
+		$file = $uploadBase->getLocalFile();
+		if ( $this->config->get( 'NsfwoidScoreOnUpload' ) && $file ) {
+			$this->jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
+		}
+	}
+}

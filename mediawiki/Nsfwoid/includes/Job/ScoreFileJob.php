@@ -1,0 +1,51 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid\Job;
+
+use Job;
+use JobSpecification;
+use MediaWiki\Extension\Nsfwoid\ScoringException;
+use MediaWiki\Logger\LoggerFactory;
+use MediaWiki\MediaWikiServices;
+use Title;
+
+/**
+ * nsfwoidScore: scores the current version of a local file and stores the score. A service
+ * that is down or failing fails the job, so that the queue retries it; a refused image is
+ * logged and not retried.
+ */
+class ScoreFileJob extends Job {
+
+	public function __construct( Title $title, array $params ) {
+		parent::__construct( 'nsfwoidScore', $title, $params );
+		$this->removeDuplicates = true;
+	}
+
+	public static function newSpec( Title $title ): JobSpecification {
+		return new JobSpecification( 'nsfwoidScore', [], [ 'removeDuplicates' => true ], $title );
+	}
+
+	public function run() {
+		// Jobs are built by the job queue, which cannot inject services in MediaWiki 1.39.
+		$services = MediaWikiServices::getInstance();
+		$logger = LoggerFactory::getInstance( 'Nsfwoid' );
+		$file = $services->getRepoGroup()->getLocalRepo()->newFile( $this->getTitle() );
+		if ( !$file || !$file->exists() ) {
+			$logger->info( 'nsfwoidScore: {title} is no longer a file', [ 'title' => $this->getTitle()->getPrefixedText() ] );
+			return true;
+		}
+		try {
+			$services->get( 'Nsfwoid.FileScorer' )->scoreFile(
+				$file, (float)$services->getMainConfig()->get( 'NsfwoidTimeout' )
+			);
+		} catch ( ScoringException $e ) {
+			if ( $e->isRetryable() ) {
+				$this->setLastError( $e->getMessage() );
+				return false;
+			}
+			$logger->warning( 'nsfwoidScore: {name} was not scored: {error}',
+				[ 'name' => $file->getName(), 'error' => $e->getMessage() ] );
+		}
+		return true;
+	}
+}

@@ -1,0 +1,88 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid;
+
+use FormatJson;
+use MediaWiki\Config\ServiceOptions;
+use MediaWiki\Http\HttpRequestFactory;
+
+/**
+ * Calls the nsfwoid service. Every call has an explicit timeout, and every failure is a
+ * ScoringException.
+ */
+class NsfwoidClient {
+
+	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidServiceUrl' ];
+
+	private string $baseUrl;
+	private HttpRequestFactory $httpRequestFactory;
+
+	public function __construct( ServiceOptions $options, HttpRequestFactory $httpRequestFactory ) {
+		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
+		$this->baseUrl = rtrim( $options->get( 'NsfwoidServiceUrl' ), '/' );
+		$this->httpRequestFactory = $httpRequestFactory;
+	}
+
+	/**
+	 * Scores an image sent as bytes.
+	 */
+	public function scoreBytes( string $bytes, float $timeout ): ServiceScore {
+		return ServiceScore::newFromJson(
+			$this->call( 'POST', '/v1/score', $timeout, $bytes, 'application/octet-stream' )
+		);
+	}
+
+	/**
+	 * Scores an image that the service downloads. The service vets the URL against its own
+	 * allowlist.
+	 */
+	public function scoreUrl( string $url, float $timeout ): ServiceScore {
+		return ServiceScore::newFromJson( $this->call(
+			'POST', '/v1/score', $timeout, http_build_query( [ 'url' => $url ] ), 'application/x-www-form-urlencoded'
+		) );
+	}
+
+	/**
+	 * The sha256 of the model the service runs now, from its health check.
+	 */
+	public function currentModel( float $timeout ): string {
+		$model = $this->call( 'GET', '/healthz', $timeout )['model']['sha256'] ?? null;
+		if ( !is_string( $model ) ) {
+			throw new ScoringException( 'The service did not name its model', true );
+		}
+		return $model;
+	}
+
+	/**
+	 * @return array the decoded JSON answer
+	 * @throws ScoringException
+	 */
+	private function call(
+		string $method, string $path, float $timeout, ?string $body = null, ?string $contentType = null
+	): array {
+		if ( $timeout <= 0 ) {
+			throw new ScoringException( 'No time was left to call the service', true );
+		}
+		$options = [ 'method' => $method, 'timeout' => $timeout, 'connectTimeout' => $timeout ];
+		if ( $body !== null ) {
+			$options['postData'] = $body;
+		}
+		$request = $this->httpRequestFactory->create( $this->baseUrl . $path, $options, __METHOD__ );
+		$request->setHeader( 'Accept', 'application/json' );
+		if ( $contentType !== null ) {
+			$request->setHeader( 'Content-Type', $contentType );
+		}
+		$request->execute();
+		$status = $request->getStatus();
+		$answer = FormatJson::decode( (string)$request->getContent(), true );
+		if ( $status >= 400 && $status < 500 ) {
+			$problem = is_array( $answer ) ? ( $answer['type'] ?? '' ) . ': ' . ( $answer['detail'] ?? '' ) : '';
+			throw new ScoringException( "The service refused the image ($status $problem)", false );
+		}
+		if ( $status !== 200 || !is_array( $answer ) ) {
+			$why = $status ? "HTTP $status" : 'unreachable or timed out';
+			throw new ScoringException( "The service failed: $why", true );
+		}
+		return $answer;
+	}
+}

@@ -1,0 +1,119 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid;
+
+use File;
+use Psr\Log\LoggerInterface;
+use WANObjectCache;
+
+/**
+ * Scores for AbuseFilter, while an edit or an upload waits: stored scores first, then the
+ * service, all within one time budget. It fails open: what cannot be scored in time is left
+ * out, and the edit is checked without it.
+ */
+class ScoreLookup {
+
+	private const MODEL_CACHE_SECONDS = 300;
+
+	private NsfwoidClient $client;
+	private ScoreStore $store;
+	private FileScorer $fileScorer;
+	private WANObjectCache $cache;
+	private LoggerInterface $logger;
+
+	public function __construct(
+		NsfwoidClient $client,
+		ScoreStore $store,
+		FileScorer $fileScorer,
+		WANObjectCache $cache,
+		LoggerInterface $logger
+	) {
+		$this->client = $client;
+		$this->store = $store;
+		$this->fileScorer = $fileScorer;
+		$this->cache = $cache;
+		$this->logger = $logger;
+	}
+
+	/**
+	 * The highest score among these files, or null when none could be scored in $timeout
+	 * seconds. Files without a current stored score are scored and stored.
+	 *
+	 * @param File[] $files
+	 */
+	public function highestScore( array $files, float $timeout ): ?float {
+		$deadline = microtime( true ) + $timeout;
+		$scores = $this->storedScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $timeout );
+		foreach ( $files as $file ) {
+			if ( !isset( $scores[$file->getSha1()] ) ) {
+				$scores[$file->getSha1()] = $this->failOpen(
+					fn () => $this->fileScorer->scoreFile( $file, $deadline - microtime( true ) ),
+					$file->getName()
+				);
+			}
+		}
+		$scores = array_filter( $scores, 'is_float' );
+		return $scores ? max( $scores ) : null;
+	}
+
+	/**
+	 * The score of a file being uploaded, from its temporary file when it has no stored score.
+	 *
+	 * @param string $sha1 base 36
+	 * @param string|null $path the temporary file, if known
+	 * @param float $timeout seconds
+	 */
+	public function uploadScore( string $sha1, ?string $path, float $timeout ): ?float {
+		$deadline = microtime( true ) + $timeout;
+		$stored = $this->storedScores( [ $sha1 ], $timeout );
+		if ( isset( $stored[$sha1] ) || $path === null ) {
+			return $stored[$sha1] ?? null;
+		}
+		return $this->failOpen( function () use ( $path, $sha1, $deadline ) {
+			$bytes = file_get_contents( $path );
+			if ( $bytes === false ) {
+				throw new ScoringException( 'The temporary file could not be read', false );
+			}
+			return $this->fileScorer->scoreBytes( $bytes, $sha1, $deadline - microtime( true ) );
+		}, $sha1 );
+	}
+
+	/**
+	 * Stored scores of the current model. The current model is the service's, cached for a
+	 * few minutes; when the service cannot be reached, the model of the newest stored score.
+	 *
+	 * @param string[] $sha1s
+	 * @param float $timeout seconds
+	 * @return float[] by SHA-1
+	 */
+	private function storedScores( array $sha1s, float $timeout ): array {
+		$model = $this->cache->getWithSetCallback(
+			$this->cache->makeKey( 'nsfwoid-model' ),
+			self::MODEL_CACHE_SECONDS,
+			function ( $old, &$ttl ) use ( $timeout ) {
+				try {
+					return $this->client->currentModel( $timeout );
+				} catch ( ScoringException $e ) {
+					$ttl = WANObjectCache::TTL_UNCACHEABLE;
+					return false;
+				}
+			}
+		) ?: $this->store->getNewestModel();
+		return $model === null ? [] : $this->store->getScores( $sha1s, $model );
+	}
+
+	/**
+	 * @param callable $score returns a ServiceScore or throws a ScoringException
+	 * @param string $name what is scored, for the log
+	 * @return float|null
+	 */
+	private function failOpen( callable $score, string $name ): ?float {
+		try {
+			return $score()->score;
+		} catch ( ScoringException $e ) {
+			$this->logger->info( 'nsfwoid could not score {name} in time; the check goes on without it: {error}',
+				[ 'name' => $name, 'error' => $e->getMessage() ] );
+			return null;
+		}
+	}
+}

@@ -1,0 +1,132 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid;
+
+use Wikimedia\Rdbms\ILoadBalancer;
+
+/**
+ * The table nsfwoid_score: one score per file content, keyed by the base-36 SHA-1 that
+ * image.img_sha1 also holds, so that every copy and every reuse of a file shares its score.
+ */
+class ScoreStore {
+
+	private ILoadBalancer $loadBalancer;
+
+	public function __construct( ILoadBalancer $loadBalancer ) {
+		$this->loadBalancer = $loadBalancer;
+	}
+
+	/**
+	 * @param string[] $sha1s base 36
+	 * @param string $model only scores of this model count
+	 * @return float[] score by SHA-1, for those that have one
+	 */
+	public function getScores( array $sha1s, string $model ): array {
+		if ( !$sha1s ) {
+			return [];
+		}
+		$rows = $this->loadBalancer->getConnection( DB_REPLICA )->select(
+			'nsfwoid_score',
+			[ 'nss_sha1', 'nss_score' ],
+			[ 'nss_sha1' => array_values( $sha1s ), 'nss_model' => $model ],
+			__METHOD__
+		);
+		$scores = [];
+		foreach ( $rows as $row ) {
+			$scores[$row->nss_sha1] = (float)$row->nss_score;
+		}
+		return $scores;
+	}
+
+	/**
+	 * The stored rows of these SHA-1s, whatever their model, for readers such as the API.
+	 *
+	 * @param string[] $sha1s base 36
+	 * @return array[] by SHA-1: score, sha1, model, timestamp (ISO 8601)
+	 */
+	public function getRows( array $sha1s ): array {
+		if ( !$sha1s ) {
+			return [];
+		}
+		$rows = $this->loadBalancer->getConnection( DB_REPLICA )->select(
+			'nsfwoid_score',
+			[ 'nss_sha1', 'nss_score', 'nss_model', 'nss_timestamp' ],
+			[ 'nss_sha1' => array_values( $sha1s ) ],
+			__METHOD__
+		);
+		$found = [];
+		foreach ( $rows as $row ) {
+			$found[$row->nss_sha1] = [
+				'score' => (float)$row->nss_score,
+				'sha1' => $row->nss_sha1,
+				'model' => $row->nss_model,
+				'timestamp' => wfTimestamp( TS_ISO_8601, $row->nss_timestamp ),
+			];
+		}
+		return $found;
+	}
+
+	/**
+	 * The model of the newest stored score: the service's model when it was last reached.
+	 */
+	public function getNewestModel(): ?string {
+		$model = $this->loadBalancer->getConnection( DB_REPLICA )->selectField(
+			'nsfwoid_score',
+			'nss_model',
+			[],
+			__METHOD__,
+			[ 'ORDER BY' => 'nss_timestamp DESC' ]
+		);
+		return $model === false ? null : $model;
+	}
+
+	public function save( ServiceScore $score ): void {
+		$this->loadBalancer->getConnection( DB_PRIMARY )->upsert(
+			'nsfwoid_score',
+			[
+				'nss_sha1' => $score->sha1,
+				'nss_score' => $score->score,
+				'nss_model' => $score->model,
+				'nss_timestamp' => wfTimestampNow(),
+			],
+			'nss_sha1',
+			[
+				'nss_score' => $score->score,
+				'nss_model' => $score->model,
+				'nss_timestamp' => wfTimestampNow(),
+			],
+			__METHOD__
+		);
+	}
+
+	/**
+	 * Names of local files, after $after in name order, that have no score of $model.
+	 *
+	 * @return string[]
+	 */
+	public function getUnscoredFileNames( string $model, string $after, int $limit ): array {
+		$dbr = $this->loadBalancer->getConnection( DB_REPLICA );
+		return $dbr->selectFieldValues(
+			[ 'image', 'nsfwoid_score' ],
+			'img_name',
+			[ 'nss_sha1' => null, 'img_name > ' . $dbr->addQuotes( $after ) ],
+			__METHOD__,
+			[ 'ORDER BY' => 'img_name', 'LIMIT' => $limit ],
+			[ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ]
+		);
+	}
+
+	/**
+	 * How many local files have no score of $model.
+	 */
+	public function countUnscoredFiles( string $model ): int {
+		return (int)$this->loadBalancer->getConnection( DB_REPLICA )->selectField(
+			[ 'image', 'nsfwoid_score' ],
+			'COUNT(*)',
+			[ 'nss_sha1' => null ],
+			__METHOD__,
+			[],
+			[ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ]
+		);
+	}
+}

@@ -1,0 +1,227 @@
+"""Throwaway wikis for the end-to-end tests: Debian's MediaWiki 1.39 on SQLite, served by `php -S` on loopback.
+
+Two wikis: `wiki`, with AbuseFilter and Nsfwoid, and `commons`, a second loopback wiki that stands in for
+Wikimedia Commons as the first one's ForeignAPIRepo. InstantCommons is never turned on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import free_port, start_service
+
+MEDIAWIKI = Path("/usr/share/mediawiki")
+EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"  # also in test_mediawiki.py: tests import no test module
+ROUTER = Path(__file__).with_name("router.php")
+ADMIN, PASSWORD = "Admin", "Nsfwoid-test-password-1"
+NEEDS = "apt-get install mediawiki php-sqlite3 php-curl (see README, MediaWiki and AbuseFilter)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if (MEDIAWIKI / "maintenance" / "install.php").exists():
+        return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError(f"CI=true, but MediaWiki is not installed in {MEDIAWIKI}: {NEEDS}")
+    skip = pytest.mark.skip(reason=f"MediaWiki is not installed in {MEDIAWIKI}: {NEEDS}")
+    for item in items:
+        if Path(item.fspath).is_relative_to(Path(__file__).parent):
+            item.add_marker(skip)
+
+
+class Wiki:
+    """One installed wiki, its `php -S` server, and a logged-in Action API session."""
+
+    def __init__(self, root: Path, name: str, service: Service, settings: str = "", extensions: str = ""):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "MW_CONFIG_FILE": str(root / "LocalSettings.php"),
+                    "MW_INSTALL_PATH": str(MEDIAWIKI), "NSFWOID_TEST_UPLOADS": str(root / "images")}
+        (root / "data").mkdir(parents=True)
+        (root / "images").mkdir()
+        self.php("maintenance/install.php", "--confpath", root, "--dbtype", "sqlite", "--dbpath", root / "data",
+                 "--dbname", name, "--server", self.url, "--scriptpath", "", "--lang", "en", "--pass", PASSWORD,
+                 "--skins", "Vector", *(["--extensions", extensions] if extensions else []), name, ADMIN)
+        self.overrides = root / "overrides.php"
+        with open(root / "LocalSettings.php", "a") as local_settings:
+            local_settings.write(f"""
+$wgEnableUploads = true;
+$wgUploadDirectory = "{root}/images";
+$wgUploadPath = "/images";
+$wgFileExtensions[] = "svg";
+$wgUseInstantCommons = false;
+// The web server and the maintenance scripts must share every cache: APCu is on only in php -S.
+$wgMainCacheType = CACHE_NONE;
+$wgMessageCacheType = CACHE_NONE;
+$wgSessionCacheType = CACHE_DB;
+// Jobs run only when a test runs runJobs.php.
+$wgJobRunRate = 0;
+$wgDebugLogGroups["Nsfwoid"] = "{root}/nsfwoid.log";
+$wgDebugLogGroups["exception"] = "{root}/exception.log";
+$wgShowExceptionDetails = true;
+wfLoadExtension( "Nsfwoid", "{EXTENSION}/extension.json" );
+$wgNsfwoidServiceUrl = "{service.url}";
+{settings}
+if ( is_file( "{self.overrides}" ) ) {{
+    require "{self.overrides}";
+}}
+""")
+        self.php("maintenance/update.php", "--quick")
+        self.server = None
+        self.start()
+        self.session = requests.Session()
+        self.login()
+
+    def php(self, script: str | Path, *args, check: bool = True, cwd: Path = MEDIAWIKI,
+            options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """A maintenance script of MediaWiki's (a path under /usr/share/mediawiki) or of the extension."""
+        path = script if Path(script).is_absolute() else MEDIAWIKI / script
+        result = subprocess.run(["php", *options, str(path), *map(str, args)], env=self.env, cwd=cwd,
+                                capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self):
+        self.server = subprocess.Popen(["php", "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)],
+                                       env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(self.url + "/api.php", timeout=5)
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"php -S on {self.url} did not start")
+
+    def stop(self):
+        self.server.terminate()
+        self.server.wait(10)
+
+    def api(self, method: str = "GET", files=None, **params) -> dict:
+        params = {"format": "json", "formatversion": "2", **params}
+        if method == "GET":
+            response = self.session.get(self.url + "/api.php", params=params, timeout=120)
+        else:
+            response = self.session.post(self.url + "/api.php", data=params, files=files, timeout=120)
+        response.raise_for_status()
+        return response.json()
+
+    def token(self, kind: str = "csrf") -> str:
+        return self.api(action="query", meta="tokens", type=kind)["query"]["tokens"][f"{kind}token"]
+
+    def login(self):
+        answer = self.api("POST", action="clientlogin", username=ADMIN, password=PASSWORD,
+                          loginreturnurl=self.url + "/", logintoken=self.token("login"))
+        assert answer["clientlogin"]["status"] == "PASS", answer
+
+    def upload(self, name: str, data: bytes) -> dict:
+        return self.api("POST", files={"file": (name, data)}, action="upload", filename=name,
+                        ignorewarnings="1", token=self.token())
+
+    def edit(self, title: str, text: str) -> dict:
+        return self.api("POST", action="edit", title=title, text=text, token=self.token())
+
+    def score_of(self, name: str) -> dict | None:
+        """prop=nsfwscore for File:name."""
+        page = self.api(action="query", prop="nsfwscore", titles=f"File:{name}")["query"]["pages"][0]
+        return page.get("nsfwscore")
+
+    def run_jobs(self) -> str:
+        return self.php("maintenance/runJobs.php").stdout
+
+    def add_filter(self, description: str, rules: str):
+        """A filter that disallows what its rules match, saved through Special:AbuseFilter as a sysop would."""
+        form = self.session.get(self.url + "/index.php", params={"title": "Special:AbuseFilter/new"}, timeout=60)
+        token = re.search(r'name="wpEditToken"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="wpEditToken"',
+                          form.text)
+        saved = self.session.post(self.url + "/index.php", params={"title": "Special:AbuseFilter/new"}, data={
+            "wpEditToken": token.group(1) or token.group(2), "wpFilterDescription": description,
+            "wpFilterRules": rules, "wpFilterNotes": "", "wpFilterEnabled": "1", "wpFilterActionDisallow": "1",
+            "wpFilterDisallowMessage": "abusefilter-disallowed",
+        }, timeout=60)
+        assert "changedfilter=" in saved.url, f"AbuseFilter refused the filter {rules!r}"
+        return int(re.search(r"changedfilter=(\d+)", saved.url).group(1))
+
+    @contextlib.contextmanager
+    def settings(self, php: str):
+        """Extra LocalSettings lines for the duration of a block: php -S reads them on each request."""
+        self.overrides.write_text("<?php\n" + php + "\n")
+        try:
+            yield
+        finally:
+            self.overrides.unlink()
+
+
+class Service:
+    """A real `nsfwoid serve` on a fixed port, which a test may stop and start again."""
+
+    def __init__(self, allowed_host: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.allowed_host = allowed_host
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process, _ = start_service(port=self.port, NSFWOID_ALLOWED_HOSTS=self.allowed_host,
+                                        NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+
+    @contextlib.contextmanager
+    def stopped(self):
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def score(self, data: bytes) -> dict:
+        response = requests.post(self.url + "/v1/score", data=data, timeout=60,
+                                 headers={"Content-Type": "application/octet-stream", "Accept": "application/json"})
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def service():
+    service = Service(allowed_host="127.0.0.1")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def commons(tmp_path_factory, service):
+    """Also shows that Nsfwoid works, storing scores, on a wiki without AbuseFilter."""
+    commons = Wiki(tmp_path_factory.mktemp("commons"), "commonswiki", service)
+    yield commons
+    commons.stop()
+
+
+@pytest.fixture(scope="session")
+def wiki(tmp_path_factory, service, commons):
+    wiki = Wiki(tmp_path_factory.mktemp("wiki"), "testwiki", service, f"""
+$wgForeignFileRepos[] = [
+    "class" => ForeignAPIRepo::class,
+    "name" => "commonswiki",
+    "apibase" => "{commons.url}/api.php",
+    "hashLevels" => 2,
+    "fetchDescription" => false,
+    "apiThumbCacheExpiry" => 0,
+];
+// The tests trip their filters on most edits: never let AbuseFilter throttle them.
+$wgAbuseFilterEmergencyDisableThreshold = [ "default" => 1.0 ];
+$wgAbuseFilterEmergencyDisableCount = [ "default" => 1000 ];
+""", extensions="AbuseFilter")
+    yield wiki
+    wiki.stop()

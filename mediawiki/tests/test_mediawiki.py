@@ -1,0 +1,237 @@
+"""The Nsfwoid extension on a real wiki with the real AbuseFilter, shown through the wiki's own Action API.
+
+Every test uploads files of its own: PNGs with the pixels of a fidelity fixture and a tEXt chunk that makes
+their bytes, and so their SHA-1, new. A file's score is thus known in advance, and its stored score is not.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import FIDELITY, png_with_text
+
+HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, about 0.29 and 0.18
+EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"
+SCORE_FILES = EXTENSION / "maintenance" / "scoreFiles.php"
+DISALLOWED = "abusefilter-disallowed"
+
+
+def image(tag: str, fixture: str = HIGH) -> bytes:
+    """New bytes with the pixels, and so the score, of a PNG fixture."""
+    return png_with_text((FIDELITY / fixture).read_bytes(), tag.encode())
+
+
+def error_code(answer: dict) -> str | None:
+    return answer.get("error", {}).get("code")
+
+
+@pytest.fixture(scope="module")
+def threshold(service) -> float:
+    """Between the two highest-scoring fixtures: HIGH is over it, LOW under it."""
+    high, low = (service.score((FIDELITY / name).read_bytes())["score"] for name in (HIGH, LOW))
+    assert high > low
+    return (high + low) / 2
+
+
+@pytest.fixture(scope="module")
+def filters(wiki, threshold):
+    """The two filters of the README, saved through Special:AbuseFilter.
+
+    The upload filter is confined to titles starting with "Guarded", so that other tests can upload high-scoring
+    files to add them to pages. The title comes first: AbuseFilter stops at the first false operand of `&`, so
+    file_nsfw_score is not computed, and no score is stored, for the other uploads.
+    """
+    wiki.add_filter("Explicit image added to a page", f'action == "edit" & added_files_nsfw_score > {threshold:.9f}')
+    wiki.add_filter("Explicit upload",
+                    f'action == "upload" & page_title rlike "^Guarded" & file_nsfw_score > {threshold:.9f}')
+
+
+def test_every_php_file_passes_php_lint():
+    files = sorted(Path(__file__).parents[1].rglob("*.php"))
+    assert len(files) >= 12
+    for path in files:
+        result = subprocess.run(["php", "-l", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_sql_agrees_with_tables_json(wiki, tmp_path):
+    sql = EXTENSION / "sql"
+    for db_type in ("sqlite", "mysql", "postgres"):
+        generated = tmp_path / f"{db_type}.sql"
+        wiki.php("maintenance/generateSchemaSql.php", "--json", "Nsfwoid/sql/tables.json", "--sql", generated,
+                 "--type", db_type, cwd=EXTENSION.parent,
+                 options=("-d", f"auto_prepend_file={Path(__file__).with_name('debian-doctrine.php')}"))
+        assert generated.read_text() == (sql / db_type / "tables-generated.sql").read_text(), db_type
+
+
+def test_update_php_installed_the_table(wiki):
+    tables = wiki.php("maintenance/sql.php", "--query", "SELECT name FROM sqlite_master WHERE type='table'").stdout
+    assert "nsfwoid_score" in tables
+
+
+def test_an_upload_is_scored_by_a_job_and_stored_by_img_sha1(wiki, service):
+    data = image("job")
+    answer = wiki.upload("Scored by job.png", data)
+    assert answer["upload"]["result"] == "Success", answer
+    # The upload request only queued the job: nothing is stored before the job runs.
+    assert "nsfwoidScore File:Scored_by_job.png" in wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert wiki.score_of("Scored by job.png") is None
+
+    wiki.run_jobs()
+
+    stored, expected = wiki.score_of("Scored by job.png"), service.score(data)
+    assert stored["score"] == pytest.approx(expected["score"], abs=1e-6)
+    img_sha1 = int(answer["upload"]["imageinfo"]["sha1"], 16)
+    assert int(stored["sha1"], 36) == img_sha1 and stored["sha1"] == expected["sha1_base36"]
+    assert stored["model"] == expected["model"]["sha256"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stored["timestamp"])
+
+
+def test_the_variables_are_known_to_the_rule_editor(wiki):
+    for rules in ("added_files_nsfw_score > 0.8", "file_nsfw_score > 0.8"):
+        assert wiki.api(action="abusefilterchecksyntax", filter=rules)["abusefilterchecksyntax"]["status"] == "ok"
+    unknown = wiki.api(action="abusefilterchecksyntax", filter="no_such_nsfw_score > 0.8")
+    assert unknown["abusefilterchecksyntax"]["status"] == "error"
+    messages = wiki.api(action="query", meta="allmessages", amlang="en", ammessages="|".join(
+        f"abusefilter-edit-builder-vars-{name}" for name in ("added-files-nsfw-score", "file-nsfw-score")))
+    assert all("missing" not in message for message in messages["query"]["allmessages"])
+
+
+def test_a_filter_stops_an_edit_adding_a_high_scoring_file_and_not_a_low_one(wiki, filters):
+    wiki.upload("Edit high.png", image("edit"))
+    wiki.upload("Edit low.jpg", (FIDELITY / LOW).read_bytes())
+    wiki.run_jobs()
+    assert error_code(wiki.edit("Edit target", "Text.\n[[File:Edit high.png]]")) == DISALLOWED
+    assert wiki.edit("Edit target", "Text.\n[[File:Edit low.jpg]]")["edit"]["result"] == "Success"
+    # The page already links the low file: only what an edit adds counts.
+    assert wiki.edit("Edit target", "Text.\n[[File:Edit low.jpg]] more")["edit"]["result"] == "Success"
+
+
+def test_a_stored_score_stops_the_edit_while_the_service_is_stopped(wiki, service, filters):
+    wiki.upload("Stored high.png", image("stored"))
+    wiki.run_jobs()
+    assert wiki.score_of("Stored high.png") is not None
+    with service.stopped():
+        assert error_code(wiki.edit("Stored target", "[[File:Stored high.png|thumb|A picture]]")) == DISALLOWED
+
+
+def test_a_file_with_no_stored_score_is_scored_during_the_edit(wiki, service, filters):
+    data = image("on demand")
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        wiki.upload("On demand.png", data)
+    assert "nsfwoidScore" not in wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert wiki.score_of("On demand.png") is None
+
+    assert error_code(wiki.edit("On demand target", "<gallery>\nFile:On demand.png\n</gallery>")) == DISALLOWED
+
+    assert wiki.score_of("On demand.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_with_the_service_stopped_the_edit_saves_and_the_backfill_scores_later(wiki, service, filters):
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        wiki.upload("Fail open.png", image("fail open"))
+    with service.stopped():
+        assert wiki.edit("Fail open target", "[[File:Fail open.png]]")["edit"]["result"] == "Success"
+    assert wiki.score_of("Fail open.png") is None
+
+    wiki.php(SCORE_FILES)
+
+    assert wiki.score_of("Fail open.png") is not None
+    assert error_code(wiki.edit("Fail open second target", "[[File:Fail open.png]]")) == DISALLOWED
+
+
+def test_a_slow_service_is_given_up_after_the_edit_timeout(wiki, filters):
+    """A service that accepts connections and never answers: the edit saves, in about the edit timeout."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "http://127.0.0.1:{port}";'
+                           "\n$wgNsfwoidEditTimeout = 1;"):
+            wiki.upload("Slow service.png", image("slow"))
+            started = time.monotonic()
+            assert wiki.edit("Slow target", "[[File:Slow service.png]]")["edit"]["result"] == "Success"
+            assert time.monotonic() - started < 8
+    assert wiki.score_of("Slow service.png") is None
+
+
+def test_a_filter_on_file_nsfw_score_stops_an_upload(wiki, filters):
+    refused = wiki.upload("Guarded high.png", image("guarded"))
+    assert error_code(refused) == DISALLOWED, refused
+    assert wiki.upload("Guarded low.png", image("guarded", fixture="logo_rgba.png"))["upload"]["result"] == "Success"
+
+
+def test_score_files_scores_uploads_made_without_jobs(wiki, service):
+    names = [f"Backfill {n}.png" for n in range(3)]
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        for name in names:
+            wiki.upload(name, image(name, fixture="logo_rgba.png"))
+    assert all(wiki.score_of(name) is None for name in names)
+
+    first = wiki.php(SCORE_FILES, "--batch-size", "1", "--limit", "2", "--sleep", "0.01").stdout
+    to_score = int(re.search(r"(\d+) files to score", first).group(1))
+    assert to_score == 2 and "Scored 1 of 2" in first and "Scored 2 of 2" in first, first
+    again = wiki.php(SCORE_FILES).stdout
+    assert re.search(r"Done: scored (\d+)", again).group(1) != "0", again
+    assert all(wiki.score_of(name) for name in names)
+    assert "Done: scored 0," in wiki.php(SCORE_FILES).stdout
+
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        wiki.upload("Backfill queued.png", image("queued", fixture="logo_rgba.png"))
+    assert "Done: queued 1," in wiki.php(SCORE_FILES, "--use-jobqueue").stdout
+    assert wiki.score_of("Backfill queued.png") is None
+    wiki.run_jobs()
+    assert wiki.score_of("Backfill queued.png") is not None
+
+
+def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, service):
+    with service.stopped():
+        wiki.upload("Unreachable.png", image("unreachable"))
+        assert "nsfwoidScore File:Unreachable.png" in wiki.run_jobs()
+    assert wiki.score_of("Unreachable.png") is None
+    # Not acknowledged: the queue keeps the job to retry it.
+    assert "nsfwoidScore File:Unreachable.png" in wiki.php("maintenance/showJobs.php", "--list").stdout
+
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    assert wiki.upload("Refused.svg", svg)["upload"]["result"] == "Success"
+    assert re.search(r"nsfwoidScore File:Refused\.svg .* good", wiki.run_jobs())
+    assert wiki.score_of("Refused.svg") is None
+    assert "nsfwoidScore File:Refused.svg" not in wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert "Refused.svg was not scored" in (wiki.root / "nsfwoid.log").read_text()
+
+
+def test_a_commons_file_is_scored_by_url(wiki, commons, service, filters):
+    data = image("commons")
+    assert commons.upload("Commons high.png", data)["upload"]["result"] == "Success"
+    assert error_code(wiki.edit("Commons target", "[[File:Commons high.png]]")) == DISALLOWED
+    stored = wiki.score_of("Commons high.png")
+    assert stored["sha1"] == service.score(data)["sha1_base36"]
+    assert stored["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_a_file_whose_bytes_are_not_its_sha1_is_not_stored(wiki, commons, filters):
+    assert commons.upload("Commons swapped.png", image("swapped"))["upload"]["result"] == "Success"
+    url = commons.api(action="query", prop="imageinfo", iiprop="url",
+                      titles="File:Commons swapped.png")["query"]["pages"][0]["imageinfo"][0]["url"]
+    swapped = commons.root / "images" / url.split("/images/", 1)[1]
+    swapped.write_bytes(image("other bytes"))
+    assert requests.get(url, timeout=10).content == swapped.read_bytes()
+
+    assert wiki.edit("Swapped target", "[[File:Commons swapped.png]]")["edit"]["result"] == "Success"
+
+    assert wiki.score_of("Commons swapped.png") is None
+    assert "scored other bytes than Commons_swapped.png" in (wiki.root / "nsfwoid.log").read_text()
+
+
+def test_without_abusefilter_uploads_are_still_scored(commons, service):
+    extensions = commons.api(action="query", meta="siteinfo", siprop="extensions")["query"]["extensions"]
+    assert "Nsfwoid" in {e["name"] for e in extensions} and "AbuseFilter" not in {e["name"] for e in extensions}
+    data = image("commons job", fixture="logo_rgba.png")
+    commons.upload("Commons job.png", data)
+    commons.run_jobs()
+    assert commons.score_of("Commons job.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
