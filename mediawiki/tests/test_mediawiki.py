@@ -134,6 +134,20 @@ def test_a_file_with_no_stored_score_is_scored_during_the_edit(wiki, service, fi
     assert wiki.score_of("On demand.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
 
 
+def test_a_score_of_another_model_counts_as_missing(wiki, service, filters):
+    data = image("old model")
+    sha1 = service.score(data)["sha1_base36"]
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        wiki.upload("Old model.png", data)
+    wiki.php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_score VALUES "
+             f"('{sha1}', 0.0, '{'0' * 64}', '20200101000000')")
+    assert wiki.score_of("Old model.png")["model"] == "0" * 64
+
+    # Scored 0.0 by the old model, but scored again by the current one during the edit.
+    assert error_code(wiki.edit("Old model target", "[[File:Old model.png]]")) == DISALLOWED
+    assert wiki.score_of("Old model.png")["model"] == service.score(data)["model"]["sha256"]
+
+
 def test_with_the_service_stopped_the_edit_saves_and_the_backfill_scores_later(wiki, service, filters):
     with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
         wiki.upload("Fail open.png", image("fail open"))
