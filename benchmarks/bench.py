@@ -139,6 +139,43 @@ def service_runs(corpora: dict[str, list[bytes]], layout: str) -> dict:
     return results
 
 
+def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurrency: int = 16) -> dict:
+    """Thumbnail throughput of this tree's service and of `revision`'s, in one run on the same machine.
+
+    Both serve at once (the idle one costs nothing); rounds alternate between them, so that a machine's slow
+    spell hits both alike. Reports each one's median and best round. The revision runs from a git worktree on
+    PYTHONPATH, with this environment's packages.
+    """
+    count = REQUESTS["thumbs"]
+    requests = [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}})
+                for i in range(count)]
+    with tempfile.TemporaryDirectory() as tmp:
+        worktree = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(worktree), revision],
+                       check=True, capture_output=True)
+        services = {"current": Service(NSFWOID_MAX_INFLIGHT="64"),
+                    revision: Service(NSFWOID_MAX_INFLIGHT="64", PYTHONPATH=str(worktree))}
+        rates: dict[str, list[float]] = {name: [] for name in services}
+        try:
+            for _ in range(rounds):
+                for name, service in services.items():
+                    asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
+                    elapsed, _, statuses = asyncio.run(load([service.base], requests, concurrency))
+                    assert statuses == {200: count}, statuses
+                    rates[name].append(round(count / elapsed, 1))
+                    print(f"compare {name} {count / elapsed:.1f} images/s", flush=True)
+        finally:
+            for service in services.values():
+                service.stop()
+            subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(worktree)],
+                           check=True, capture_output=True)
+    median = {name: float(np.median(values)) for name, values in rates.items()}
+    best = {name: max(values) for name, values in rates.items()}
+    return {"revision": revision, "concurrency": concurrency, "images_per_s": rates,
+            "median_current_over_revision": round(median["current"] / median[revision], 3),
+            "best_current_over_revision": round(best["current"] / best[revision], 3)}
+
+
 def _cpu_seconds(services: list[Service]) -> float:
     return sum(service.cpu_seconds() for service in services)
 
@@ -308,7 +345,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--only-cli", action="store_true",
                         help="only `nsfwoid score`, with the ceiling and decode cost its bound needs")
+    parser.add_argument("--compare-with", metavar="REVISION",
+                        help="only the thumbnail service throughput, this tree's against REVISION's")
     args = parser.parse_args()
+    if args.compare_with:
+        result = compared_with(args.compare_with, make_corpora(only="thumbs")["thumbs"])
+        print("compare", result, flush=True)
+        args.out.with_name("results_compare.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     imaging.configure_pillow(Settings().max_pixels)
 
     corpora = make_corpora()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -71,17 +72,36 @@ class Service:
         self.ps = psutil.Process(self.process.pid)
 
     def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        """The service's CPU time, its decode workers' included, ended ones too (through children_*)."""
+        total = 0.0
+        for process in [self.ps, *self._children()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        return total
 
     def rss_bytes(self) -> int:
-        return self.ps.memory_info().rss
+        """RSS of the service and its decode workers together."""
+        total = 0
+        for process in [self.ps, *self._children()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total
 
     def peak_rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return self.rss_bytes()
+        """The sum of each process's peak RSS: an upper bound on the peak of their sum."""
+        total = 0
+        for process in [self.ps, *self._children()]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    def _children(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return self.ps.children(recursive=True)
+        return []
 
     def healthy(self) -> bool:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import Service, load, make_corpora
 
-from tests.helpers import bomb_png
+from tests.helpers import bomb_png, huge_tile_tiff, large_canvas_webp, slow_gif
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,8 +43,12 @@ def upstream(photo: bytes) -> ThreadingHTTPServer:
     return server
 
 
+HOSTILE = {"tile": huge_tile_tiff(), "canvas": large_canvas_webp(), "slow": slow_gif(10_000)}
+
+
 def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[tuple[str, dict]]:
     good = corpora["thumbs"] + corpora["png"] + corpora["camera"][:2]
+    hostile = list(HOSTILE.values())
     kinds = [
         lambda: ("/", {"data": rng.choice(good), "headers": {"Content-Type": "image/jpeg"}}),
         lambda: ("/", {"data": rng.choice(good)[: rng.randint(100, 20000)], "headers": {"Content-Type": "image/jpeg"}}),
@@ -55,6 +59,8 @@ def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[t
         lambda: ("/", {"data": {"url": "http://2130706433/"}}),
         lambda: ("/v1/score", {"data": b"", "headers": {"Content-Type": "image/jpeg"}}),
         lambda: ("/", {"data": bomb_png(), "headers": {"Content-Type": "image/png"}}),
+        # a 1 GiB TIFF tile, a 7000×7000 animation canvas, an animation slower to seek than the decode limit
+        lambda: ("/", {"data": rng.choice(hostile), "headers": {"Content-Type": "application/octet-stream"}}),
     ]
     return [rng.choice(kinds)() for _ in range(count)]
 
@@ -70,10 +76,11 @@ def main() -> None:
     image_host = upstream(corpora["thumbs"][0])
     host = f"127.0.0.1:{image_host.server_address[1]}"
     service = Service(NSFWOID_ALLOWED_HOSTS="127.0.0.1,169.254.169.254,2130706433",
-                      NSFWOID_ALLOW_PRIVATE_ADDRESSES="false")
+                      NSFWOID_ALLOW_PRIVATE_ADDRESSES="false", NSFWOID_DECODE_TIMEOUT="1")
     # The guard refuses 127.0.0.1 too, so URL requests to the local host are refused (403) by design;
     # a second service with the guard lifted covers real downloads.
-    trusting = Service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
+    trusting = Service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true",
+                       NSFWOID_DECODE_TIMEOUT="1")
     report = {"requests": args.requests, "concurrency": args.concurrency, "rounds": []}
     try:
         rounds = 6

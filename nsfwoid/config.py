@@ -49,7 +49,7 @@ class Settings:
     )
     exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
     inference_threads: int = field(default=0, metadata={"help": "onnxruntime intra-op threads; 0: auto"})
-    decode_threads: int = field(default=0, metadata={"help": "decode/preprocess threads; 0: auto"})
+    decode_threads: int = field(default=0, metadata={"help": "decode worker processes; 0: one per core"})
     max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
     max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
@@ -70,7 +70,10 @@ class Settings:
         default=8, metadata={"help": "frames of an animation or pages of a TIFF to score; 1: the first only"}
     )
     decode_timeout: float = field(
-        default=10.0, metadata={"help": "longest decode of one image, frame seeking included, s"}
+        default=10.0, metadata={"help": "longest decode of one image, s; the worker is killed past it"}
+    )
+    decode_memory: int = field(
+        default=768 * MiB, metadata={"help": "address space of one decode worker process, bytes"}
     )
     allowed_hosts: tuple[str, ...] = field(
         default=("upload.wikimedia.org",), metadata={"help": "hosts or *.suffix; * for any public host"}
@@ -86,7 +89,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
-                    "max_instances", "decode_timeout", "max_receiving", "read_timeout")
+                    "max_instances", "decode_timeout", "decode_memory", "max_receiving", "read_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

@@ -87,7 +87,7 @@ class PayloadTooLarge(Problem):
 
 
 class ImageTooLarge(Problem):
-    name, status, title = "image-too-large", 413, "Image larger than the pixel limit"
+    name, status, title = "image-too-large", 413, "Image too large to decode within the limits"
 
 
 class UnsupportedMediaType(Problem):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 
@@ -26,6 +25,13 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # reference resize keeps scores close to the exact path (see README, "Fast decode").
 DRAFT_SIZE = 2 * RESIZE
 GREY_BAND_ROWS = 256
+# A TIFF tile may be larger than its image (tiles are padded to multiples of 16), but not by this much:
+# libtiff allocates a whole tile before decoding a pixel of it.
+TILE_PIXELS_ALLOWED = 1 << 20
+TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
+# Decoding an animation holds its canvas several times: RGBA canvases of the current and the previous frame
+# (libwebp, Pillow's GIF and APNG compositing), Pillow's copy, and the RGB conversion.
+ANIMATION_BYTES_PER_PIXEL = 4 * 3 + 3
 # What Pillow's decoders raise on damaged or hostile data. MemoryError and our own bugs are not here:
 # they must surface, not turn into a 422.
 DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
@@ -42,11 +48,18 @@ def configure_pillow(max_pixels: int) -> None:
 
 @dataclass(frozen=True)
 class Frames:
-    """The model inputs of one image: one tensor per sampled frame, in frame order."""
+    """The sampled frames of one image, in frame order, each as its 224×224 crop after Yahoo's preprocessing.
 
-    tensors: np.ndarray  # N×224×224×3 float32
+    The crops are uint8 RGB, a quarter of the float32 model input: cheap to send back from a decode worker.
+    """
+
+    crops: np.ndarray  # N×224×224×3 uint8 RGB
     indices: tuple[int, ...]
     count: int  # frames (or pages) in the whole image
+
+    @property
+    def tensors(self) -> np.ndarray:
+        return model_input(self.crops)
 
 
 def sample_indices(count: int, max_frames: int) -> list[int]:
@@ -59,33 +72,37 @@ def sample_indices(count: int, max_frames: int) -> list[int]:
 
 
 def to_frames(data: bytes, *, max_pixels: int, exact: bool, max_frames: int = 1,
-              deadline: float | None = None) -> Frames:
-    """Decode the sampled frames one at a time, each reduced to its 224×224 tensor before the next.
+              memory_budget: int | None = None) -> Frames:
+    """Decode the sampled frames one at a time, each reduced to its 224×224 crop before the next.
 
     A still is scored exactly as the reference does. A frame after the first that cannot be decoded
-    (a truncated animation) ends the sampling at the last good frame. `deadline` is a time.monotonic()
-    value; seeking through an animation counts against it.
+    (a truncated animation) ends the sampling at the last good frame. Run it in a decode worker
+    (sandbox.DecodePool), whose time limit bounds seeking through a long animation. `memory_budget`: the
+    bytes that decoding may use; an animation whose canvas would need more is refused before decoding.
     """
     image = open_image(data, max_pixels=max_pixels)
     count = _frame_count(image)
+    width, height = image.size
+    if count > 1 and memory_budget is not None and width * height * ANIMATION_BYTES_PER_PIXEL > memory_budget:
+        raise ImageTooLarge(f"decoding a {width}x{height} animation needs more memory than a decode worker has")
     if count == 1 and not exact:
         image.draft(None, (DRAFT_SIZE, DRAFT_SIZE))  # JPEG only; a no-op for other formats
-    tensors, indices = [], []
+    crops, indices = [], []
     for index in sample_indices(count, max_frames):
         try:
-            _seek(image, index, deadline)
-            tensor = _frame_tensor(image, max_pixels)
+            _seek(image, index)
+            crop = _frame_crop(image, max_pixels)
         except Problem:
             raise
         except Image.DecompressionBombError as exc:  # a TIFF tile or page larger than its header said
             raise ImageTooLarge(str(exc)) from None
         except DECODE_ERRORS as exc:
-            if not tensors:
+            if not crops:
                 raise InvalidImage(f"cannot decode {image.format} image: {exc}") from None
             break
-        tensors.append(tensor)
+        crops.append(crop)
         indices.append(index)
-    return Frames(np.stack(tensors), tuple(indices), count)
+    return Frames(np.stack(crops), tuple(indices), count)
 
 
 def to_tensor(data: bytes, *, max_pixels: int, exact: bool) -> np.ndarray:
@@ -100,19 +117,17 @@ def _frame_count(image: Image.Image) -> int:
         return 1
 
 
-def _seek(image: Image.Image, index: int, deadline: float | None) -> None:
+def _seek(image: Image.Image, index: int) -> None:
     """Frame by frame: GIF, APNG and WebP composite each frame on the ones before it."""
     while image.tell() < index:
-        if deadline is not None and time.monotonic() > deadline:
-            raise ImageTooLarge(f"decoding frame {index} of the animation took too long")
         image.seek(image.tell() + 1)
 
 
-def _frame_tensor(image: Image.Image, max_pixels: int) -> np.ndarray:
+def _frame_crop(image: Image.Image, max_pixels: int) -> np.ndarray:
     width, height = image.size  # TIFF pages each have their own size
     if width * height > max_pixels:
         raise ImageTooLarge(f"a {width}x{height} frame is over the limit of {max_pixels} pixels")
-    return preprocess(to_rgb(image))
+    return reference_crop(reference_resize(to_rgb(image)))
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -132,7 +147,17 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} is over the limit of {max_pixels} pixels")
+    _check_tiles(image)
     return image
+
+
+def _check_tiles(image: Image.Image) -> None:
+    tags = getattr(image, "tag_v2", {})
+    tile_width, tile_length = tags.get(TIFF_TILE_WIDTH), tags.get(TIFF_TILE_LENGTH)
+    if isinstance(tile_width, int) and isinstance(tile_length, int):
+        width, height = image.size
+        if tile_width * tile_length > max(width * height, TILE_PIXELS_ALLOWED):
+            raise ImageTooLarge(f"a {tile_width}x{tile_length} tile is far larger than its {width}x{height} image")
 
 
 def looks_like_image(data: bytes) -> bool:
@@ -157,15 +182,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _grey_to_eight_bits(image: Image.Image) -> np.ndarray:
-    """rint(value / 257), clipped: in bands of rows, so that no float64 copy of the whole picture is made."""
-    values = np.asarray(image)
-    scale = image.mode in SIXTEEN_BIT_MODES or values.max(initial=0) > 255
-    eight_bits = np.empty(values.shape, dtype=np.uint8)
-    for top in range(0, values.shape[0], GREY_BAND_ROWS):
-        band = values[top:top + GREY_BAND_ROWS].astype(np.float64)
+    """rint(value / 257), clipped, a band of rows at a time: no full-size copy of the picture, float or not."""
+    width, height = image.size
+    scale = image.mode in SIXTEEN_BIT_MODES or image.getextrema()[1] > 255
+    eight_bits = np.empty((height, width), dtype=np.uint8)
+    for top in range(0, height, GREY_BAND_ROWS):
+        bottom = min(top + GREY_BAND_ROWS, height)
+        band = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float64)
         if scale:
             band /= 257.0
-        eight_bits[top:top + GREY_BAND_ROWS] = np.clip(np.rint(band), 0, 255)
+        eight_bits[top:bottom] = np.clip(np.rint(band), 0, 255)
     return eight_bits
 
 
@@ -180,14 +206,23 @@ def reference_resize(rgb: Image.Image) -> Image.Image:
 
 def reference_tensor(resized: Image.Image) -> np.ndarray:
     """The steps after the resize: JPEG round trip, centre crop, BGR minus mean."""
+    return model_input(reference_crop(resized)[np.newaxis])[0]
+
+
+def reference_crop(resized: Image.Image) -> np.ndarray:
+    """JPEG round trip, centre crop: 224×224×3 uint8 RGB."""
     with io.BytesIO() as buffer:
         resized.save(buffer, format="JPEG")
         buffer.seek(0)
         with Image.open(buffer) as reencoded:
             end = CROP_OFFSET + CROP
-            rgb_pixels = np.asarray(reencoded)[CROP_OFFSET:end, CROP_OFFSET:end]
+            return np.array(reencoded)[CROP_OFFSET:end, CROP_OFFSET:end]
+
+
+def model_input(crops: np.ndarray) -> np.ndarray:
+    """N×224×224×3 uint8 RGB crops → the model's N×224×224×3 float32 BGR input, minus the mean."""
+    tensors = np.empty(crops.shape, dtype=np.float32)
     # Channel by channel: one strided reversal of all three channels costs three times as much.
-    tensor = np.empty((CROP, CROP, 3), dtype=np.float32)
     for bgr_channel, rgb_channel in enumerate((2, 1, 0)):
-        np.subtract(rgb_pixels[..., rgb_channel], MEAN_BGR[bgr_channel], out=tensor[..., bgr_channel], dtype=np.float32)
-    return tensor
+        np.subtract(crops[..., rgb_channel], MEAN_BGR[bgr_channel], out=tensors[..., bgr_channel], dtype=np.float32)
+    return tensors

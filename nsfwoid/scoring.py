@@ -1,4 +1,4 @@
-"""The one scoring path: bytes → sampled frames → tensors (decode pool) → batcher → score, SHA-1, timings.
+"""The one scoring path: bytes → sampled frames' crops (decode workers) → batcher → score, SHA-1, timings.
 
 The HTTP routes, the CLI and the start-up self-test all score through a Scorer.
 """
@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 
 from . import imaging, metrics
 from .batcher import Batcher, RunBatch
 from .config import Settings
 from .logging import get_logger
+from .sandbox import DecodePool
 
 SCORE_DECIMALS = 9
 BASE36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -73,13 +71,6 @@ class Scored:
         }
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    frames: imaging.Frames
-    sha1: str
-    seconds: float
-
-
 def log_scored(scored: Scored, source: str) -> None:
     get_logger().info(
         "scored",
@@ -92,20 +83,12 @@ def sha1_hex(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def _prepare(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, deadline: float,
-             sha1: str | None) -> _Prepared:
-    """Runs in the decode pool: the sampled frames' tensors, the hex SHA-1 of the bytes, seconds spent."""
-    started = time.perf_counter()
-    frames = imaging.to_frames(data, max_pixels=max_pixels, exact=exact, max_frames=max_frames, deadline=deadline)
-    return _Prepared(frames, sha1 or sha1_hex(data), time.perf_counter() - started)
-
-
 @dataclass(frozen=True)
 class Scorer:
-    """The decode pool and the micro-batcher in front of one model, with the settings that bound them."""
+    """The decode workers and the micro-batcher in front of one model, with the settings that bound them."""
 
     settings: Settings
-    decode_pool: ThreadPoolExecutor
+    decode_pool: DecodePool
     batcher: Batcher
 
     async def score(self, data: bytes, *, exact: bool | None = None, deadline: float | None = None,
@@ -114,26 +97,23 @@ class Scorer:
 
         `sha1`: the bytes' hex SHA-1, when the caller has it already.
         """
-        loop = asyncio.get_running_loop()
         settings = self.settings
-        decode_deadline = loop.time() + settings.decode_timeout
+        timeout = settings.decode_timeout
         if deadline is not None:
-            decode_deadline = min(decode_deadline, deadline)
-        prepare = partial(_prepare, data, max_pixels=settings.max_pixels,
-                          exact=settings.exact if exact is None else exact,
-                          max_frames=settings.max_frames, deadline=decode_deadline, sha1=sha1)
-        prepared = await loop.run_in_executor(self.decode_pool, prepare)
-        frames = prepared.frames
-        results = await self.batcher.score_many(list(frames.tensors))
+            timeout = min(timeout, deadline - asyncio.get_running_loop().time())
+        decoded = await self.decode_pool.decode(data, exact=settings.exact if exact is None else exact,
+                                                timeout=timeout, sha1=sha1)
+        frames = decoded.frames
+        results = await self.batcher.score_many(list(frames.crops))
         frame_scores = tuple((index, round(value, SCORE_DECIMALS))
                              for index, (value, _) in zip(frames.indices, results, strict=True))
         scored = Scored(
             score=max(value for _, value in frame_scores),
             frame_scores=frame_scores,
             frame_count=frames.count,
-            sha1=prepared.sha1,
+            sha1=decoded.sha1,
             size=len(data),
-            preprocess_seconds=prepared.seconds,
+            preprocess_seconds=decoded.seconds,
             inference_seconds=max(seconds for _, seconds in results),
         )
         metrics.PREPROCESS_DURATION.observe(scored.preprocess_seconds)
@@ -144,12 +124,16 @@ class Scorer:
 
 @asynccontextmanager
 async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterator[Scorer]:
-    """A Scorer whose decode pool and batcher live as long as the block; queued work is finished on exit."""
+    """A Scorer whose decode workers and batcher live as long as the block.
+
+    On exit, queued inference is finished and the decode workers are killed. `run_batch` takes the model's
+    float input; the batcher converts the workers' uint8 crops to it, in its inference thread.
+    """
     imaging.configure_pillow(settings.max_pixels)
-    pool = ThreadPoolExecutor(settings.decode_thread_count, thread_name_prefix="nsfwoid-decode")
+    pool = DecodePool(settings)
     try:
-        async with Batcher(run_batch, max_batch=settings.max_batch,
+        async with Batcher(lambda crops: run_batch(imaging.model_input(crops)), max_batch=settings.max_batch,
                            wait_seconds=settings.batch_wait_ms / 1000) as batcher:
             yield Scorer(settings, pool, batcher)
     finally:
-        pool.shutdown(wait=True)
+        pool.close()

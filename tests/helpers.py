@@ -6,18 +6,21 @@ Real images: the fidelity photographs, re-encoded in every format and mode Commo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 
 from nsfwoid.config import Settings
@@ -68,6 +71,37 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\0" * 64)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
+
+
+def tiff(width: int, height: int, tags: dict[int, tuple[int, int]], data: bytes = b"\0" * 64) -> bytes:
+    """A little-endian TIFF of 8-bit grey, with extra tags {tag: (type, value)} (3: SHORT, 4: LONG, count 1)."""
+    entries = {256: (4, width), 257: (4, height), 258: (3, 8), 259: (3, 1), 262: (3, 1), 277: (3, 1), **tags}
+    ifd_size = 2 + 12 * len(entries) + 4
+    data_offset = 8 + ifd_size
+    entries = {tag: (kind, data_offset if value == "DATA" else value) for tag, (kind, value) in entries.items()}
+    ifd = struct.pack("<H", len(entries))
+    for tag, (kind, value) in sorted(entries.items()):
+        packed = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data
+
+
+def huge_tile_tiff() -> bytes:
+    """A 16×16 deflated TIFF whose one tile is 32768×32768: libtiff's buffer is 1 GiB, for 200 bytes."""
+    return tiff(16, 16, {259: (3, 8), 322: (4, 32768), 323: (4, 32768), 324: (4, "DATA"), 325: (4, 64)})
+
+
+def large_canvas_webp(side: int = 7000) -> bytes:
+    """A two-frame animated WebP of side × side: a few hundred bytes, hundreds of megabytes to decode."""
+    frames = [Image.new("RGB", (side, side), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], lossless=True, quality=0, method=0)
+    return buffer.getvalue()
+
+
+def slow_gif(frames: int = 40_000) -> bytes:
+    """A GIF whose last frames take many seconds to reach: 4.6 s per 10,000 frames of 512×512, measured here."""
+    return many_frame_gif(photo("brick.jpg", (512, 512)), frames)
 
 
 def animation(frames: list[Image.Image], fmt: str) -> bytes:
@@ -142,6 +176,47 @@ async def until_healthy(client, seconds: float = 60) -> None:
 def png_with_text(data: bytes, text: bytes) -> bytes:
     """The same PNG, pixel for pixel, with a tEXt chunk after IHDR: other bytes, other SHA-1, same score."""
     return data[:33] + png_chunk(b"tEXt", b"Comment\0" + text) + data[33:]
+
+
+def service_processes(pid: int) -> list[psutil.Process]:
+    """A service process and its decode workers (and the forkserver they are forked from)."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def worker_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each process under the service, by pid."""
+    seconds = {}
+    for child in service_processes(pid)[1:]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            seconds[child.pid] = times.user + times.system
+    return seconds
+
+
+class PeakRss:
+    """Samples the summed RSS of a service and its workers every 10 ms while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._running = pid, 0, True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while self._running:
+            total = 0
+            for process in service_processes(self.pid):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += process.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._running = False
+        self._thread.join()
 
 
 def free_port() -> int:

@@ -109,7 +109,7 @@ from nsfwoid import imaging
 imaging.configure_pillow(50_000_000)
 data = sys.stdin.buffer.read()
 started = time.monotonic()
-frames = imaging.to_frames(data, max_pixels=50_000_000, exact=True, max_frames=8, deadline=started + 60)
+frames = imaging.to_frames(data, max_pixels=50_000_000, exact=True, max_frames=8)
 seconds = time.monotonic() - started
 # VmHWM, not ru_maxrss: ru_maxrss keeps the peak of the parent that forked this process.
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())

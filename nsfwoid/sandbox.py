@@ -1,0 +1,96 @@
+"""Decoding in killable worker processes, as Thumbor does: a hostile file costs one worker, never the service.
+
+Each worker has an address-space limit (NSFWOID_DECODE_MEMORY) and each decode a wall-time limit
+(NSFWOID_DECODE_TIMEOUT, never past the request's deadline). pebble kills a worker that runs past its time, that
+is cancelled because its request was answered or abandoned, or that the pool stops; it replaces a worker that
+dies, a codec's segfault included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import resource
+import signal
+import time
+from concurrent.futures import TimeoutError as DecodeTimeout
+from dataclasses import dataclass
+
+import pebble
+
+from . import imaging
+from .config import Settings
+from .errors import ImageTooLarge, InvalidImage
+
+# What a worker's address space holds before it decodes anything: Python, numpy, Pillow (about 175 MiB).
+WORKER_BASELINE_BYTES = 192 * 2**20
+
+
+@dataclass(frozen=True)
+class Decoded:
+    frames: imaging.Frames
+    sha1: str
+    seconds: float
+
+
+def _start_worker(max_pixels: int, memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # libtiff and libpng write warnings straight to file descriptor 2, which would put lines that are not
+    # ECS JSON in the service's log. A worker's errors reach the parent as exceptions instead.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    imaging.configure_pillow(max_pixels)
+
+
+def _decode(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, memory_budget: int,
+            sha1: str | None) -> Decoded:
+    """Runs in a worker: the sampled frames' crops, the hex SHA-1 of the bytes, the seconds spent."""
+    from .scoring import sha1_hex
+
+    started = time.perf_counter()
+    frames = imaging.to_frames(data, max_pixels=max_pixels, exact=exact, max_frames=max_frames,
+                               memory_budget=memory_budget)
+    return Decoded(frames, sha1 or sha1_hex(data), time.perf_counter() - started)
+
+
+class DecodePool:
+    """A pebble process pool of decode workers, one per core unless NSFWOID_DECODE_THREADS says otherwise."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        # forkserver: workers start small (numpy and Pillow, about 50 MiB), not as copies of a process that
+        # holds onnxruntime and the model; and quickly, forked from a server that has imported them once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["nsfwoid.imaging", "nsfwoid.sandbox"])
+        self._pool = pebble.ProcessPool(
+            max_workers=settings.decode_thread_count,
+            initializer=_start_worker,
+            initargs=(settings.max_pixels, settings.decode_memory),
+            context=context,
+        )
+
+    async def decode(self, data: bytes, *, exact: bool, timeout: float, sha1: str | None = None) -> Decoded:
+        """Decode in a worker within `timeout` seconds. Cancelling the awaiting task kills the worker."""
+        settings = self._settings
+        future = self._pool.schedule(
+            _decode, args=(data,), timeout=max(timeout, 0.001),
+            kwargs={"max_pixels": settings.max_pixels, "exact": exact, "max_frames": settings.max_frames,
+                    "memory_budget": settings.decode_memory - WORKER_BASELINE_BYTES, "sha1": sha1},
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except DecodeTimeout:
+            raise ImageTooLarge(f"decoding took longer than {timeout:.1f} s") from None
+        except MemoryError:
+            raise ImageTooLarge(f"decoding needs more than the {settings.decode_memory // 2**20} MiB a decode "
+                                "worker may use") from None
+        except pebble.ProcessExpired as exc:
+            raise InvalidImage(f"the decoder crashed on this image (exit code {exc.exitcode})") from None
+
+    def close(self) -> None:
+        """Kill the workers at once: what they decode has no one waiting for it any more."""
+        self._pool.stop()
+        self._pool.join()

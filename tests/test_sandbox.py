@@ -1,0 +1,161 @@
+"""Decoding in killable worker processes, against a real `nsfwoid serve`: time and memory limits, crashes,
+abandoned decodes, the drain, and the peak RSS of the service with its workers for every hostile case."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+
+from . import helpers
+
+
+@pytest.fixture
+def service(request):
+    env = getattr(request, "param", {})
+    process, base = helpers.start_service(**env)
+    yield process, base
+    process.kill()
+    process.wait()
+
+
+async def post(session: aiohttp.ClientSession, base: str, data: bytes) -> tuple[int, dict | str]:
+    async with session.post(base + "/", data=data, headers={"Content-Type": "application/octet-stream",
+                                                            "Accept": "application/json"}) as response:
+        body = await response.json(content_type=None) if response.status != 200 else await response.json()
+        return response.status, body
+
+
+async def still_healthy(session: aiohttp.ClientSession, base: str) -> None:
+    async with session.get(base + "/healthz") as response:
+        assert response.status == 200
+    status, body = await post(session, base, (helpers.FIDELITY / "brick.jpg").read_bytes())
+    assert status == 200 and 0 <= body["score"] <= 1
+
+
+def busy_workers(pid: int, seconds: float = 0.5) -> list[int]:
+    """Workers that spent CPU time over the next `seconds`."""
+    before = helpers.worker_cpu_seconds(pid)
+    time.sleep(seconds)
+    after = helpers.worker_cpu_seconds(pid)
+    return [p for p, spent in after.items() if spent - before.get(p, spent) > 0.05]
+
+
+@pytest.mark.parametrize("service", [{"NSFWOID_DECODE_TIMEOUT": "0.5"}], indirect=True)
+async def test_a_decode_past_its_time_is_killed_with_a_413(service):
+    process, base = service
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        status, body = await post(session, base, helpers.slow_gif())
+        assert status == 413 and body["type"].endswith("image-too-large"), body
+        assert "longer than 0.5 s" in body["detail"]
+        assert time.monotonic() - started < 2
+        assert busy_workers(process.pid) == []  # killed, not left decoding
+        await still_healthy(session, base)
+
+
+@pytest.mark.parametrize("service", [{"NSFWOID_REQUEST_TIMEOUT": "2", "NSFWOID_FETCH_TIMEOUT": "1",
+                                      "NSFWOID_DECODE_TIMEOUT": "60"}], indirect=True)
+async def test_a_decode_stops_when_its_request_is_answered(service):
+    process, base = service
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, base, helpers.slow_gif())
+        assert status in (413, 503), body  # the request's deadline caps the decode's time
+        assert busy_workers(process.pid) == []
+        await still_healthy(session, base)
+
+
+async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
+    process, base = service
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.create_task(post(session, base, helpers.slow_gif()))
+        busy = []
+        while not busy:
+            busy = await asyncio.to_thread(busy_workers, process.pid, 0.2)
+        for pid in busy:
+            helpers.psutil.Process(pid).send_signal(signal.SIGSEGV)  # as a codec's bug would
+        status, body = await pending
+        assert status == 422 and "crashed" in body["detail"], body
+        await still_healthy(session, base)
+        assert process.poll() is None
+
+
+@pytest.mark.parametrize("service", [{"NSFWOID_DECODE_MEMORY": str(320 * 2**20)}], indirect=True)
+async def test_a_decode_past_its_memory_limit_gets_a_413(service):
+    _, base = service
+    large = helpers.encode(Image.new("RGBA", (6000, 6000), (200, 100, 50, 255)), "PNG")  # 144 MB of RGBA
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, base, large)
+        assert status == 413 and "MiB a decode worker may use" in body["detail"], body
+        await still_healthy(session, base)
+
+
+@pytest.mark.parametrize("service", [{"NSFWOID_DRAIN_TIMEOUT": "1", "NSFWOID_DECODE_TIMEOUT": "25"}],
+                         indirect=True)
+async def test_sigterm_exits_within_the_drain_timeout_while_decodes_run(service):
+    process, base = service
+    workers = helpers.service_processes(process.pid)[1:]
+    async with aiohttp.ClientSession() as session:
+        pending = [asyncio.create_task(post(session, base, helpers.slow_gif())) for _ in range(2)]
+        while len(await asyncio.to_thread(busy_workers, process.pid, 0.2)) < 2:
+            pass
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 20)
+        elapsed = time.monotonic() - started
+        for task in pending:
+            task.cancel()
+    assert code == 0 and elapsed < 1 + 1 + 0.5, elapsed
+    time.sleep(0.5)
+    assert [worker.pid for worker in workers if still_running(worker)] == []
+
+
+def still_running(process: helpers.psutil.Process) -> bool:
+    """Running, not a zombie: a killed worker whose parent died waits for whoever adopts it to reap it."""
+    try:
+        return process.status() != helpers.psutil.STATUS_ZOMBIE
+    except helpers.psutil.NoSuchProcess:
+        return False
+
+
+def float_tiff(size: tuple[int, int]) -> bytes:
+    steps = (np.arange(size[0], dtype=np.float32) // 500) * 60  # 0 to 900, in bands: it compresses
+    values = np.tile(steps, (size[1], 1))
+    return helpers.encode(Image.fromarray(values, mode="F"), "TIFF", compression="tiff_adobe_deflate")
+
+
+def gradient(size: tuple[int, int]) -> Image.Image:
+    """A smooth picture that compresses well, so that a 45 MP PNG fits under the body cap."""
+    x = np.linspace(0, 255, size[0], dtype=np.uint8)
+    y = np.linspace(0, 255, size[1], dtype=np.uint8)[:, None]
+    return Image.fromarray(np.dstack(np.broadcast_arrays(x[None, :], y, (x[None, :] // 2 + y // 2))))
+
+
+CASES = {
+    # name: (bytes, copies sent at once, the statuses allowed)
+    "huge TIFF tile": (helpers.huge_tile_tiff, 2, {413}),
+    "7000×7000 animated WebP canvas": (helpers.large_canvas_webp, 2, {413}),
+    "16-bit grey 8000×6000 PNG": (lambda: helpers.sixteen_bit_grey_png(Image.new("L", (8000, 6000), 90)), 2, {200}),
+    "float32 8000×6000 TIFF": (lambda: float_tiff((8000, 6000)), 2, {200}),
+    "45 MP PNG": (lambda: helpers.encode(gradient((7800, 5800)), "PNG"), 32, {200}),
+    "12 MP JPEG": (lambda: helpers.encode(gradient((4000, 3000)), "JPEG", quality=90), 32, {200}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_hostile_and_huge_images_stay_under_1_5_gib(service, case):
+    process, base = service
+    build, copies, allowed = CASES[case]
+    data = build()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        with helpers.PeakRss(process.pid) as rss:
+            results = await asyncio.gather(*(post(session, base, data) for _ in range(copies)))
+        assert {status for status, _ in results} <= allowed, results[:2]
+        print(f"{case}: peak RSS {rss.peak / 2**20:.0f} MiB, service and workers")
+        assert rss.peak < 1.5 * 2**30, f"{case}: {rss.peak / 2**20:.0f} MiB"
+        await still_healthy(session, base)
