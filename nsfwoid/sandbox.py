@@ -75,8 +75,9 @@ class DecodePool:
     async def decode(self, data: bytes, *, exact: bool, timeout: float, sha1: str | None = None) -> Decoded:
         """Decode in a worker within `timeout` seconds. Cancelling the awaiting task kills the worker."""
         settings = self._settings
+        timeout = max(timeout, 0.001)  # a request whose deadline has passed gets its 503 from the route
         future = self._pool.schedule(
-            _decode, args=(data,), timeout=max(timeout, 0.001),
+            _decode, args=(data,), timeout=timeout,
             kwargs={"max_pixels": settings.max_pixels, "exact": exact, "max_frames": settings.max_frames,
                     "memory_budget": settings.decode_memory - WORKER_BASELINE_BYTES, "sha1": sha1},
         )
