@@ -116,6 +116,15 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     except ConnectionResetError:  # the client hung up, mid-body or while waiting: nobody to answer
         get_logger().info("client closed the connection")
         response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
+    except asyncio.CancelledError:
+        if request.transport is not None and not request.transport.is_closing():
+            raise  # cancelled for another reason than a hang-up: shutting down
+        # The client hung up and aiohttp cancelled the handler (handler_cancellation): count it, then let go.
+        get_logger().info("client closed the connection")
+        labels = (request.method, _route_label(request), str(CLIENT_CLOSED_REQUEST))
+        metrics.HTTP_REQUESTS.labels(*labels).inc()
+        metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+        raise
     except Exception:
         get_logger().exception("unhandled error")
         response = _problem(InternalError("internal error; the log line with this request's trace id has the cause"),

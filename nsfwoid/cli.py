@@ -142,8 +142,10 @@ async def serve(settings: Settings) -> None:
     listening, so that probes see the 503; then stop listening."""
     log = get_logger()
     app = create_app(settings)
+    # handler_cancellation: a client that hangs up cancels its handler, and so kills its decode worker.
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        handler_cancellation=True,
     )
     await runner.setup()
     try:

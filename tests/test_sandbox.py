@@ -70,6 +70,24 @@ async def test_a_decode_stops_when_its_request_is_answered(service):
         await still_healthy(session, base)
 
 
+async def test_a_client_hanging_up_stops_its_decode(service):
+    process, base = service
+    data = helpers.slow_gif()
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/gif\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    await writer.drain()
+    while not await asyncio.to_thread(busy_workers, process.pid, 0.2):
+        pass
+    writer.close()
+    await asyncio.sleep(0.3)
+    assert await asyncio.to_thread(busy_workers, process.pid) == []  # the worker was killed, not left decoding
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/metrics") as response:
+            assert 'status="499"' in await response.text()
+        await still_healthy(session, base)
+
+
 async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
     process, base = service
     async with aiohttp.ClientSession() as session:
