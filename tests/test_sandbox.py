@@ -73,7 +73,7 @@ async def test_a_decode_stops_when_its_request_is_answered(service):
 async def test_a_client_hanging_up_stops_its_decode(service):
     process, base = service
     data = helpers.slow_gif()
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    _, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/gif\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(data) + data)
     await writer.drain()
