@@ -74,7 +74,7 @@ class Service:
     def cpu_seconds(self) -> float:
         """The service's CPU time, its decode workers' included, ended ones too (through children_*)."""
         total = 0.0
-        for process in [self.ps, *self._children()]:
+        for process in self._processes():
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = process.cpu_times()
                 total += times.user + times.system + times.children_user + times.children_system
@@ -82,26 +82,22 @@ class Service:
 
     def rss_bytes(self) -> int:
         """RSS of the service and its decode workers together."""
-        total = 0
-        for process in [self.ps, *self._children()]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += process.memory_info().rss
-        return total
+        return helpers.service_rss(self.process.pid)
 
     def peak_rss_bytes(self) -> int:
         """The sum of each process's peak RSS: an upper bound on the peak of their sum."""
         total = 0
-        for process in [self.ps, *self._children()]:
+        for process in self._processes():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         total += int(line.split()[1]) * 1024
         return total
 
-    def _children(self) -> list[psutil.Process]:
+    def _processes(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            return self.ps.children(recursive=True)
-        return []
+            return helpers.service_processes(self.process.pid)
+        return [self.ps]
 
     def healthy(self) -> bool:
         try:

@@ -121,9 +121,7 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
             raise  # cancelled for another reason than a hang-up: shutting down
         # The client hung up and aiohttp cancelled the handler (handler_cancellation): count it, then let go.
         get_logger().info("client closed the connection")
-        labels = (request.method, _route_label(request), str(CLIENT_CLOSED_REQUEST))
-        metrics.HTTP_REQUESTS.labels(*labels).inc()
-        metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+        _count(request, CLIENT_CLOSED_REQUEST, started)
         raise
     except Exception:
         get_logger().exception("unhandled error")
@@ -134,10 +132,14 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     if request.body_exists and not request.content.is_eof():
         response.force_close()  # answered before the body was read: close rather than drain a hostile body
     response.headers[REQUEST_ID_HEADER] = trace_id
-    labels = (request.method, _route_label(request), str(response.status))
+    _count(request, response.status, started)
+    return response
+
+
+def _count(request: web.Request, status: int, started: float) -> None:
+    labels = (request.method, _route_label(request), str(status))
     metrics.HTTP_REQUESTS.labels(*labels).inc()
     metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
-    return response
 
 
 def _problem(problem: Problem, trace_id: str) -> web.Response:

@@ -23,7 +23,8 @@ from .config import Settings
 from .errors import PayloadTooLarge, Problem, UpstreamBusy, UpstreamError, UpstreamNotFound
 from .fetch import create_session, fetch
 from .model import Model
-from .scoring import Scored, Scorer, format_score, running_scorer, sha1_hex
+from .sandbox import sha1_hex
+from .scoring import Scored, Scorer, format_score, running_scorer
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
 RETRY_BASE_SECONDS = 1.0

@@ -39,7 +39,8 @@ DECODE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, TypeError, IndexErr
 
 
 def configure_pillow(max_pixels: int) -> None:
-    """Pillow's process-wide settings. The app and the CLI call this once, through scoring.running_scorer."""
+    """Pillow's process-wide settings. Each decode worker calls this as it starts (sandbox.DecodePool), for the
+    app and the CLI alike."""
     # Truncated uploads are scored, as Yahoo's classify_nsfw.py does, rather than refused.
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     # One limit: open_image refuses past it with our own message; Pillow itself refuses only past twice it.

@@ -9,6 +9,7 @@ dies, a codec's segfault included.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import multiprocessing
 import os
 import resource
@@ -34,6 +35,10 @@ class Decoded:
     seconds: float
 
 
+def sha1_hex(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
 def _start_worker(max_pixels: int, memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -48,8 +53,6 @@ def _start_worker(max_pixels: int, memory_bytes: int) -> None:
 def _decode(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, memory_budget: int,
             sha1: str | None) -> Decoded:
     """Runs in a worker: the sampled frames' crops, the hex SHA-1 of the bytes, the seconds spent."""
-    from .scoring import sha1_hex
-
     started = time.perf_counter()
     frames = imaging.to_frames(data, max_pixels=max_pixels, exact=exact, max_frames=max_frames,
                                memory_budget=memory_budget)

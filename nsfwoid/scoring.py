@@ -6,7 +6,6 @@ The HTTP routes, the CLI and the start-up self-test all score through a Scorer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -79,10 +78,6 @@ def log_scored(scored: Scored, source: str) -> None:
     )
 
 
-def sha1_hex(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class Scorer:
     """The decode workers and the micro-batcher in front of one model, with the settings that bound them."""
@@ -129,7 +124,6 @@ async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterat
     On exit, queued inference is finished and the decode workers are killed. `run_batch` takes the model's
     float input; the batcher converts the workers' uint8 crops to it, in its inference thread.
     """
-    imaging.configure_pillow(settings.max_pixels)
     pool = DecodePool(settings)
     try:
         async with Batcher(lambda crops: run_batch(imaging.model_input(crops)), max_batch=settings.max_batch,

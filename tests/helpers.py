@@ -194,6 +194,15 @@ def worker_cpu_seconds(pid: int) -> dict[int, float]:
     return seconds
 
 
+def service_rss(pid: int) -> int:
+    """RSS of a service and its workers together."""
+    total = 0
+    for process in service_processes(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
 class PeakRss:
     """Samples the summed RSS of a service and its workers every 10 ms while the block runs."""
 
@@ -203,11 +212,7 @@ class PeakRss:
 
     def _sample(self) -> None:
         while self._running:
-            total = 0
-            for process in service_processes(self.pid):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += process.memory_info().rss
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, service_rss(self.pid))
             time.sleep(0.01)
 
     def __enter__(self) -> PeakRss:

@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -96,7 +97,7 @@ async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
         while not busy:
             busy = await asyncio.to_thread(busy_workers, process.pid, 0.2)
         for pid in busy:
-            helpers.psutil.Process(pid).send_signal(signal.SIGSEGV)  # as a codec's bug would
+            psutil.Process(pid).send_signal(signal.SIGSEGV)  # as a codec's bug would
         status, body = await pending
         assert status == 422 and "crashed" in body["detail"], body
         await still_healthy(session, base)
@@ -133,11 +134,11 @@ async def test_sigterm_exits_within_the_drain_timeout_while_decodes_run(service)
     assert [worker.pid for worker in workers if still_running(worker)] == []
 
 
-def still_running(process: helpers.psutil.Process) -> bool:
+def still_running(process: psutil.Process) -> bool:
     """Running, not a zombie: a killed worker whose parent died waits for whoever adopts it to reap it."""
     try:
-        return process.status() != helpers.psutil.STATUS_ZOMBIE
-    except helpers.psutil.NoSuchProcess:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 

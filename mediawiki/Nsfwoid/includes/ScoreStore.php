@@ -81,21 +81,9 @@ class ScoreStore {
 	}
 
 	public function save( ServiceScore $score ): void {
+		$values = [ 'nss_score' => $score->score, 'nss_model' => $score->model, 'nss_timestamp' => wfTimestampNow() ];
 		$this->loadBalancer->getConnection( DB_PRIMARY )->upsert(
-			'nsfwoid_score',
-			[
-				'nss_sha1' => $score->sha1,
-				'nss_score' => $score->score,
-				'nss_model' => $score->model,
-				'nss_timestamp' => wfTimestampNow(),
-			],
-			'nss_sha1',
-			[
-				'nss_score' => $score->score,
-				'nss_model' => $score->model,
-				'nss_timestamp' => wfTimestampNow(),
-			],
-			__METHOD__
+			'nsfwoid_score', [ 'nss_sha1' => $score->sha1 ] + $values, 'nss_sha1', $values, __METHOD__
 		);
 	}
 
@@ -112,7 +100,7 @@ class ScoreStore {
 			[ 'nss_sha1' => null, 'img_name > ' . $dbr->addQuotes( $after ) ],
 			__METHOD__,
 			[ 'ORDER BY' => 'img_name', 'LIMIT' => $limit ],
-			[ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ]
+			self::scoreOfModel( $model )
 		);
 	}
 
@@ -126,7 +114,14 @@ class ScoreStore {
 			[ 'nss_sha1' => null ],
 			__METHOD__,
 			[],
-			[ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ]
+			self::scoreOfModel( $model )
 		);
+	}
+
+	/**
+	 * Join conditions: each image row with its score of $model, if any.
+	 */
+	private static function scoreOfModel( string $model ): array {
+		return [ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ];
 	}
 }
