@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import Service, load, make_corpora
 
-from tests.helpers import bomb_png, huge_tile_tiff, large_canvas_webp, slow_gif
+from tests.helpers import bomb_png, gzip_bomb, huge_tile_tiff, large_canvas_webp, many_strip_tiff, slow_gif
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,9 @@ def upstream(photo: bytes) -> ThreadingHTTPServer:
     return server
 
 
-HOSTILE = {"tile": huge_tile_tiff(), "canvas": large_canvas_webp(), "slow": slow_gif(10_000)}
+HOSTILE = {"tile": huge_tile_tiff(), "strips": many_strip_tiff(), "canvas": large_canvas_webp(),
+           "slow": slow_gif(10_000)}
+GZIP_BOMB = gzip_bomb()
 
 
 def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[tuple[str, dict]]:
@@ -59,7 +61,9 @@ def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[t
         lambda: ("/", {"data": {"url": "http://2130706433/"}}),
         lambda: ("/v1/score", {"data": b"", "headers": {"Content-Type": "image/jpeg"}}),
         lambda: ("/", {"data": bomb_png(), "headers": {"Content-Type": "image/png"}}),
-        # a 1 GiB TIFF tile, a 7000×7000 animation canvas, an animation slower to seek than the decode limit
+        lambda: ("/", {"data": GZIP_BOMB, "headers": {"Content-Type": "image/png", "Content-Encoding": "gzip"}}),
+        # a 1 GiB TIFF tile, 8 million TIFF strips, a 7000×7000 animation canvas, an animation slower to seek
+        # than the decode limit
         lambda: ("/", {"data": rng.choice(hostile), "headers": {"Content-Type": "application/octet-stream"}}),
     ]
     return [rng.choice(kinds)() for _ in range(count)]

@@ -18,6 +18,7 @@ from .inputs import client_max_size
 from .kserve import add_kserve_routes
 from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
+from .request_parser import fail_bodies_on_broken_framing
 from .scoring import running_scorer
 from .state import RUNTIME, SETTINGS, Runtime, Status
 
@@ -30,14 +31,15 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before t
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-
-
 def create_app(settings: Settings) -> web.Application:
     settings.check_deadlines()
+    fail_bodies_on_broken_framing()
     app = web.Application(
         client_max_size=client_max_size(settings),
         middlewares=[observe_middleware],
-        handler_args={"max_field_size": 16384},
+        # Request bodies are never decompressed (a Content-Encoding is refused with 415), and a body left unread
+        # when the answer goes is not drained: the connection closes.
+        handler_args={"max_field_size": 16384, "auto_decompress": False, "lingering_time": 0},
     )
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()

@@ -28,6 +28,10 @@ GREY_BAND_ROWS = 256
 # A TIFF tile may be larger than its image (tiles are padded to multiples of 16), but not by this much:
 # libtiff allocates a whole tile before decoding a pixel of it.
 TILE_PIXELS_ALLOWED = 1 << 20
+# libtiff holds an offset and a byte count for every strip or tile before decoding any: a one-pixel-wide image of
+# one row per strip needs 16 bytes a row. Real files have a few thousand.
+TIFF_CHUNKS_ALLOWED = 1 << 20
+TIFF_STRIP_OFFSETS, TIFF_ROWS_PER_STRIP, TIFF_TILE_OFFSETS = 273, 278, 324
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
 # Decoding an animation holds its canvas several times: RGBA canvases of the current and the previous frame
 # (libwebp, Pillow's GIF and APNG compositing), Pillow's copy, and the RGB conversion.
@@ -128,6 +132,7 @@ def _frame_crop(image: Image.Image, max_pixels: int) -> np.ndarray:
     width, height = image.size  # TIFF pages each have their own size
     if width * height > max_pixels:
         raise ImageTooLarge(f"a {width}x{height} frame is over the limit of {max_pixels} pixels")
+    _check_tiff_layout(image)
     return reference_crop(reference_resize(to_rgb(image)))
 
 
@@ -148,17 +153,32 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} is over the limit of {max_pixels} pixels")
-    _check_tiles(image)
+    _check_tiff_layout(image)
     return image
 
 
-def _check_tiles(image: Image.Image) -> None:
+def _check_tiff_layout(image: Image.Image) -> None:
+    """What libtiff allocates before decoding a pixel: one tile, and the tables of every strip or tile."""
     tags = getattr(image, "tag_v2", {})
+    if not tags:
+        return
+    width, height = image.size
     tile_width, tile_length = tags.get(TIFF_TILE_WIDTH), tags.get(TIFF_TILE_LENGTH)
-    if isinstance(tile_width, int) and isinstance(tile_length, int):
-        width, height = image.size
+    if isinstance(tile_width, int) and isinstance(tile_length, int) and tile_width > 0 and tile_length > 0:
         if tile_width * tile_length > max(width * height, TILE_PIXELS_ALLOWED):
             raise ImageTooLarge(f"a {tile_width}x{tile_length} tile is far larger than its {width}x{height} image")
+        chunks, kind = -(-width // tile_width) * -(-height // tile_length), "tiles"
+    else:
+        rows = tags.get(TIFF_ROWS_PER_STRIP)
+        chunks, kind = -(-height // rows) if isinstance(rows, int) and rows > 0 else 1, "strips"
+    declared = max(_count(tags.get(TIFF_STRIP_OFFSETS)), _count(tags.get(TIFF_TILE_OFFSETS)))
+    if max(chunks, declared) > TIFF_CHUNKS_ALLOWED:
+        raise ImageTooLarge(f"a {width}x{height} TIFF of {max(chunks, declared)} {kind} is over the limit of "
+                            f"{TIFF_CHUNKS_ALLOWED}")
+
+
+def _count(value) -> int:
+    return len(value) if isinstance(value, tuple) else int(value is not None)
 
 
 def looks_like_image(data: bytes) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType, problem_response
@@ -21,6 +22,8 @@ FORM_FIELDS = frozenset({"url", "file"})
 RAW_TYPES = ("application/octet-stream",)
 # Room for multipart boundaries and headers around a file of the full allowed size.
 MULTIPART_SLACK_BYTES = 64 * 1024
+# What reading a body raises when its framing is broken: aiohttp's C parser, or its pure-Python one.
+BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
         try:
             form = await request.post()
         # aiohttp's multipart reader raises RuntimeError for unknown part encodings and charsets.
-        except (ValueError, AssertionError, LookupError, RuntimeError, HttpProcessingError) as exc:
+        except (ValueError, AssertionError, LookupError, RuntimeError, *BODY_ERRORS) as exc:
             raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
         unknown = sorted(set(form) - FORM_FIELDS)
         if unknown:
@@ -101,8 +104,9 @@ def check_declared_length(request: web.Request, settings: Settings) -> None:
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except HttpProcessingError as exc:  # broken chunked framing, and the like
-        raise InvalidRequest(f"the request body cannot be read: {exc.message}") from None
+    except BODY_ERRORS as exc:  # broken chunked framing, and the like
+        reason = (getattr(exc, "message", "") or str(exc)).splitlines()[0].rstrip(":")  # the reason, not the bytes
+        raise InvalidRequest(f"the request body cannot be read: {reason}") from None
 
 
 async def expect_continue(request: web.Request) -> web.Response | None:

@@ -73,22 +73,46 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
 
 
-def tiff(width: int, height: int, tags: dict[int, tuple[int, int]], data: bytes = b"\0" * 64) -> bytes:
-    """A little-endian TIFF of 8-bit grey, with extra tags {tag: (type, value)} (3: SHORT, 4: LONG, count 1)."""
-    entries = {256: (4, width), 257: (4, height), 258: (3, 8), 259: (3, 1), 262: (3, 1), 277: (3, 1), **tags}
-    ifd_size = 2 + 12 * len(entries) + 4
-    data_offset = 8 + ifd_size
-    entries = {tag: (kind, data_offset if value == "DATA" else value) for tag, (kind, value) in entries.items()}
-    ifd = struct.pack("<H", len(entries))
-    for tag, (kind, value) in sorted(entries.items()):
-        packed = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
-        ifd += struct.pack("<HHI", tag, kind, 1) + packed
-    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data
+TiffPage = tuple[int, int, dict[int, tuple[int, object]]]  # width, height, extra tags
+
+
+def tiff(*pages: TiffPage, data: bytes = b"\0" * 64) -> bytes:
+    """A little-endian TIFF of 8-bit grey pages, each (width, height, extra tags {tag: (type, value)}) with
+    3: SHORT, 4: LONG, count 1, and the value "DATA" for the offset of `data`, which the pages share."""
+    ifds, offset = [], 8
+    for width, height, tags in pages:
+        entries = {256: (4, width), 257: (4, height), 258: (3, 8), 259: (3, 1), 262: (3, 1), 277: (3, 1), **tags}
+        ifds.append(entries)
+        offset += 2 + 12 * len(entries) + 4
+    data_offset, out, ifd_offset = offset, b"II*\0" + struct.pack("<I", 8), 8
+    for number, entries in enumerate(ifds):
+        ifd_offset += 2 + 12 * len(entries) + 4
+        out += struct.pack("<H", len(entries))
+        for tag, (kind, value) in sorted(entries.items()):
+            value = data_offset if value == "DATA" else value
+            packed = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
+            out += struct.pack("<HHI", tag, kind, 1) + packed
+        out += struct.pack("<I", ifd_offset if number + 1 < len(ifds) else 0)
+    return out + data
+
+
+HUGE_TILE: TiffPage = (16, 16, {259: (3, 8), 322: (4, 32768), 323: (4, 32768), 324: (4, "DATA"), 325: (4, 64)})
 
 
 def huge_tile_tiff() -> bytes:
     """A 16×16 deflated TIFF whose one tile is 32768×32768: libtiff's buffer is 1 GiB, for 200 bytes."""
-    return tiff(16, 16, {259: (3, 8), 322: (4, 32768), 323: (4, 32768), 324: (4, "DATA"), 325: (4, 64)})
+    return tiff(HUGE_TILE)
+
+
+def many_strip_tiff(strips: int = 8_000_000) -> bytes:
+    """A one-pixel-wide TIFF of one row per strip: 8 million strips in 200 bytes."""
+    return tiff((1, strips, {278: (4, 1), 273: (4, "DATA"), 279: (4, 64)}))
+
+
+def gzip_bomb(expanded: int = 1 << 30) -> bytes:
+    """A gzip stream of zeros: about a megabyte that expands to a gibibyte."""
+    compressor, zeros = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)
+    return b"".join([*(compressor.compress(zeros) for _ in range(expanded >> 20)), compressor.flush()])
 
 
 def large_canvas_webp(side: int = 7000) -> bytes:

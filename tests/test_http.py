@@ -417,6 +417,28 @@ async def test_request_content_encoding_is_refused_unread(client, encoding):
         assert b"Connection: close" in head  # closed rather than drained
 
 
+@pytest.mark.parametrize("broken", [b"zz\r\n", b"10\r\n" + b"x" * 20 + b"\r\n", b"ffffffffffffffffff\r\n"],
+                         ids=["bad chunk size", "chunk longer than its size", "chunk size overflow"])
+async def test_broken_chunked_framing_gets_a_prompt_400(make_client, broken):
+    # The framing breaks after a megabyte, once the handler is reading the body: the answer must not wait for the
+    # read timeout (30 s here), nor hold the connection open.
+    client = await make_client(read_timeout=30)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"100000\r\n" + BRICK.ljust(0x100000, b"\0") + b"\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.write(broken)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, head
+    problem = json.loads(body)
+    assert problem["type"].endswith("invalid-request") and "cannot be read" in problem["detail"]
+    assert b"\0" not in body and b"zz" not in body  # the reason, never the bytes
+    assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
+
+
 async def test_expect_continue_over_the_cap_gets_413_without_100(make_client):
     client = await make_client(max_image_bytes=10_000)
     head = await raw_exchange(client, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"

@@ -105,6 +105,16 @@ def test_bomb_is_refused_from_the_header():
         tensor(bomb)
 
 
+@pytest.mark.parametrize("data, why", [
+    (helpers.huge_tile_tiff(), "tile is far larger"),
+    (helpers.many_strip_tiff(), "8000000 strips"),
+    (helpers.tiff((16, 16, {273: (4, "DATA"), 279: (4, 64)}), helpers.HUGE_TILE), "tile is far larger"),
+], ids=["huge tile", "8 million strips", "huge tile on page 2"])
+def test_tiff_layouts_that_make_libtiff_allocate_are_refused_before_decoding(data, why):
+    with pytest.raises(ImageTooLarge, match=why):
+        imaging.to_frames(data, max_pixels=50_000_000, exact=True, max_frames=2)
+
+
 def test_pixel_limit_is_configurable():
     data = helpers.encode(BASE, "PNG")
     with pytest.raises(ImageTooLarge):

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -299,15 +300,19 @@ def test_malformed_requests_log_one_warning_without_their_bytes():
     process, base = helpers.start_service(stdout=subprocess.PIPE, NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
     port = int(base.rsplit(":", 1)[1])
     image = (helpers.FIDELITY / "brick.jpg").read_bytes()[:4000]
-    malformed = [
-        b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Type: image/jpeg\nContent-Length: 4000\n\n" + image,  # bare LF
-        b"GARBAGE /?token=SECRET HTTP/9.9 extra\r\nHost: x\r\n\r\n",
+    malformed = [  # each sent in parts, a moment apart
+        [b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Type: image/jpeg\nContent-Length: 4000\n\n" + image],  # LF
+        [b"GARBAGE /?token=SECRET HTTP/9.9 extra\r\nHost: x\r\n\r\n"],
+        [b"POST /?token=SECRET HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+         + b"%x\r\n" % len(image) + image + b"\r\n", b"zz\r\n"],  # framing broken while the body is being read
     ]
     try:
-        for request in malformed:
+        for parts in malformed:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                connection.sendall(request)
-                assert connection.recv(64).startswith(b"HTTP/1.0 400")
+                for part in parts:
+                    time.sleep(0.2)
+                    connection.sendall(part)
+                assert connection.recv(64)[:12] in (b"HTTP/1.0 400", b"HTTP/1.1 400")
     finally:
         process.terminate()
         log = process.communicate(timeout=30)[0]

@@ -142,6 +142,30 @@ def still_running(process: psutil.Process) -> bool:
         return False
 
 
+async def test_request_body_gzip_bombs_cost_no_cpu_after_their_answer(service):
+    process, base = service
+    bomb = helpers.gzip_bomb()
+    port = int(base.rsplit(":", 1)[1])
+
+    async def send() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb)
+        try:
+            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+
+    heads = await asyncio.gather(*(send() for _ in range(8)))
+    assert all(head.startswith(b"HTTP/1.1 415 ") and b"Connection: close" in head for head in heads), heads[0]
+    service_process = psutil.Process(process.pid)
+    before = sum(service_process.cpu_times()[:2])
+    await asyncio.sleep(1)
+    assert sum(service_process.cpu_times()[:2]) - before < 0.2  # nothing decompressed, nothing drained
+    async with aiohttp.ClientSession() as session:
+        await still_healthy(session, base)
+
+
 def float_tiff(size: tuple[int, int]) -> bytes:
     steps = (np.arange(size[0], dtype=np.float32) // 500) * 60  # 0 to 900, in bands: it compresses
     values = np.tile(steps, (size[1], 1))
@@ -159,6 +183,7 @@ CASES = {
     # name: (bytes, copies sent at once, the statuses allowed)
     "huge TIFF tile": (helpers.huge_tile_tiff, 2, {413}),
     "7000×7000 animated WebP canvas": (helpers.large_canvas_webp, 2, {413}),
+    "TIFF of 8 million strips": (helpers.many_strip_tiff, 2, {413}),
     "16-bit grey 8000×6000 PNG": (lambda: helpers.sixteen_bit_grey_png(Image.new("L", (8000, 6000), 90)), 2, {200}),
     "float32 8000×6000 TIFF": (lambda: float_tiff((8000, 6000)), 2, {200}),
     "45 MP PNG": (lambda: helpers.encode(gradient((7800, 5800)), "PNG"), 32, {200}),
