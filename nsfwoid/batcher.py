@@ -1,4 +1,5 @@
-"""Async micro-batcher in front of Model.run: one inference thread runs up to max_batch queued tensors at once."""
+"""Async micro-batcher in front of Model.run: up to max_batch queued tensors go into one model run, and up to
+`parallel` runs go at once, each on an inference thread of its own."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ _STOP = None
 
 
 class Batcher:
-    def __init__(self, run_batch: RunBatch, *, max_batch: int, wait_seconds: float) -> None:
+    def __init__(self, run_batch: RunBatch, *, max_batch: int, wait_seconds: float, parallel: int = 1) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._wait_seconds = wait_seconds
         self._queue: asyncio.Queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsfwoid-inference")
+        self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="nsfwoid-inference")
+        self._free_threads = asyncio.Semaphore(parallel)
+        self._runs: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
 
     async def __aenter__(self) -> Batcher:
@@ -57,9 +60,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
+            await self._free_threads.acquire()  # collect a batch only when a thread can run it at once
             first = await self._queue.get()
             if first is _STOP:
-                return
+                break
             batch = [first]
             deadline = loop.time() + self._wait_seconds
             while len(batch) < self._max_batch:
@@ -77,7 +81,14 @@ class Batcher:
                     stopping = True
                     break
                 batch.append(item)
-            await self._run(loop, [(t, f) for t, f in batch if not f.done()])
+            run = asyncio.create_task(self._run(loop, [(t, f) for t, f in batch if not f.done()]))
+            self._runs.add(run)
+            run.add_done_callback(self._ran)
+        await asyncio.gather(*self._runs)
+
+    def _ran(self, run: asyncio.Task) -> None:
+        self._runs.discard(run)
+        self._free_threads.release()
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         if not batch:

@@ -20,9 +20,10 @@ from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
 from .state import RUNTIME, Status
 
-# `nsfwoid score` is for throughput, not latency: waiting longer for a batch lets decoding and inference take
-# the cores in turn, with batches large enough for onnxruntime to run efficiently (README, "Scoring many images").
-SCORE_BATCH_WAIT_MS = 25.0
+# `nsfwoid score` is for throughput, not latency: one single-threaded model run per core, at once, as the
+# process-per-core ceiling runs, rather than one run spread over every core, whose threads wait on each other
+# while the decode workers take cores from them (README, "Scoring many images"). Flags and NSFWOID_* still win.
+SCORE_DEFAULTS = {"inference_runs": 0, "batch_wait_ms": 25.0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +93,12 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
     )
 
 
+def apply_score_defaults(args: argparse.Namespace) -> None:
+    for name, value in SCORE_DEFAULTS.items():
+        if getattr(args, name) is None and ENV_PREFIX + name.upper() not in os.environ:
+            setattr(args, name, value)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.load(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)})
 
@@ -100,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "score":
-        if args.batch_wait_ms is None and ENV_PREFIX + "BATCH_WAIT_MS" not in os.environ:
-            args.batch_wait_ms = SCORE_BATCH_WAIT_MS
+        apply_score_defaults(args)
         if not args.targets and args.from_file is None:
             parser.error("score: give targets, or --from FILE")
         if args.resume and args.output is None:

@@ -48,7 +48,12 @@ class Settings:
         default=(), metadata={"help": "onnxruntime providers; empty: CUDA if present, else CPU"}
     )
     exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
-    inference_threads: int = field(default=0, metadata={"help": "onnxruntime intra-op threads; 0: auto"})
+    inference_threads: int = field(
+        default=0, metadata={"help": "onnxruntime intra-op threads of one model run; 0: the cores over the runs"}
+    )
+    inference_runs: int = field(
+        default=1, metadata={"help": "model runs at once, each on a thread of its own; 0: one per core"}
+    )
     decode_threads: int = field(default=0, metadata={"help": "decode worker processes; 0: one per core"})
     max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
@@ -108,8 +113,12 @@ class Settings:
                               f"{ENV_PREFIX}FETCH_TIMEOUT ({self.fetch_timeout:g} s)")
 
     @property
+    def inference_run_count(self) -> int:
+        return self.inference_runs or available_cores()
+
+    @property
     def inference_thread_count(self) -> int:
-        return self.inference_threads or available_cores()
+        return self.inference_threads or max(1, available_cores() // self.inference_run_count)
 
     @property
     def decode_thread_count(self) -> int:

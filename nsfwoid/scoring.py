@@ -127,7 +127,8 @@ async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterat
     pool = DecodePool(settings)
     try:
         async with Batcher(lambda crops: run_batch(imaging.model_input(crops)), max_batch=settings.max_batch,
-                           wait_seconds=settings.batch_wait_ms / 1000) as batcher:
+                           wait_seconds=settings.batch_wait_ms / 1000,
+                           parallel=settings.inference_run_count) as batcher:
             yield Scorer(settings, pool, batcher)
     finally:
         pool.close()

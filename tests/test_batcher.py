@@ -1,8 +1,10 @@
 """Micro-batching: concurrent requests share model runs, and batched scores equal unbatched ones."""
 
 import asyncio
+import threading
 
 import numpy as np
+import pytest
 
 from nsfwoid import imaging
 from nsfwoid.batcher import Batcher
@@ -54,3 +56,21 @@ async def test_model_failure_reaches_every_waiter():
     async with Batcher(broken, max_batch=4, wait_seconds=0.01) as batcher:
         results = await asyncio.gather(*(batcher.score(t) for t in tensors()[:3]), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+async def test_parallel_runs_go_at_once(parallel):
+    # Two batches of one, each waiting in the model for the other: only two inference threads let both
+    # through the barrier; with one, the first run waits alone until the barrier breaks.
+    barrier = threading.Barrier(2, timeout=2)
+
+    def run(batch):
+        barrier.wait()
+        return np.full(len(batch), 0.5, dtype=np.float32)
+
+    async with Batcher(run, max_batch=1, wait_seconds=0, parallel=parallel) as batcher:
+        results = await asyncio.gather(*(batcher.score(t) for t in tensors()[:2]), return_exceptions=True)
+    if parallel == 2:
+        assert [score for score, _ in results] == [0.5, 0.5]
+    else:
+        assert all(isinstance(r, threading.BrokenBarrierError) for r in results)

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from nsfwoid.cli import build_parser, settings_from_args
+from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import ConfigError, Settings, available_cores, describe
 
 from . import helpers
@@ -81,6 +81,25 @@ def test_flags_override_environment_override_defaults():
         os.environ.clear()
         os.environ.update(os_env)
     assert (settings.port, settings.max_batch, settings.exact) == (9100, 4, False)
+
+
+@pytest.mark.parametrize(("argv", "env", "runs"), [
+    (["score", "a.jpg"], {}, "per core"),  # throughput: one single-threaded model run per core
+    (["score", "--inference-runs", "1", "a.jpg"], {}, 1),
+    (["score", "a.jpg"], {"NSFWOID_INFERENCE_RUNS": "1"}, 1),
+    (["serve"], {}, 1),  # latency: one run on every core
+])
+def test_score_runs_the_model_once_per_core_unless_told(monkeypatch, argv, env, runs):
+    monkeypatch.delenv("NSFWOID_INFERENCE_RUNS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(argv)
+    if args.command == "score":
+        apply_score_defaults(args)
+    settings = settings_from_args(args)
+    cores = available_cores()
+    assert settings.inference_run_count == (cores if runs == "per core" else runs)
+    assert settings.inference_thread_count == max(1, cores // settings.inference_run_count)
 
 
 @pytest.mark.parametrize("env", [{"NSFWOID_PORT": "eighty"}, {"NSFWOID_EXACT": "maybe"},
