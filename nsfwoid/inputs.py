@@ -70,8 +70,10 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
     if content_type in FORM_TYPES:
         try:
             form = await request.post()
+        except BODY_ERRORS as exc:
+            raise unreadable(exc) from None
         # aiohttp's multipart reader raises RuntimeError for unknown part encodings and charsets.
-        except (ValueError, AssertionError, LookupError, RuntimeError, *BODY_ERRORS) as exc:
+        except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
             raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
         unknown = sorted(set(form) - FORM_FIELDS)
         if unknown:
@@ -104,9 +106,14 @@ def check_declared_length(request: web.Request, settings: Settings) -> None:
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except BODY_ERRORS as exc:  # broken chunked framing, and the like
-        reason = (getattr(exc, "message", "") or str(exc)).splitlines()[0].rstrip(":")  # the reason, not the bytes
-        raise InvalidRequest(f"the request body cannot be read: {reason}") from None
+    except BODY_ERRORS as exc:
+        raise unreadable(exc) from None
+
+
+def unreadable(exc: Exception) -> InvalidRequest:
+    """Broken chunked framing, and the like: the parser's reason, without the bytes it quotes."""
+    reason = (getattr(exc, "message", "") or str(exc)).splitlines()[0].rstrip(":")
+    return InvalidRequest(f"the request body cannot be read: {reason}")
 
 
 async def expect_continue(request: web.Request) -> web.Response | None:

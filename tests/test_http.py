@@ -420,13 +420,18 @@ async def test_request_content_encoding_is_refused_unread(client, encoding, cont
 
 @pytest.mark.parametrize("broken", [b"zz\r\n", b"10\r\n" + b"x" * 20 + b"\r\n", b"ffffffffffffffffff\r\n"],
                          ids=["bad chunk size", "chunk longer than its size", "chunk size overflow"])
-async def test_broken_chunked_framing_gets_a_prompt_400(make_client, broken):
+@pytest.mark.parametrize("content_type, start", [
+    (b"image/jpeg", BRICK),
+    (b"multipart/form-data; boundary=b",
+     b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + BRICK),
+], ids=["raw", "multipart"])
+async def test_broken_chunked_framing_gets_a_prompt_400(make_client, broken, content_type, start):
     # The framing breaks after a megabyte, once the handler is reading the body: the answer must not wait for the
     # read timeout (30 s here), nor hold the connection open.
     client = await make_client(read_timeout=30)
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"100000\r\n" + BRICK.ljust(0x100000, b"\0") + b"\r\n")
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
+                 + b"\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n" + start.ljust(0x100000, b"\0") + b"\r\n")
     await writer.drain()
     await asyncio.sleep(0.2)
     writer.write(broken)
