@@ -282,7 +282,22 @@ def bounds(result: dict) -> dict:
 
 CLI_DISTINCT_THUMBS = 1024
 CLI_LIST_LINES = 100_000
-CLI_ROUNDS = 3
+CLI_ROUNDS = 5
+
+
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor ran something else while this machine's cores wanted to run, all cores
+    together (/proc/stat's steal column; 0 on bare metal)."""
+    with open("/proc/stat") as stat:
+        return int(stat.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def stolen_cores():
+    """Yields a dict whose "cores" is, after the block, the mean number of cores stolen during it."""
+    out, started, stolen = {}, time.perf_counter(), stolen_seconds()
+    yield out
+    out["cores"] = round((stolen_seconds() - stolen) / (time.perf_counter() - started), 3)
 
 
 def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> dict:
@@ -301,11 +316,8 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
                 break
         rounds = []
         for number in range(CLI_ROUNDS):
-            bound_before = _cpu_bound_now(result, tensors, thumbs)
-            local = _score_cli(["--jsonl", "--output", str(Path(tmp) / f"local{number}.jsonl"), str(root)])
-            bound = round((bound_before + _cpu_bound_now(result, tensors, thumbs)) / 2, 1)
-            rounds.append({**local, "cpu_bound_images_per_s": bound,
-                           "over_cpu_bound": round(local["images_per_s"] / bound, 3)})
+            rounds.append(_bracketed(result, tensors, thumbs,
+                                     ["--jsonl", "--output", str(Path(tmp) / f"local{number}.jsonl"), str(root)]))
             print("cli round", rounds[-1], flush=True)
         server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
                                    str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -314,11 +326,10 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
             urls = Path(tmp) / "urls.txt"
             urls.write_text("".join(f"http://127.0.0.1:{port}/{p.name}\n" for p in paths))
             # One loopback host: --per-host at the concurrency, or the politeness cap would be what is measured.
-            bound_before = _cpu_bound_now(result, tensors, thumbs)
-            remote = _score_cli(["--jsonl", "--output", str(Path(tmp) / "urls.jsonl"), "--from", str(urls),
+            remote = _bracketed(result, tensors, thumbs,
+                                ["--jsonl", "--output", str(Path(tmp) / "urls.jsonl"), "--from", str(urls),
                                  "--per-host", "16"],
                                 NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
-            remote_bound = round((bound_before + _cpu_bound_now(result, tensors, thumbs)) / 2, 1)
         finally:
             server.terminate()
             server.wait()
@@ -328,30 +339,52 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
                 stream.write(f"{paths[i % len(paths)]}\n")
         long_list = _score_cli(["--jsonl", "--output", str(Path(tmp) / "list.jsonl"), "--from", str(listing)],
                                sample_rss=True)
-    ratios = sorted(run["over_cpu_bound"] for run in rounds)
     out = {"distinct_thumbs": len(paths),
-           "local_files": {"rounds": rounds, "median_over_cpu_bound": ratios[len(ratios) // 2]},
-           "loopback_urls": {**remote, "cpu_bound_images_per_s": remote_bound,
-                             "over_cpu_bound": round(remote["images_per_s"] / remote_bound, 3)},
+           "local_files": {"rounds": rounds, "median_over_cpu_bound": _median(rounds, "over_cpu_bound"),
+                           "median_over_cpu_bound_net_of_steal": _median(rounds, "over_cpu_bound_net_of_steal")},
+           "loopback_urls": remote,
            "list_100k": long_list}
     service = result.get("service", {}).get("one_process", {}).get("thumbs")
     if service:
         best = max(run["images_per_s"] for run in service.values())
-        median_rate = sorted(run["images_per_s"] for run in rounds)[len(rounds) // 2]
-        out["local_files"]["median_over_service"] = round(median_rate / best, 3)
+        out["local_files"]["median_over_service"] = round(_median(rounds, "images_per_s") / best, 3)
         out["loopback_urls"]["over_service"] = round(remote["images_per_s"] / best, 3)
     return out
 
 
-def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], seconds: float = 3.0) -> float:
-    """The thumbnails' CPU bound, measured again: cores ÷ (per-core inference + decode) core-ms per image."""
+def _median(rounds: list[dict], key: str) -> float:
+    values = sorted(run[key] for run in rounds)
+    return values[len(values) // 2]
+
+
+def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], args: list[str], **env: str) -> dict:
+    """One `nsfwoid score` run between two measurements of its CPU bound, against their mean; and the same
+    ratio net of steal: each rate per core the hypervisor left to this machine while it was measured."""
     cores = result["machine"]["cpus"]
-    inference_core_ms = cores * 1000 / per_core_ceiling(tensors, result["ceiling"]["best_batch"], seconds)
-    return cores * 1000 / (inference_core_ms + decode_cost(thumbs, seconds))
+    before, stolen_before = _cpu_bound_now(result, tensors, thumbs)
+    with stolen_cores() as stolen:
+        run = _score_cli(args, **env)
+    after, stolen_after = _cpu_bound_now(result, tensors, thumbs)
+    bound = (before + after) / 2
+    bound_net = (before / (cores - stolen_before) + after / (cores - stolen_after)) / 2
+    return {**run, "cpu_bound_images_per_s": round(bound, 1), "over_cpu_bound": round(run["images_per_s"] / bound, 3),
+            "stolen_cores": {"bound_before": stolen_before, "run": stolen["cores"], "bound_after": stolen_after},
+            "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3)}
+
+
+def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
+                   seconds: float = 3.0) -> tuple[float, float]:
+    """The thumbnails' CPU bound, measured again: cores ÷ (per-core inference + decode) core-ms per image; and
+    the cores stolen while it was measured."""
+    cores = result["machine"]["cpus"]
+    with stolen_cores() as stolen:
+        inference_core_ms = cores * 1000 / per_core_ceiling(tensors, result["ceiling"]["best_batch"], seconds)
+        bound = cores * 1000 / (inference_core_ms + decode_cost(thumbs, seconds))
+    return bound, stolen["cores"]
 
 
 def _score_cli(args: list[str], sample_rss: bool = False, **env: str) -> dict:
-    """Run `nsfwoid score`; its rate is the summary's (model loading excluded). RSS sampled every 0.5 s."""
+    """Run `nsfwoid score`; its rate is the summary's (from the end of its self-test). RSS sampled every 0.5 s."""
     process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", *args], env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples = []

@@ -24,7 +24,7 @@ from .errors import PayloadTooLarge, Problem, UpstreamBusy, UpstreamError, Upstr
 from .fetch import create_session, fetch
 from .model import Model
 from .sandbox import sha1_hex
-from .scoring import Scored, Scorer, format_score, running_scorer
+from .scoring import Scored, Scorer, format_score, running_scorer, self_test
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
 RETRY_BASE_SECONDS = 1.0
@@ -145,13 +145,14 @@ def _end_of_last_line(stream: IO[bytes], block: int = 1 << 16) -> int:
     return 0
 
 
-def read_file(path: str, cap: int) -> bytes:
-    """A local target: the file's bytes, refused before reading when it is over the byte cap."""
+def read_file(path: str, cap: int) -> tuple[bytes, str]:
+    """A local target: the file's bytes and their hex SHA-1, refused before reading when it is over the cap."""
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         if size > cap:
             raise PayloadTooLarge(f"the file is {size} bytes, over the limit of {cap}")
-        return stream.read(cap + 1)
+        data = stream.read(cap + 1)
+    return data, sha1_hex(data)
 
 
 def result_record(target: str, scored: Scored) -> dict:
@@ -264,8 +265,7 @@ class Batch:
             self.progress.update()
 
     async def _score(self, target: str) -> Scored:
-        data = await self._read(target)
-        sha1 = await asyncio.to_thread(sha1_hex, data)
+        data, sha1 = await self._read(target)
         known = self.by_sha1.get(sha1)
         if known is not None:
             self.tally.duplicates += 1
@@ -284,9 +284,11 @@ class Batch:
         self.by_sha1[sha1] = scored
         return scored
 
-    async def _read(self, target: str) -> bytes:
+    async def _read(self, target: str) -> tuple[bytes, str]:
+        """The target's bytes and their hex SHA-1, hashed off the event loop."""
         if "://" in target:
-            return await self._download(target)
+            data = await self._download(target)
+            return data, await asyncio.to_thread(sha1_hex, data)
         try:
             return await asyncio.to_thread(read_file, target, self.settings.max_image_bytes)
         except FileNotFoundError:
@@ -328,21 +330,27 @@ class Batch:
 
 
 async def score_batch(settings: Settings, options: BatchOptions, model: Model) -> int:
-    """Score every selected target; 0 when all were scored, 1 when some failed."""
+    """Score every selected target; 0 when all were scored, 1 when some failed.
+
+    Raises ModelError, before any target is read, when the self-test fails.
+    """
     done = resume_point(options.output, options.jsonl) if options.resume and options.output else set()
-    tally = Tally()
     total = known_total(options)
-    progress = Progress(tally, total, sys.stderr, options.progress_every)
     out = options.output.open("a", encoding="utf-8") if options.output else sys.stdout
     try:
         async with (
             create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,
             running_scorer(settings, model.run) as scorer,
         ):
-            batch = Batch(settings, options, session, scorer, out, tally, progress)
-            await batch.run(selected(options), done)
+            await self_test(scorer)
+            # Counted from here, as the service is ready from here: the model and the decode workers are up.
+            tally = Tally()
+            progress = Progress(tally, total, sys.stderr, options.progress_every)
+            try:
+                await Batch(settings, options, session, scorer, out, tally, progress).run(selected(options), done)
+            finally:
+                progress.close()
     finally:
-        progress.close()
         if out is not sys.stdout:
             out.close()
     print(tally.summary(), file=sys.stderr, flush=True)

@@ -178,10 +178,11 @@ async def serve(settings: Settings) -> None:
 
 
 async def score_targets(settings: Settings, options: BatchOptions) -> int:
-    """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load."""
+    """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load or fails
+    its self-test."""
     try:
         model = await asyncio.to_thread(load_model, settings)
+        return await score_batch(settings, options, model)
     except ModelError as exc:
         print(f"nsfwoid: {exc}", file=sys.stderr)
         return 2
-    return await score_batch(settings, options, model)

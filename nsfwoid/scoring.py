@@ -9,14 +9,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import imaging, metrics
 from .batcher import Batcher, RunBatch
 from .config import Settings
 from .logging import get_logger
+from .model import ModelError
 from .sandbox import DecodePool
 
 SCORE_DECIMALS = 9
+SELFTEST_IMAGE = Path(__file__).with_name("selftest.png")
+# Reference score of selftest.png (the fidelity fixture warm_flat.png) from the original Caffe weights.
+SELFTEST_EXPECTED = 0.290647030
+SELFTEST_TOLERANCE = 1e-4
 BASE36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -132,3 +138,12 @@ async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterat
             yield Scorer(settings, pool, batcher)
     finally:
         pool.close()
+
+
+async def self_test(scorer: Scorer) -> float:
+    """Score the built-in image through the whole path (a decode worker, the batcher, the model) and compare
+    it with the reference: the service is not ready, and `nsfwoid score` does not start, until it passes."""
+    scored = await scorer.score(SELFTEST_IMAGE.read_bytes(), exact=True)
+    if abs(scored.score - SELFTEST_EXPECTED) > SELFTEST_TOLERANCE:
+        raise ModelError(f"self-test scored {scored.score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
+    return scored.score

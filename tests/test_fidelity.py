@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nsfwoid import imaging
-from nsfwoid.app import SELFTEST_EXPECTED, SELFTEST_IMAGE
+from nsfwoid.model import ModelError
+from nsfwoid.scoring import SELFTEST_EXPECTED, SELFTEST_IMAGE, running_scorer, self_test
 
 from . import helpers
 
@@ -41,8 +42,18 @@ def test_selftest_image_is_the_reference_fixture():
     assert SELFTEST_EXPECTED == EXPECTED["warm_flat.png"]
 
 
+async def test_self_test_refuses_a_model_that_scores_otherwise(model):
+    """The service's readiness and `nsfwoid score`'s start both rest on it: here the real model's output,
+    inverted, stands for a provider that computes something else."""
+    async with running_scorer(helpers.TEST_SETTINGS, model.run) as scorer:
+        assert await self_test(scorer) == pytest.approx(SELFTEST_EXPECTED, abs=1e-4)
+    async with running_scorer(helpers.TEST_SETTINGS, lambda batch: 1 - model.run(batch)) as scorer:
+        with pytest.raises(ModelError, match=r"self-test scored 0\.709"):
+            await self_test(scorer)
+
+
 def test_model_weights_are_verified(tmp_path):
-    from nsfwoid.model import ModelError, load_model
+    from nsfwoid.model import load_model
 
     bad = tmp_path / "open-nsfw.onnx"
     bad.write_bytes(b"not the weights")
