@@ -263,6 +263,11 @@ def ratios(result: dict, service: dict) -> dict:
     }
 
 
+def cpu_bound(cores: int, inference_images_per_s: float, decode_core_ms: float) -> float:
+    """cores ÷ (inference + decode) core-ms per image: the images/s no scorer can beat on these cores."""
+    return cores * 1000 / (cores * 1000 / inference_images_per_s + decode_core_ms)
+
+
 def bounds(result: dict) -> dict:
     """What the CPU allows: every image costs inference plus decode, on the cores there are.
 
@@ -270,10 +275,9 @@ def bounds(result: dict) -> dict:
     its ratios to the ceiling and the peer can be no better than this bound's.
     """
     cores = result["machine"]["cpus"]
-    inference_core_ms = cores * 1000 / result["ceiling"]["images_per_s"]
-    out = {"inference_core_ms_per_image": round(inference_core_ms, 2)}
+    out = {"inference_core_ms_per_image": round(cores * 1000 / result["ceiling"]["images_per_s"], 2)}
     for name, decode_ms in result["decode_core_ms_per_image"].items():
-        best = cores * 1000 / (inference_core_ms + decode_ms)
+        best = cpu_bound(cores, result["ceiling"]["images_per_s"], decode_ms)
         out[name] = {"images_per_s": round(best, 1),
                      "over_ceiling": round(best / result["ceiling"]["images_per_s"], 2),
                      "over_peer": round(best / result["peer"][name]["images_per_s"], 2)}
@@ -374,12 +378,10 @@ def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], arg
 
 def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
                    seconds: float = 3.0) -> tuple[float, float]:
-    """The thumbnails' CPU bound, measured again: cores ÷ (per-core inference + decode) core-ms per image; and
-    the cores stolen while it was measured."""
-    cores = result["machine"]["cpus"]
+    """The thumbnails' CPU bound, measured again (per-core inference, decode), and the cores stolen meanwhile."""
     with stolen_cores() as stolen:
-        inference_core_ms = cores * 1000 / per_core_ceiling(tensors, result["ceiling"]["best_batch"], seconds)
-        bound = cores * 1000 / (inference_core_ms + decode_cost(thumbs, seconds))
+        inference = per_core_ceiling(tensors, result["ceiling"]["best_batch"], seconds)
+        bound = cpu_bound(result["machine"]["cpus"], inference, decode_cost(thumbs, seconds))
     return bound, stolen["cores"]
 
 

@@ -171,13 +171,14 @@ def _check_tiff_layout(image: Image.Image) -> None:
     else:
         rows = tags.get(TIFF_ROWS_PER_STRIP)
         chunks, kind = -(-height // rows) if isinstance(rows, int) and rows > 0 else 1, "strips"
-    declared = max(_count(tags.get(TIFF_STRIP_OFFSETS)), _count(tags.get(TIFF_TILE_OFFSETS)))
+    declared = max(_entry_count(tags.get(TIFF_STRIP_OFFSETS)), _entry_count(tags.get(TIFF_TILE_OFFSETS)))
     if max(chunks, declared) > TIFF_CHUNKS_ALLOWED:
         raise ImageTooLarge(f"a {width}x{height} TIFF of {max(chunks, declared)} {kind} is over the limit of "
                             f"{TIFF_CHUNKS_ALLOWED}")
 
 
-def _count(value) -> int:
+def _entry_count(value) -> int:
+    """How many values a TIFF tag holds (Pillow gives a tuple for several, the value itself for one)."""
     return len(value) if isinstance(value, tuple) else int(value is not None)
 
 

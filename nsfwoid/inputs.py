@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType, problem_response
@@ -23,7 +22,7 @@ RAW_TYPES = ("application/octet-stream",)
 # Room for multipart boundaries and headers around a file of the full allowed size.
 MULTIPART_SLACK_BYTES = 64 * 1024
 # What reading a body raises when its framing is broken: aiohttp's C parser, or its pure-Python one.
-BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
+BODY_ERRORS = (HttpProcessingError, web.RequestPayloadError)
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterat
 async def self_test(scorer: Scorer) -> float:
     """Score the built-in image through the whole path (a decode worker, the batcher, the model) and compare
     it with the reference: the service is not ready, and `nsfwoid score` does not start, until it passes."""
-    scored = await scorer.score(SELFTEST_IMAGE.read_bytes(), exact=True)
+    scored = await scorer.score(await asyncio.to_thread(SELFTEST_IMAGE.read_bytes), exact=True)
     if abs(scored.score - SELFTEST_EXPECTED) > SELFTEST_TOLERANCE:
         raise ModelError(f"self-test scored {scored.score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
     return scored.score
