@@ -28,6 +28,7 @@ import psutil
 from common import Service, load, make_corpora, percentiles
 
 from nsfwoid import imaging
+from nsfwoid.cli import SCORE_DEFAULTS
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
 from tests.helpers import fast_path_deviation
@@ -58,10 +59,14 @@ def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
 
 def per_core_ceiling(tensors: list[np.ndarray], batch: int, seconds: float) -> float:
     """Images/s of one single-threaded session pinned to each core, all running at once."""
+    return round(sum(rate for rate, _ in _on_every_core(_pinned_inference, _batch(tensors, batch), seconds)), 1)
+
+
+def _on_every_core(measure, work, seconds: float) -> list[tuple[float, float]]:
+    """`measure(core, work, seconds)` in one process pinned to each core, all at once."""
     cores = sorted(os.sched_getaffinity(0))
     with multiprocessing.get_context("spawn").Pool(len(cores)) as pool:
-        rates = pool.starmap(_pinned_images_per_s, [(core, _batch(tensors, batch), seconds) for core in cores])
-    return round(sum(rates), 1)
+        return pool.starmap(measure, [(core, work, seconds) for core in cores])
 
 
 def _batch(tensors: list[np.ndarray], size: int) -> np.ndarray:
@@ -70,39 +75,47 @@ def _batch(tensors: list[np.ndarray], size: int) -> np.ndarray:
 
 def _images_per_s(model, batch: np.ndarray, seconds: float) -> float:
     model.run(batch)  # warm-up
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        model.run(batch)
-        done += len(batch)
-    return round(done / (time.perf_counter() - started), 1)
+    return round(_run_for(seconds, lambda: len(model.run(batch)))[0], 1)
 
 
-def _pinned_images_per_s(core: int, batch: np.ndarray, seconds: float) -> float:
+def _pinned_inference(core: int, batch: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of one single-threaded session pinned to `core`."""
     os.sched_setaffinity(0, {core})  # the session then sizes itself to one core
-    return _images_per_s(load_model(Settings()), batch, seconds)
+    model = load_model(Settings())
+    model.run(batch)  # warm-up
+    return _run_for(seconds, lambda: len(model.run(batch)))
+
+
+def _run_for(seconds: float, step) -> tuple[float, float]:
+    """Call `step` (it returns how many items it did) for `seconds`: (items per second, CPU ms of this
+    process per item)."""
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        done += step()
+    return done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done
 
 
 def decode_cost(corpus: list[bytes], seconds: float = 3.0) -> float:
     """Core-milliseconds per image of the service's decode and preprocessing, with every core decoding at once
     (one pinned process per core), as the ceiling measures inference: a lone decoder on an idle machine runs
     faster than any pipeline's decoders do."""
-    cores = sorted(os.sched_getaffinity(0))
-    with multiprocessing.get_context("spawn").Pool(len(cores)) as pool:
-        rates = pool.starmap(_pinned_decodes_per_s, [(core, corpus, seconds) for core in cores])
-    return round(len(cores) * 1000 / sum(rates), 2)
+    rates = [rate for rate, _ in _on_every_core(_pinned_decoding, corpus, seconds)]
+    return round(len(rates) * 1000 / sum(rates), 2)
 
 
-def _pinned_decodes_per_s(core: int, corpus: list[bytes], seconds: float) -> float:
+def _pinned_decoding(core: int, corpus: list[bytes], seconds: float) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of the service's decode and preprocessing in one process pinned to `core`."""
     os.sched_setaffinity(0, {core})
     imaging.configure_pillow(Settings().max_pixels)
-    for data in corpus:  # warm-up
+
+    def decode(data: bytes) -> int:
         imaging.to_tensor(data, max_pixels=10**9, exact=False)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for data in corpus:
-            imaging.to_tensor(data, max_pixels=10**9, exact=False)
-        done += len(corpus)
-    return done / (time.perf_counter() - started)
+        return 1
+
+    for data in corpus:  # warm-up
+        decode(data)
+    images = itertools.cycle(corpus)
+    return _run_for(seconds, lambda: decode(next(images)))
 
 
 def peer(corpus: list[bytes], count: int, provider: str, passes: int = 3) -> dict:
@@ -362,39 +375,51 @@ def _median(rounds: list[dict], key: str) -> float:
 
 
 def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], args: list[str], **env: str) -> dict:
-    """One `nsfwoid score` run between two measurements of its CPU bound, against their mean; and the same
-    ratio net of steal: each rate per core the hypervisor left to this machine while it was measured."""
+    """One `nsfwoid score` run between two measurements of its CPU bound, against their mean; the same ratio
+    net of steal (each rate per core the hypervisor left to this machine while it was measured); and the CPU
+    per image of the run's parts beside the bound's."""
     cores = result["machine"]["cpus"]
-    before, stolen_before = _cpu_bound_now(result, tensors, thumbs)
+    before = _cpu_bound_now(result, tensors, thumbs)
     with stolen_cores() as stolen:
-        run = _score_cli(args, **env)
-    after, stolen_after = _cpu_bound_now(result, tensors, thumbs)
-    bound = (before + after) / 2
-    bound_net = (before / (cores - stolen_before) + after / (cores - stolen_after)) / 2
+        run = _score_cli(args, breakdown=Path(args[args.index("--output") + 1]), **env)
+    after = _cpu_bound_now(result, tensors, thumbs)
+    bound = (before["images_per_s"] + after["images_per_s"]) / 2
+    bound_net = sum(m["images_per_s"] / (cores - m["stolen_cores"]) for m in (before, after)) / 2
+    bound_cpu = {part: (before["cpu_ms_per_image"][part] + after["cpu_ms_per_image"][part]) / 2
+                 for part in before["cpu_ms_per_image"]}
     return {**run, "cpu_bound_images_per_s": round(bound, 1), "over_cpu_bound": round(run["images_per_s"] / bound, 3),
-            "stolen_cores": {"bound_before": stolen_before, "run": stolen["cores"], "bound_after": stolen_after},
-            "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3)}
+            "stolen_cores": {"bound_before": before["stolen_cores"], "run": stolen["cores"],
+                             "bound_after": after["stolen_cores"]},
+            "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3),
+            "bound_cpu_ms_per_image": {part: round(ms, 2) for part, ms in bound_cpu.items()}}
 
 
-def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
-                   seconds: float = 3.0) -> tuple[float, float]:
-    """The thumbnails' CPU bound, measured again (per-core inference, decode), and the cores stolen meanwhile."""
+def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], seconds: float = 3.0) -> dict:
+    """The thumbnails' CPU bound measured again (per-core inference, then per-core decode), with the CPU ms
+    per image of each, and the cores stolen meanwhile."""
+    batch = _batch(tensors, result["ceiling"]["best_batch"])
     with stolen_cores() as stolen:
-        inference = per_core_ceiling(tensors, result["ceiling"]["best_batch"], seconds)
-        bound = cpu_bound(result["machine"]["cpus"], inference, decode_cost(thumbs, seconds))
-    return bound, stolen["cores"]
+        inference = _on_every_core(_pinned_inference, batch, seconds)
+        decode = _on_every_core(_pinned_decoding, thumbs, seconds)
+    cores = len(inference)
+    bound = cpu_bound(cores, sum(rate for rate, _ in inference), cores * 1000 / sum(rate for rate, _ in decode))
+    cpu_ms = {"inference": sum(ms for _, ms in inference) / cores, "decode": sum(ms for _, ms in decode) / cores}
+    return {"images_per_s": bound, "stolen_cores": stolen["cores"], "cpu_ms_per_image": cpu_ms}
 
 
-def _score_cli(args: list[str], sample_rss: bool = False, **env: str) -> dict:
-    """Run `nsfwoid score`; its rate is the summary's (from the end of its self-test). RSS sampled every 0.5 s."""
+def _score_cli(args: list[str], sample_rss: bool = False, breakdown: Path | None = None, **env: str) -> dict:
+    """Run `nsfwoid score`; its rate is the summary's (from the end of its self-test). Sampled every 0.5 s:
+    RSS, and with `breakdown` (the run's --output) the CPU of each part per target written meanwhile."""
     process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", *args], env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples = []
+    samples, parts = [], []
     watched = psutil.Process(process.pid)
     while process.poll() is None:
-        if sample_rss:
-            with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error):
+            if sample_rss:
                 samples.append(round(watched.memory_info().rss / 2**20, 1))
+            if breakdown is not None and breakdown.exists():
+                parts.append((time.perf_counter(), _lines(breakdown), _cpu_by_part(watched)))
         time.sleep(0.5)
     summary = process.stderr.read().strip().splitlines()[-1]
     match = re.search(r"(\d+) targets: (\d+) scored \((\d+) identical.*?; ([\d.]+)/s", summary)
@@ -404,7 +429,38 @@ def _score_cli(args: list[str], sample_rss: bool = False, **env: str) -> dict:
         tenth = max(1, len(samples) // 10)
         out["rss_mib_by_tenth"] = samples[::tenth]
         out["rss_mib_peak"] = max(samples)
+    if breakdown is not None:
+        out.update(_steady_state(parts))
     return out
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as stream:
+        return sum(1 for _ in stream)
+
+
+def _cpu_by_part(process: psutil.Process) -> dict:
+    """CPU seconds so far of each thread of a `nsfwoid score` process, and of its decode workers together."""
+    threads = {thread.id: thread.user_time + thread.system_time for thread in process.threads()}
+    return {"threads": threads,
+            "decode_workers": sum(sum(child.cpu_times()[:2]) for child in process.children(recursive=True))}
+
+
+def _steady_state(parts: list[tuple[float, int, dict]]) -> dict:
+    """CPU ms per target, from the first target written to the last sample before the last targets (so
+    before the pool and the threads wind down), of the inference threads (the busiest threads, one per model
+    run), the rest of the process (event loop, pebble's threads, reads and hashing) and the decode workers;
+    and the cores used meanwhile."""
+    start, written, first = next(sample for sample in parts if sample[1] > 0)
+    end, last_written, last = [sample for sample in parts if sample[1] < parts[-1][1]][-1]
+    by_thread = sorted((seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()),
+                       reverse=True)
+    runs = Settings(**SCORE_DEFAULTS).inference_run_count  # the run's: bench.py sets no NSFWOID_INFERENCE_RUNS
+    cpu = {"inference": sum(by_thread[:runs]), "main_rest": sum(by_thread[runs:]),
+           "decode_workers": last["decode_workers"] - first["decode_workers"]}
+    targets = last_written - written
+    return {"cpu_ms_per_image": {part: round(seconds * 1000 / targets, 2) for part, seconds in cpu.items()},
+            "cores_used": round(sum(cpu.values()) / (end - start), 2)}
 
 
 def main() -> None:
