@@ -74,16 +74,19 @@ def _batch(tensors: list[np.ndarray], size: int) -> np.ndarray:
 
 
 def _images_per_s(model, batch: np.ndarray, seconds: float) -> float:
-    model.run(batch)  # warm-up
-    return round(_run_for(seconds, lambda: len(model.run(batch)))[0], 1)
+    return round(_inference(model, batch, seconds)[0], 1)
+
+
+def _inference(model, batch: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(images/s, CPU ms of this process per image) of `model` on `batch`, after one warm-up run."""
+    model.run(batch)
+    return _run_for(seconds, lambda: len(model.run(batch)))
 
 
 def _pinned_inference(core: int, batch: np.ndarray, seconds: float) -> tuple[float, float]:
     """(images/s, CPU ms per image) of one single-threaded session pinned to `core`."""
     os.sched_setaffinity(0, {core})  # the session then sizes itself to one core
-    model = load_model(Settings())
-    model.run(batch)  # warm-up
-    return _run_for(seconds, lambda: len(model.run(batch)))
+    return _inference(load_model(Settings()), batch, seconds)
 
 
 def _run_for(seconds: float, step) -> tuple[float, float]:
@@ -99,8 +102,12 @@ def decode_cost(corpus: list[bytes], seconds: float = 3.0) -> float:
     """Core-milliseconds per image of the service's decode and preprocessing, with every core decoding at once
     (one pinned process per core), as the ceiling measures inference: a lone decoder on an idle machine runs
     faster than any pipeline's decoders do."""
-    rates = [rate for rate, _ in _on_every_core(_pinned_decoding, corpus, seconds)]
-    return round(len(rates) * 1000 / sum(rates), 2)
+    return round(_core_ms(_on_every_core(_pinned_decoding, corpus, seconds)), 2)
+
+
+def _core_ms(measured: list[tuple[float, float]]) -> float:
+    """Core-milliseconds per image of (images/s, CPU ms per image) measured on every core at once."""
+    return len(measured) * 1000 / sum(rate for rate, _ in measured)
 
 
 def _pinned_decoding(core: int, corpus: list[bytes], seconds: float) -> tuple[float, float]:
@@ -333,8 +340,7 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
                 break
         rounds = []
         for number in range(CLI_ROUNDS):
-            rounds.append(_bracketed(result, tensors, thumbs,
-                                     ["--jsonl", "--output", str(Path(tmp) / f"local{number}.jsonl"), str(root)]))
+            rounds.append(_bracketed(result, tensors, thumbs, Path(tmp) / f"local{number}.jsonl", [str(root)]))
             print("cli round", rounds[-1], flush=True)
         server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
                                    str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -343,9 +349,8 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
             urls = Path(tmp) / "urls.txt"
             urls.write_text("".join(f"http://127.0.0.1:{port}/{p.name}\n" for p in paths))
             # One loopback host: --per-host at the concurrency, or the politeness cap would be what is measured.
-            remote = _bracketed(result, tensors, thumbs,
-                                ["--jsonl", "--output", str(Path(tmp) / "urls.jsonl"), "--from", str(urls),
-                                 "--per-host", "16"],
+            remote = _bracketed(result, tensors, thumbs, Path(tmp) / "urls.jsonl",
+                                ["--from", str(urls), "--per-host", "16"],
                                 NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
         finally:
             server.terminate()
@@ -374,14 +379,15 @@ def _median(rounds: list[dict], key: str) -> float:
     return values[len(values) // 2]
 
 
-def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], args: list[str], **env: str) -> dict:
-    """One `nsfwoid score` run between two measurements of its CPU bound, against their mean; the same ratio
-    net of steal (each rate per core the hypervisor left to this machine while it was measured); and the CPU
-    per image of the run's parts beside the bound's."""
+def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], output: Path, args: list[str],
+               **env: str) -> dict:
+    """One `nsfwoid score --jsonl --output OUTPUT ARGS` run between two measurements of its CPU bound, against
+    their mean; the same ratio net of steal (each rate per core the hypervisor left to this machine while it
+    was measured); and the CPU per image of the run's parts beside the bound's."""
     cores = result["machine"]["cpus"]
     before = _cpu_bound_now(result, tensors, thumbs)
     with stolen_cores() as stolen:
-        run = _score_cli(args, breakdown=Path(args[args.index("--output") + 1]), **env)
+        run = _score_cli(["--jsonl", "--output", str(output), *args], breakdown=output, **env)
     after = _cpu_bound_now(result, tensors, thumbs)
     bound = (before["images_per_s"] + after["images_per_s"]) / 2
     bound_net = sum(m["images_per_s"] / (cores - m["stolen_cores"]) for m in (before, after)) / 2
@@ -402,7 +408,7 @@ def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
         inference = _on_every_core(_pinned_inference, batch, seconds)
         decode = _on_every_core(_pinned_decoding, thumbs, seconds)
     cores = len(inference)
-    bound = cpu_bound(cores, sum(rate for rate, _ in inference), cores * 1000 / sum(rate for rate, _ in decode))
+    bound = cpu_bound(cores, sum(rate for rate, _ in inference), _core_ms(decode))
     cpu_ms = {"inference": sum(ms for _, ms in inference) / cores, "decode": sum(ms for _, ms in decode) / cores}
     return {"images_per_s": bound, "stolen_cores": stolen["cores"], "cpu_ms_per_image": cpu_ms}
 
