@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import psutil
 from common import Service, load, make_corpora, percentiles
 
 from nsfwoid import imaging
-from nsfwoid.cli import SCORE_DEFAULTS
+from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
 from tests.helpers import fast_path_deviation
@@ -436,8 +437,16 @@ def _score_cli(args: list[str], sample_rss: bool = False, breakdown: Path | None
         out["rss_mib_by_tenth"] = samples[::tenth]
         out["rss_mib_peak"] = max(samples)
     if breakdown is not None:
-        out.update(_steady_state(parts))
+        out.update(_steady_state(parts, _run_settings(args, env).inference_run_count))
     return out
+
+
+def _run_settings(args: list[str], env: dict[str, str]) -> Settings:
+    """The settings `nsfwoid score ARGS` runs with in this environment plus `env`, derived as the CLI does."""
+    with unittest.mock.patch.dict(os.environ, env):
+        parsed = build_parser().parse_args(["score", *args])
+        apply_score_defaults(parsed)
+        return settings_from_args(parsed)
 
 
 def _lines(path: Path) -> int:
@@ -452,16 +461,15 @@ def _cpu_by_part(process: psutil.Process) -> dict:
             "decode_workers": sum(sum(child.cpu_times()[:2]) for child in process.children(recursive=True))}
 
 
-def _steady_state(parts: list[tuple[float, int, dict]]) -> dict:
+def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
     """CPU ms per target, from the first target written to the last sample before the last targets (so
-    before the pool and the threads wind down), of the inference threads (the busiest threads, one per model
-    run), the rest of the process (event loop, pebble's threads, reads and hashing) and the decode workers;
+    before the pool and the threads wind down), of the inference threads (the `runs` busiest threads, one per
+    model run), the rest of the process (event loop, pebble's threads, reads and hashing) and the decode workers;
     and the cores used meanwhile."""
     start, written, first = next(sample for sample in parts if sample[1] > 0)
     end, last_written, last = [sample for sample in parts if sample[1] < parts[-1][1]][-1]
     by_thread = sorted((seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()),
                        reverse=True)
-    runs = Settings(**SCORE_DEFAULTS).inference_run_count  # the run's: bench.py sets no NSFWOID_INFERENCE_RUNS
     cpu = {"inference": sum(by_thread[:runs]), "main_rest": sum(by_thread[runs:]),
            "decode_workers": last["decode_workers"] - first["decode_workers"]}
     targets = last_written - written
