@@ -32,6 +32,7 @@ from nsfwoid import imaging
 from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
+from nsfwoid.sandbox import sha1_hex
 from tests.helpers import fast_path_deviation
 
 HERE = Path(__file__).resolve().parent
@@ -308,6 +309,7 @@ def bounds(result: dict) -> dict:
 CLI_DISTINCT_THUMBS = 1024
 CLI_LIST_LINES = 100_000
 CLI_ROUNDS = 5
+FUSED_BATCH = 8
 
 
 def stolen_seconds() -> float:
@@ -341,7 +343,8 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
                 break
         rounds = []
         for number in range(CLI_ROUNDS):
-            rounds.append(_bracketed(result, tensors, thumbs, Path(tmp) / f"local{number}.jsonl", [str(root)]))
+            rounds.append(_bracketed(result, tensors, thumbs, Path(tmp) / f"local{number}.jsonl", [str(root)],
+                                     fused=paths))
             print("cli round", rounds[-1], flush=True)
         server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
                                    str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -364,7 +367,9 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
                                sample_rss=True)
     out = {"distinct_thumbs": len(paths),
            "local_files": {"rounds": rounds, "median_over_cpu_bound": _median(rounds, "over_cpu_bound"),
-                           "median_over_cpu_bound_net_of_steal": _median(rounds, "over_cpu_bound_net_of_steal")},
+                           "median_over_cpu_bound_net_of_steal": _median(rounds, "over_cpu_bound_net_of_steal"),
+                           "median_fused_over_cpu_bound": _median(rounds, "fused_over_cpu_bound"),
+                           "median_over_fused": _median(rounds, "over_fused")},
            "loopback_urls": remote,
            "list_100k": long_list}
     service = result.get("service", {}).get("one_process", {}).get("thumbs")
@@ -381,14 +386,17 @@ def _median(rounds: list[dict], key: str) -> float:
 
 
 def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], output: Path, args: list[str],
-               **env: str) -> dict:
+               fused: list[Path] | None = None, **env: str) -> dict:
     """One `nsfwoid score --jsonl --output OUTPUT ARGS` run between two measurements of its CPU bound, against
     their mean; the same ratio net of steal (each rate per core the hypervisor left to this machine while it
-    was measured); and the CPU per image of the run's parts beside the bound's."""
+    was measured); and the CPU per image of the run's parts beside the bound's. With `fused` (the run's files),
+    the fused reference on them too, inside the same bracket."""
     cores = result["machine"]["cpus"]
     before = _cpu_bound_now(result, tensors, thumbs)
     with stolen_cores() as stolen:
         run = _score_cli(["--jsonl", "--output", str(output), *args], breakdown=output, **env)
+    if fused is not None:
+        run["fused_images_per_s"] = fused_reference(fused)
     after = _cpu_bound_now(result, tensors, thumbs)
     bound = (before["images_per_s"] + after["images_per_s"]) / 2
     bound_net = sum(m["images_per_s"] / (cores - m["stolen_cores"]) for m in (before, after)) / 2
@@ -398,7 +406,9 @@ def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], out
             "stolen_cores": {"bound_before": before["stolen_cores"], "run": stolen["cores"],
                              "bound_after": after["stolen_cores"]},
             "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3),
-            "bound_cpu_ms_per_image": {part: round(ms, 2) for part, ms in bound_cpu.items()}}
+            "bound_cpu_ms_per_image": {part: round(ms, 2) for part, ms in bound_cpu.items()},
+            **({"fused_over_cpu_bound": round(run["fused_images_per_s"] / bound, 3),
+                "over_fused": round(run["images_per_s"] / run["fused_images_per_s"], 3)} if fused is not None else {})}
 
 
 def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], seconds: float = 3.0) -> dict:
@@ -412,6 +422,55 @@ def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
     bound = cpu_bound(cores, sum(rate for rate, _ in inference), _core_ms(decode))
     cpu_ms = {"inference": sum(ms for _, ms in inference) / cores, "decode": sum(ms for _, ms in decode) / cores}
     return {"images_per_s": bound, "stolen_cores": stolen["cores"], "cpu_ms_per_image": cpu_ms}
+
+
+_FUSED_TAKEN = _FUSED_READY = None  # in each fused process: the shared counter of files taken, the start barrier
+
+
+def fused_reference(paths: list[Path]) -> float:
+    """Images/s of the leanest pipeline on these cores, the yardstick for what overheads cost: one process
+    pinned to each core, each taking FUSED_BATCH files at a time from a shared counter, reading, hashing and
+    decoding them, then running its own single-threaded session on them. No event loop, no decode workers,
+    no threads, no isolation; counted from when every process has its model loaded and warm."""
+    cores = sorted(os.sched_getaffinity(0))
+    context = multiprocessing.get_context("spawn")
+    taken, ready = context.Value("i", 0), context.Barrier(len(cores))
+    with context.Pool(len(cores), initializer=_share_with_fused, initargs=(taken, ready)) as pool:
+        spans = pool.starmap(_fused_on_core, [(core, paths) for core in cores])
+    return round(sum(count for _, _, count in spans) / (max(end for _, end, _ in spans) -
+                                                         min(start for start, _, _ in spans)), 1)
+
+
+def _share_with_fused(taken, ready) -> None:
+    global _FUSED_TAKEN, _FUSED_READY
+    _FUSED_TAKEN, _FUSED_READY = taken, ready
+
+
+def _fused_on_core(core: int, paths: list[Path]) -> tuple[float, float, int]:
+    """(start, end, images) of one fused process's share, on the monotonic clock the processes share."""
+    os.sched_setaffinity(0, {core})
+    settings = Settings()
+    imaging.configure_pillow(settings.max_pixels)
+    model = load_model(settings)
+
+    def score(batch: list[Path]) -> int:
+        crops = []
+        for path in batch:
+            data = path.read_bytes()
+            sha1_hex(data)
+            crops.extend(imaging.to_frames(data, max_pixels=settings.max_pixels, exact=settings.exact).crops)
+        return len(model.run(imaging.model_input(np.stack(crops))))
+
+    score(paths[:FUSED_BATCH])  # warm-up
+    _FUSED_READY.wait(timeout=300)  # a process that failed to load its model breaks the barrier, not hangs it
+    started, scored = time.monotonic(), 0
+    while True:
+        with _FUSED_TAKEN.get_lock():
+            first = _FUSED_TAKEN.value
+            _FUSED_TAKEN.value += FUSED_BATCH
+        if first >= len(paths):
+            return started, time.monotonic(), scored
+        scored += score(paths[first:first + FUSED_BATCH])
 
 
 def _score_cli(args: list[str], sample_rss: bool = False, breakdown: Path | None = None, **env: str) -> dict:
