@@ -29,10 +29,10 @@ import psutil
 from common import Service, load, make_corpora, percentiles
 
 from nsfwoid import imaging
+from nsfwoid.batch import read_file
 from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import Settings
 from nsfwoid.model import load_model
-from nsfwoid.sandbox import sha1_hex
 from tests.helpers import fast_path_deviation
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
 
 def per_core_ceiling(tensors: list[np.ndarray], batch: int, seconds: float) -> float:
     """Images/s of one single-threaded session pinned to each core, all running at once."""
-    return round(sum(rate for rate, _ in _on_every_core(_pinned_inference, _batch(tensors, batch), seconds)), 1)
+    return round(_total_rate(_on_every_core(_pinned_inference, _batch(tensors, batch), seconds)), 1)
 
 
 def _on_every_core(measure, work, seconds: float) -> list[tuple[float, float]]:
@@ -69,6 +69,11 @@ def _on_every_core(measure, work, seconds: float) -> list[tuple[float, float]]:
     cores = sorted(os.sched_getaffinity(0))
     with multiprocessing.get_context("spawn").Pool(len(cores)) as pool:
         return pool.starmap(measure, [(core, work, seconds) for core in cores])
+
+
+def _total_rate(measured: list[tuple[float, float]]) -> float:
+    """Images/s of every core together, from (images/s, CPU ms per image) measured on each at once."""
+    return sum(rate for rate, _ in measured)
 
 
 def _batch(tensors: list[np.ndarray], size: int) -> np.ndarray:
@@ -109,7 +114,7 @@ def decode_cost(corpus: list[bytes], seconds: float = 3.0) -> float:
 
 def _core_ms(measured: list[tuple[float, float]]) -> float:
     """Core-milliseconds per image of (images/s, CPU ms per image) measured on every core at once."""
-    return len(measured) * 1000 / sum(rate for rate, _ in measured)
+    return len(measured) * 1000 / _total_rate(measured)
 
 
 def _pinned_decoding(core: int, corpus: list[bytes], seconds: float) -> tuple[float, float]:
@@ -395,20 +400,21 @@ def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], out
     before = _cpu_bound_now(result, tensors, thumbs)
     with stolen_cores() as stolen:
         run = _score_cli(["--jsonl", "--output", str(output), *args], breakdown=output, **env)
-    if fused is not None:
-        run["fused_images_per_s"] = fused_reference(fused)
+    fused_rate = fused_reference(fused) if fused is not None else None
     after = _cpu_bound_now(result, tensors, thumbs)
     bound = (before["images_per_s"] + after["images_per_s"]) / 2
     bound_net = sum(m["images_per_s"] / (cores - m["stolen_cores"]) for m in (before, after)) / 2
     bound_cpu = {part: (before["cpu_ms_per_image"][part] + after["cpu_ms_per_image"][part]) / 2
                  for part in before["cpu_ms_per_image"]}
-    return {**run, "cpu_bound_images_per_s": round(bound, 1), "over_cpu_bound": round(run["images_per_s"] / bound, 3),
-            "stolen_cores": {"bound_before": before["stolen_cores"], "run": stolen["cores"],
-                             "bound_after": after["stolen_cores"]},
-            "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3),
-            "bound_cpu_ms_per_image": {part: round(ms, 2) for part, ms in bound_cpu.items()},
-            **({"fused_over_cpu_bound": round(run["fused_images_per_s"] / bound, 3),
-                "over_fused": round(run["images_per_s"] / run["fused_images_per_s"], 3)} if fused is not None else {})}
+    out = {**run, "cpu_bound_images_per_s": round(bound, 1), "over_cpu_bound": round(run["images_per_s"] / bound, 3),
+           "stolen_cores": {"bound_before": before["stolen_cores"], "run": stolen["cores"],
+                            "bound_after": after["stolen_cores"]},
+           "over_cpu_bound_net_of_steal": round(run["images_per_s"] / (cores - stolen["cores"]) / bound_net, 3),
+           "bound_cpu_ms_per_image": {part: round(ms, 2) for part, ms in bound_cpu.items()}}
+    if fused_rate is not None:
+        out.update(fused_images_per_s=fused_rate, fused_over_cpu_bound=round(fused_rate / bound, 3),
+                   over_fused=round(run["images_per_s"] / fused_rate, 3))
+    return out
 
 
 def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], seconds: float = 3.0) -> dict:
@@ -419,7 +425,7 @@ def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes],
         inference = _on_every_core(_pinned_inference, batch, seconds)
         decode = _on_every_core(_pinned_decoding, thumbs, seconds)
     cores = len(inference)
-    bound = cpu_bound(cores, sum(rate for rate, _ in inference), _core_ms(decode))
+    bound = cpu_bound(cores, _total_rate(inference), _core_ms(decode))
     cpu_ms = {"inference": sum(ms for _, ms in inference) / cores, "decode": sum(ms for _, ms in decode) / cores}
     return {"images_per_s": bound, "stolen_cores": stolen["cores"], "cpu_ms_per_image": cpu_ms}
 
@@ -456,8 +462,7 @@ def _fused_on_core(core: int, paths: list[Path]) -> tuple[float, float, int]:
     def score(batch: list[Path]) -> int:
         crops = []
         for path in batch:
-            data = path.read_bytes()
-            sha1_hex(data)
+            data, _ = read_file(str(path), settings.max_image_bytes)  # the CLI's read and hash
             crops.extend(imaging.to_frames(data, max_pixels=settings.max_pixels, exact=settings.exact).crops)
         return len(model.run(imaging.model_input(np.stack(crops))))
 
