@@ -164,6 +164,8 @@ def _mutations():
     )
 
 
+# Pillow warns about the corrupt EXIF and TIFF tags that mutations make; the warnings are expected here.
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
 def test_mutated_images_raise_only_our_errors(case):
