@@ -29,8 +29,20 @@ setup(
     ],
     extras_require={
         "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
-        # CUDA and cuDNN come as NVIDIA wheels through onnxruntime-gpu's own extras.
-        "gpu": [f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_VERSION}"],
+        # CUDA and cuDNN come as NVIDIA wheels through onnxruntime-gpu's own extras. onnxruntime-gpu 1.27 and
+        # later are built for CUDA 13 and cuDNN 9, so they need an NVIDIA driver for CUDA 13 (580 or later); 1.26
+        # and earlier are built for CUDA 12. The extras alone would take the newest CUDA 13 wheels (13.5 in
+        # November 2026); these pins are the set that ran on an H100 with driver 580.159.04 (CUDA 13.0).
+        "gpu": [
+            f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_VERSION}",
+            "nvidia-cublas==13.1.0.3",
+            "nvidia-cuda-nvrtc==13.0.88",
+            "nvidia-cuda-runtime==13.0.96",
+            "nvidia-cudnn-cu13==9.19.0.56",
+            "nvidia-cufft==12.0.0.61",
+            "nvidia-curand==10.4.0.35",
+            "nvidia-nvjitlink==13.0.88",
+        ],
         "test": [
             f"onnxruntime=={ONNXRUNTIME_VERSION}",
             "hypothesis>=6.100",

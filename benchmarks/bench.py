@@ -24,15 +24,16 @@ import time
 import unittest.mock
 from pathlib import Path
 
+import gpu
 import numpy as np
 import psutil
-from common import Service, load, make_corpora, percentiles
+from common import Service, batch_of, images_per_s, inference, load, make_corpora, percentiles, run_for
 
 from nsfwoid import imaging
 from nsfwoid.batch import read_file
 from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import Settings
-from nsfwoid.model import load_model
+from nsfwoid.model import CUDA, load_model
 from tests.helpers import fast_path_deviation
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +51,7 @@ def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
     The better of the two is the ceiling.
     """
     model = load_model(Settings())
-    by_batch = {size: _images_per_s(model, _batch(tensors, size), seconds) for size in BATCHES}
+    by_batch = {size: images_per_s(model, batch_of(tensors, size), seconds) for size in BATCHES}
     best = max(by_batch, key=by_batch.get)
     result = {"provider": model.provider, "images_per_s_by_batch": by_batch, "best_batch": best}
     if model.provider == "CPUExecutionProvider":
@@ -61,7 +62,7 @@ def ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
 
 def per_core_ceiling(tensors: list[np.ndarray], batch: int, seconds: float) -> float:
     """Images/s of one single-threaded session pinned to each core, all running at once."""
-    return round(_total_rate(_on_every_core(_pinned_inference, _batch(tensors, batch), seconds)), 1)
+    return round(_total_rate(_on_every_core(_pinned_inference, batch_of(tensors, batch), seconds)), 1)
 
 
 def _on_every_core(measure, work, seconds: float) -> list[tuple[float, float]]:
@@ -76,33 +77,10 @@ def _total_rate(measured: list[tuple[float, float]]) -> float:
     return sum(rate for rate, _ in measured)
 
 
-def _batch(tensors: list[np.ndarray], size: int) -> np.ndarray:
-    return np.stack([tensors[i % len(tensors)] for i in range(size)])
-
-
-def _images_per_s(model, batch: np.ndarray, seconds: float) -> float:
-    return round(_inference(model, batch, seconds)[0], 1)
-
-
-def _inference(model, batch: np.ndarray, seconds: float) -> tuple[float, float]:
-    """(images/s, CPU ms of this process per image) of `model` on `batch`, after one warm-up run."""
-    model.run(batch)
-    return _run_for(seconds, lambda: len(model.run(batch)))
-
-
 def _pinned_inference(core: int, batch: np.ndarray, seconds: float) -> tuple[float, float]:
     """(images/s, CPU ms per image) of one single-threaded session pinned to `core`."""
     os.sched_setaffinity(0, {core})  # the session then sizes itself to one core
-    return _inference(load_model(Settings()), batch, seconds)
-
-
-def _run_for(seconds: float, step) -> tuple[float, float]:
-    """Call `step` (it returns how many items it did) for `seconds`: (items per second, CPU ms of this
-    process per item)."""
-    done, started, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - started < seconds:
-        done += step()
-    return done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done
+    return inference(load_model(Settings()), batch, seconds)
 
 
 def decode_cost(corpus: list[bytes], seconds: float = 3.0) -> float:
@@ -129,7 +107,7 @@ def _pinned_decoding(core: int, corpus: list[bytes], seconds: float) -> tuple[fl
     for data in corpus:  # warm-up
         decode(data)
     images = itertools.cycle(corpus)
-    return _run_for(seconds, lambda: decode(next(images)))
+    return run_for(seconds, lambda: decode(next(images)))
 
 
 def peer(corpus: list[bytes], count: int, provider: str, passes: int = 3) -> dict:
@@ -420,13 +398,13 @@ def _bracketed(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], out
 def _cpu_bound_now(result: dict, tensors: list[np.ndarray], thumbs: list[bytes], seconds: float = 3.0) -> dict:
     """The thumbnails' CPU bound measured again (per-core inference, then per-core decode), with the CPU ms
     per image of each, and the cores stolen meanwhile."""
-    batch = _batch(tensors, result["ceiling"]["best_batch"])
+    batch = batch_of(tensors, result["ceiling"]["best_batch"])
     with stolen_cores() as stolen:
-        inference = _on_every_core(_pinned_inference, batch, seconds)
+        inferred = _on_every_core(_pinned_inference, batch, seconds)
         decode = _on_every_core(_pinned_decoding, thumbs, seconds)
-    cores = len(inference)
-    bound = cpu_bound(cores, _total_rate(inference), _core_ms(decode))
-    cpu_ms = {"inference": sum(ms for _, ms in inference) / cores, "decode": sum(ms for _, ms in decode) / cores}
+    cores = len(inferred)
+    bound = cpu_bound(cores, _total_rate(inferred), _core_ms(decode))
+    cpu_ms = {"inference": sum(ms for _, ms in inferred) / cores, "decode": sum(ms for _, ms in decode) / cores}
     return {"images_per_s": bound, "stolen_cores": stolen["cores"], "cpu_ms_per_image": cpu_ms}
 
 
@@ -541,6 +519,26 @@ def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
             "cores_used": round(sum(cpu.values()) / (end - start), 2)}
 
 
+def on_gpu(result: dict, corpora: dict[str, list[bytes]], tensors: list[np.ndarray], seconds: float,
+           out: Path) -> None:
+    """The GPU run (gpu.py), written to `out` after each step: a step that fails leaves the ones before it."""
+    steps = {
+        "ceiling": lambda: gpu.cuda_ceiling(tensors, seconds),
+        "precision": lambda: gpu.precision(result["ceiling"]["best_batch"], tensors, seconds),
+        "decode_core_ms_per_image": lambda: {name: decode_cost(corpora[name]) for name in corpora},
+        "bounds": lambda: gpu.cpu_bound(result["machine"]["cpus"], result["decode_core_ms_per_image"],
+                                        result["ceiling"]["images_per_s"]),
+        "peer": lambda: {name: peer(corpora[name], REQUESTS[name], CUDA) for name in corpora},
+        "service": lambda: gpu.service_runs(corpora, _cpu_seconds, _own_cpu_seconds),
+        "best": lambda: gpu.best_layout(result["service"]),
+        "fidelity": lambda: fidelity(corpora),
+    }
+    for name, step in steps.items():
+        result[name] = step()
+        print(name, result[name], flush=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="time per ceiling batch size")
@@ -559,11 +557,12 @@ def main() -> None:
 
     corpora = make_corpora()
     tensors = [imaging.to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
-    result = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "ceiling": ceiling(tensors, args.seconds),
-    }
+    result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                          "python": platform.python_version()}}
+    if load_model(Settings()).provider == CUDA:
+        on_gpu(result, corpora, tensors, args.seconds, args.out.with_name("results_gpu.json"))
+        return
+    result["ceiling"] = ceiling(tensors, args.seconds)
     print("ceiling", result["ceiling"], flush=True)
     if args.only_cli:
         result["decode_core_ms_per_image"] = {"thumbs": decode_cost(corpora["thumbs"])}
@@ -571,8 +570,7 @@ def main() -> None:
         print("cli", result["cli"], flush=True)
         args.out.with_name("results_cli.json").write_text(json.dumps(result, indent=2) + "\n")
         return
-    provider = result["ceiling"]["provider"]
-    result["peer"] = {name: peer(corpora[name], REQUESTS[name], provider) for name in corpora}
+    result["peer"] = {name: peer(corpora[name], REQUESTS[name], result["ceiling"]["provider"]) for name in corpora}
     print("peer", result["peer"], flush=True)
     result["decode_core_ms_per_image"] = {name: decode_cost(corpora[name]) for name in corpora}
     print("decode", result["decode_core_ms_per_image"], flush=True)

@@ -142,6 +142,30 @@ async def load(
         return time.perf_counter() - started, latencies, statuses
 
 
+def batch_of(tensors: list[np.ndarray], size: int) -> np.ndarray:
+    """A batch of `size` tensors, the list repeated as needed."""
+    return np.stack([tensors[i % len(tensors)] for i in range(size)])
+
+
+def images_per_s(model, batch: np.ndarray, seconds: float) -> float:
+    return round(inference(model, batch, seconds)[0], 1)
+
+
+def inference(model, batch: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(images/s, CPU ms of this process per image) of `model` on `batch`, after one warm-up run."""
+    model.run(batch)
+    return run_for(seconds, lambda: len(model.run(batch)))
+
+
+def run_for(seconds: float, step) -> tuple[float, float]:
+    """Call `step` (it returns how many items it did) for `seconds`: (items per second, CPU ms of this
+    process per item)."""
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        done += step()
+    return done / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / done
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     values = np.array(latencies) * 1000
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}

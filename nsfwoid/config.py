@@ -47,6 +47,9 @@ class Settings:
     providers: tuple[str, ...] = field(
         default=(), metadata={"help": "onnxruntime providers; empty: CUDA if present, else CPU"}
     )
+    tf32: bool = field(
+        default=False, metadata={"help": "on CUDA, let cuDNN use TF32 convolutions: faster, scores move (README)"}
+    )
     exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
     inference_threads: int = field(
         default=0, metadata={"help": "onnxruntime intra-op threads of one model run; 0: the cores over the runs"}

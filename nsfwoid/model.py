@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
+from .logging import get_logger
 
 MODEL_NAME = "open_nsfw"
 MODEL_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
@@ -50,6 +53,25 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu links to CUDA and cuDNN by name only: it finds the NVIDIA wheels that the [gpu] extra
+    installs beside it only through preload_dlls. What it fails to load, it prints: that goes to the log instead
+    of stdout, which must hold nothing but ECS JSON."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        ort.preload_dlls()
+    if printed.getvalue().strip():
+        get_logger().warning("cuda libraries not all loaded", **{"error.message": printed.getvalue().strip()})
+
+
+def provider_options(providers: list[str], settings: Settings) -> list:
+    """The providers with their options. On CUDA: TF32 convolutions only when NSFWOID_TF32 allows them; and
+    cuDNN's heuristic choice of convolution algorithm, since its default, an exhaustive search, runs again
+    for every batch size it has not seen, and the micro-batcher makes batches of every size (README, GPU)."""
+    cuda = {"use_tf32": "1" if settings.tf32 else "0", "cudnn_conv_algo_search": "HEURISTIC"}
+    return [(name, cuda) if name == CUDA else name for name in providers]
+
+
 def choose_providers(requested: tuple[str, ...], available: list[str]) -> list[str]:
     if not requested:
         return [CUDA, CPU] if CUDA in available else [CPU]
@@ -87,7 +109,14 @@ def load_model(settings: Settings) -> Model:
     # Spinning inference threads would steal the cores the decode pool needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = choose_providers(settings.providers, ort.get_available_providers())
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if CUDA in providers:
+        _preload_cuda_libraries(ort)
+    session = ort.InferenceSession(str(path), sess_options=options,
+                                   providers=provider_options(providers, settings))
+    # onnxruntime falls back to the CPU when a provider fails to start; a provider asked for by name must not.
+    if settings.providers and session.get_providers()[0] != providers[0]:
+        raise ModelError(f"provider {providers[0]} did not start (onnxruntime runs on {session.get_providers()}); "
+                         "its reason is in onnxruntime's log above")
     return Model(
         session=session,
         input_name=session.get_inputs()[0].name,

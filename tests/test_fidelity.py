@@ -3,10 +3,11 @@
 import dataclasses
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from nsfwoid import imaging
-from nsfwoid.model import ModelError
+from nsfwoid.model import CUDA, ModelError, load_model
 from nsfwoid.scoring import SELFTEST_EXPECTED, SELFTEST_IMAGE, running_scorer, self_test
 
 from . import helpers
@@ -37,6 +38,19 @@ async def test_exact_path_over_http(make_client, name):
     assert float(await response.text()) == pytest.approx(EXPECTED[name], abs=1e-4)
 
 
+@pytest.mark.skipif(CUDA not in onnxruntime.get_available_providers(),
+                    reason="this onnxruntime is the CPU build: install nsfwoid[gpu] on a machine with an NVIDIA GPU")
+def test_exact_path_on_cuda_matches_reference():
+    """The CUDA provider, with NSFWOID_TF32 at its default (off), keeps every fixture within 1e-4."""
+    model = load_model(dataclasses.replace(helpers.TEST_SETTINGS, providers=(CUDA,)))
+    assert model.provider == CUDA
+    tensors = [imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=helpers.TEST_SETTINGS.max_pixels,
+                                 exact=True) for name in sorted(EXPECTED)]
+    scores = dict(zip(sorted(EXPECTED), model.run(np.stack(tensors)), strict=True))
+    deviations = {name: abs(float(score) - EXPECTED[name]) for name, score in scores.items()}
+    assert max(deviations.values()) <= 1e-4, deviations
+
+
 def test_selftest_image_is_the_reference_fixture():
     assert SELFTEST_IMAGE.read_bytes() == (helpers.FIDELITY / "warm_flat.png").read_bytes()
     assert SELFTEST_EXPECTED == EXPECTED["warm_flat.png"]
@@ -53,8 +67,6 @@ async def test_self_test_refuses_a_model_that_scores_otherwise(model):
 
 
 def test_model_weights_are_verified(tmp_path):
-    from nsfwoid.model import load_model
-
     bad = tmp_path / "open-nsfw.onnx"
     bad.write_bytes(b"not the weights")
     with pytest.raises(ModelError, match="sha256"):

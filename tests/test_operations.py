@@ -36,7 +36,7 @@ def sample_value(family, suffix: str = "", **labels) -> float:
     return total
 
 
-async def test_metrics_are_exported_and_move(client, upstream):
+async def test_metrics_are_exported_and_move(client, upstream, model):
     before = await scrape(client)
     url = str(upstream.make_url("/image/brick.jpg"))
     assert (await client.post("/", data={"url": url})).status == 200
@@ -65,7 +65,7 @@ async def test_metrics_are_exported_and_move(client, upstream):
     assert delta("nsfwoid_inference_duration_seconds", "_count") >= 1
     assert delta("nsfwoid_preprocess_duration_seconds", "_count") == 2 - 1
     info = after["nsfwoid_model_info"].samples[0].labels
-    assert info["name"] == "open_nsfw" and info["provider"] == "CPUExecutionProvider" and len(info["sha256"]) == 64
+    assert info["name"] == "open_nsfw" and info["provider"] == model.provider and len(info["sha256"]) == 64
     assert sample_value(after["nsfwoid_inflight_requests"]) == 0
 
 
