@@ -50,13 +50,15 @@ def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 # IANA's IPv4 and IPv6 Special-Purpose Address Registries: every block not globally reachable, plus
 # multicast and deprecated site-local. Spelled out, because Python 3.11's ipaddress calls some of them
-# (192.0.0.0/24, fec0::/10, 3fff::/20, 5f00::/16 …) global.
+# (192.0.0.0/24, fec0::/10, 3fff::/20, 5f00::/16 …) global, and Pythons patched for CVE-2024-4032 differ
+# from those that are not. 6to4 (2002::/16), which the registry leaves open, is refused, as patched Pythons
+# refuse it: it is deprecated (RFC 7526), and no image host needs it.
 NOT_GLOBAL = _networks(
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
     "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
     "::/128", "::1/128", "::ffff:0:0/96", "::/96", "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64", "2001::/23",
-    "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
 )
 # The registry's globally reachable exceptions inside 2001::/23.
 GLOBAL_EXCEPTIONS = _networks(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import signal
@@ -24,7 +25,7 @@ from . import imaging
 from .config import Settings
 from .errors import ImageTooLarge, InvalidImage
 
-# What a worker's address space holds before it decodes anything: Python, numpy, Pillow (about 175 MiB).
+# What a worker's address space holds before it decodes anything: Python, numpy, Pillow (about 135 MiB).
 WORKER_BASELINE_BYTES = 192 * 2**20
 
 
@@ -59,6 +60,25 @@ def _decode(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, memor
     return Decoded(frames, sha1 or sha1_hex(data), time.perf_counter() - started)
 
 
+def _start_forkserver() -> None:
+    """Start the server that decode workers are forked from, with numpy's OpenBLAS held to one thread.
+
+    OpenBLAS maps a stack and a buffer, about 40 MiB of address space, for each core it may run on (a pod with a
+    CPU limit sees all its node's cores) as numpy is imported. Every worker inherits them, though it never
+    multiplies a matrix: on 16 cores, 750 MiB of the 768 MiB that NSFWOID_DECODE_MEMORY allows, and on 64 more
+    than all of it (measured with faked core counts). With one thread, a worker starts at about 135 MiB.
+    """
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
+
+
 class DecodePool:
     """A pebble process pool of decode workers, one per core unless NSFWOID_DECODE_THREADS says otherwise."""
 
@@ -68,6 +88,7 @@ class DecodePool:
         # holds onnxruntime and the model; and quickly, forked from a server that has imported them once.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["nsfwoid.imaging", "nsfwoid.sandbox"])
+        _start_forkserver()
         self._pool = pebble.ProcessPool(
             max_workers=settings.decode_thread_count,
             initializer=_start_worker,

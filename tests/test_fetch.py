@@ -152,6 +152,7 @@ NOT_GLOBAL = {
     "5f00::/16 SRv6": "5f00::1", "fc00::/7 unique local": "fd12:3456::1", "fe80::/10 link-local": "fe80::1",
     "fec0::/10 site-local": "fec0::1", "ff00::/8 multicast": "ff02::1",
     "6to4 of 127.0.0.1": "2002:7f00:1::", "6to4 of 192.0.0.8": "2002:c000:8::1",
+    "2002::/16 6to4, even of a public address": "2002:808:808::1",
     "NAT64 of 10.0.0.1": "64:ff9b::a00:1", "NAT64 of 192.0.0.100": "64:ff9b::c000:64",
     "mapped 169.254.169.254": "::ffff:169.254.169.254",
 }
@@ -165,7 +166,6 @@ def test_non_public_addresses(address):
 @pytest.mark.parametrize("address", [
     "208.80.154.240", "8.8.8.8", "2620:0:861:ed1a::1", "2606:4700::1111",
     "192.31.196.1",  # AS112, globally reachable
-    "2002:808:808::1",  # 6to4 of a public address
     "2001:4:112::1", "2001:20::1",  # globally reachable exceptions inside 2001::/23
 ])
 def test_public_addresses(address):

@@ -4,6 +4,7 @@ abandoned decodes, the drain, and the peak RSS of the service with its workers f
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 
@@ -12,6 +13,8 @@ import numpy as np
 import psutil
 import pytest
 from PIL import Image
+
+from nsfwoid import sandbox
 
 from . import helpers
 
@@ -179,6 +182,25 @@ def gradient(size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.dstack(np.broadcast_arrays(x[None, :], y, (x[None, :] // 2 + y // 2))))
 
 
+def test_decode_workers_start_small_on_any_number_of_cores(service):
+    """numpy's OpenBLAS maps about 40 MiB of address space per core as it is imported. Decode workers, forked
+    from a server that imports numpy, are held to one OpenBLAS thread, or on 16 cores they would start at
+    750 MiB of their 768 MiB limit (measured by faking 16 cores), and a 45 MP PNG would get a 413."""
+    process, _ = service
+    children = helpers.service_processes(process.pid)[1:]
+    assert len(children) >= 2  # the forkserver and its workers
+    for child in children:
+        assert child.environ().get("OPENBLAS_NUM_THREADS") == "1", child
+        assert child.memory_info().vms < sandbox.WORKER_BASELINE_BYTES, child.memory_info()
+
+
+def test_starting_a_decode_pool_leaves_the_environment_alone():
+    before = dict(os.environ)
+    pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
+    pool.close()
+    assert dict(os.environ) == before
+
+
 CASES = {
     # name: (bytes, copies sent at once, the statuses allowed)
     "huge TIFF tile": (helpers.huge_tile_tiff, 2, {413}),
@@ -191,6 +213,10 @@ CASES = {
 }
 
 
+# The bound is a pod's: two decode workers and the CPU provider, as in CI, whatever the machine. More
+# workers, or a CUDA context, need more memory.
+@pytest.mark.parametrize("service", [{"NSFWOID_DECODE_THREADS": "2", "NSFWOID_PROVIDERS": "CPUExecutionProvider"}],
+                         indirect=True)
 @pytest.mark.parametrize("case", CASES)
 async def test_hostile_and_huge_images_stay_under_1_5_gib(service, case):
     process, base = service
