@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,18 @@ from pathlib import Path
 import gpu
 import numpy as np
 import psutil
-from common import Service, batch_of, images_per_s, inference, load, make_corpora, percentiles, run_for
+from common import (
+    Service,
+    batch_of,
+    image_posts,
+    images_per_s,
+    inference,
+    load,
+    make_corpora,
+    measured_load,
+    percentiles,
+    run_for,
+)
 
 from nsfwoid import imaging
 from nsfwoid.batch import read_file
@@ -137,26 +147,15 @@ def service_runs(corpora: dict[str, list[bytes]], layout: str) -> dict:
         services = [Service(NSFWOID_MAX_INFLIGHT="64")]
     else:
         services = [Service(cpus={core}, NSFWOID_MAX_INFLIGHT="64") for core in sorted(os.sched_getaffinity(0))]
-    bases = [service.base for service in services]
     results = {}
     try:
         for name, corpus in corpora.items():
             results[name] = {}
             for concurrency in CONCURRENCY:
-                count = REQUESTS[name]
-                requests = [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}})
-                             for i in range(count)]
-                asyncio.run(load(bases, requests[: concurrency * 2], concurrency))  # warm-up
-                server_before, client_before = _cpu_seconds(services), _own_cpu_seconds()
-                elapsed, latencies, statuses = asyncio.run(load(bases, requests, concurrency))
-                server_cpu, client_cpu = _cpu_seconds(services) - server_before, _own_cpu_seconds() - client_before
-                assert statuses == {200: count}, statuses
+                row, statuses = measured_load(services, image_posts(corpus, REQUESTS[name]), concurrency)
+                assert statuses == {200: REQUESTS[name]}, statuses
                 results[name][concurrency] = {
-                    "images_per_s": round(count / elapsed, 1), **percentiles(latencies),
-                    "peak_rss_mib": round(sum(s.peak_rss_bytes() for s in services) / 2**20, 1),
-                    "server_core_ms_per_image": round(server_cpu / count * 1000, 2),
-                    "client_core_ms_per_image": round(client_cpu / count * 1000, 2),
-                }
+                    **row, "peak_rss_mib": round(sum(s.peak_rss_bytes() for s in services) / 2**20, 1)}
                 print(f"{layout} {name:7s} c={concurrency:2d} {results[name][concurrency]}", flush=True)
     finally:
         for service in services:
@@ -172,8 +171,7 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
     PYTHONPATH, with this environment's packages.
     """
     count = REQUESTS["thumbs"]
-    requests = [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}})
-                for i in range(count)]
+    requests = image_posts(corpus, count)
     with tempfile.TemporaryDirectory() as tmp:
         worktree = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(worktree), revision],
@@ -199,15 +197,6 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
     return {"revision": revision, "concurrency": concurrency, "images_per_s": rates,
             "median_current_over_revision": round(median["current"] / median[revision], 3),
             "best_current_over_revision": round(best["current"] / best[revision], 3)}
-
-
-def _cpu_seconds(services: list[Service]) -> float:
-    return sum(service.cpu_seconds() for service in services)
-
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def chart(result: dict, path: Path) -> None:
@@ -529,7 +518,7 @@ def on_gpu(result: dict, corpora: dict[str, list[bytes]], tensors: list[np.ndarr
         "bounds": lambda: gpu.cpu_bound(result["machine"]["cpus"], result["decode_core_ms_per_image"],
                                         result["ceiling"]["images_per_s"]),
         "peer": lambda: {name: peer(corpora[name], REQUESTS[name], CUDA) for name in corpora},
-        "service": lambda: gpu.service_runs(corpora, _cpu_seconds, _own_cpu_seconds),
+        "service": lambda: gpu.service_runs(corpora),
         "best": lambda: gpu.best_layout(result["service"]),
         "fidelity": lambda: fidelity(corpora),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import sys
 import time
 import urllib.request
@@ -140,6 +141,36 @@ async def load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - started, latencies, statuses
+
+
+def image_posts(corpus: list[bytes], count: int) -> list[tuple[str, dict]]:
+    """`count` POSTs of the corpus's images to /, the corpus repeated as needed."""
+    return [("/", {"data": corpus[i % len(corpus)], "headers": {"Content-Type": "image/jpeg"}}) for i in range(count)]
+
+
+def measured_load(services: list[Service], requests: list[tuple[str, dict]], concurrency: int
+                  ) -> tuple[dict, dict[int, int]]:
+    """A warm-up of twice `concurrency` requests, then all of `requests` through the least-request spreader:
+    (images/s of the 200 answers, latency percentiles, core-ms per request of the services and of this
+    process; the status counts)."""
+    bases = [service.base for service in services]
+    asyncio.run(load(bases, requests[: concurrency * 2], concurrency))
+    server_before, client_before = _services_cpu_seconds(services), _own_cpu_seconds()
+    elapsed, latencies, statuses = asyncio.run(load(bases, requests, concurrency))
+    count = len(requests)
+    row = {"images_per_s": round(statuses.get(200, 0) / elapsed, 1), **percentiles(latencies),
+           "server_core_ms_per_image": round((_services_cpu_seconds(services) - server_before) / count * 1000, 2),
+           "client_core_ms_per_image": round((_own_cpu_seconds() - client_before) / count * 1000, 2)}
+    return row, statuses
+
+
+def _services_cpu_seconds(services: list[Service]) -> float:
+    return sum(service.cpu_seconds() for service in services)
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def batch_of(tensors: list[np.ndarray], size: int) -> np.ndarray:

@@ -7,14 +7,13 @@ the cores bound the service, not the GPU. `cpu_bound` says where.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import Service, batch_of, images_per_s, load, percentiles, run_for
+from common import Service, batch_of, image_posts, images_per_s, measured_load, run_for
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
@@ -117,7 +116,7 @@ def cpu_bound(cores: int, decode_core_ms: dict[str, float], ceiling: float) -> d
     return out
 
 
-def service_runs(corpora: dict[str, list[bytes]], cpu_seconds, own_cpu_seconds) -> dict:
+def service_runs(corpora: dict[str, list[bytes]]) -> dict:
     """For each number of processes P: P services, each pinned to cores/P cores, with one CUDA session each,
     behind the least-request spreader, at each concurrency."""
     cores = sorted(os.sched_getaffinity(0))
@@ -127,22 +126,11 @@ def service_runs(corpora: dict[str, list[bytes]], cpu_seconds, own_cpu_seconds) 
         services = [Service(cpus=set(cores[i * share:(i + 1) * share]), **SERVICE_ENV) for i in range(processes)]
         layout = results[f"{processes}x{share}_cores"] = {}
         try:
-            bases = [service.base for service in services]
             for name, corpus in corpora.items():
                 layout[name] = {}
                 for concurrency in CONCURRENCY:
-                    count = REQUESTS[name]
-                    requests = [("/", {"data": corpus[i % len(corpus)],
-                                       "headers": {"Content-Type": "image/jpeg"}}) for i in range(count)]
-                    asyncio.run(load(bases, requests[: concurrency * 2], concurrency))  # warm-up
-                    server_before, client_before = cpu_seconds(services), own_cpu_seconds()
-                    elapsed, latencies, statuses = asyncio.run(load(bases, requests, concurrency))
-                    layout[name][concurrency] = {
-                        "images_per_s": round(statuses.get(200, 0) / elapsed, 1), "statuses": statuses,
-                        **percentiles(latencies),
-                        "server_core_ms_per_image": round((cpu_seconds(services) - server_before) / count * 1000, 2),
-                        "client_core_ms_per_image": round((own_cpu_seconds() - client_before) / count * 1000, 2),
-                    }
+                    row, statuses = measured_load(services, image_posts(corpus, REQUESTS[name]), concurrency)
+                    layout[name][concurrency] = {**row, "statuses": statuses}
                     print(f"gpu {processes}x{share} {name:7s} c={concurrency:3d} {layout[name][concurrency]}",
                           flush=True)
         finally:
