@@ -7,6 +7,8 @@ the cores bound the service, not the GPU. `cpu_bound` says where.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -26,14 +28,15 @@ REQUESTS = {"thumbs": 4096, "camera": 256, "png": 512}
 PROCESSES = (1, 2, 4)
 # Room for every request of the highest concurrency, in flight and being received.
 SERVICE_ENV = {"NSFWOID_PROVIDERS": CUDA, "NSFWOID_MAX_INFLIGHT": "256", "NSFWOID_MAX_RECEIVING": "256",
-               "NSFWOID_MAX_BATCH": "64", "NSFWOID_INFERENCE_RUNS": "1"}
+               "NSFWOID_INFERENCE_RUNS": "1"}
 FP16_ALLOWED = 0.005
 
 
 def cuda_ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
     """Prepared tensors straight into the service's CUDA session, at each batch size; at the best one, also
-    through IO binding, from host memory and from tensors already on the GPU (the model alone, no copies)."""
-    model = load_model(Settings(providers=(CUDA,)))
+    through IO binding, from host memory and from tensors already on the GPU (the model alone, no copies).
+    Then batches of changing size, as the micro-batcher makes them, taken as they come and at one fixed size."""
+    model = dataclasses.replace(load_model(Settings(providers=(CUDA,))), fixed_batch=0)
     by_batch = {size: images_per_s(model, batch_of(tensors, size), seconds) for size in BATCHES}
     best = max(by_batch, key=by_batch.get)
     batch = batch_of(tensors, best)
@@ -43,7 +46,26 @@ def cuda_ceiling(tensors: list[np.ndarray], seconds: float) -> dict:
     return {"provider": model.provider, "images_per_s_by_batch": by_batch, "best_batch": best,
             "io_binding_host_images_per_s": bound_host, "io_binding_device_images_per_s": bound_device,
             "exhaustive_algo_search_images_per_s": images_per_s(exhaustive, batch, seconds),
+            "changing_batch_images_per_s": changing_batches(model, tensors, seconds),
             "images_per_s": max(by_batch[best], bound_host)}
+
+
+def changing_batches(model: Model, tensors: list[np.ndarray], seconds: float) -> dict:
+    """Images/s of batches of random size 1 to the service's max_batch: as they come, and each padded to
+    max_batch (model.Model.fixed_batch, what the service does on CUDA)."""
+    largest = Settings().max_batch
+    sizes = np.random.default_rng(0).integers(1, largest + 1, 64)
+    batches = [batch_of(tensors, int(size)) for size in sizes]
+    return {name: _rate_over(dataclasses.replace(model, fixed_batch=fixed), batches, seconds)
+            for name, fixed in (("as_they_come", 0), (f"padded_to_{largest}", largest))}
+
+
+def _rate_over(model: Model, batches: list[np.ndarray], seconds: float) -> float:
+    """Images/s of `model` on `batches` in turn, after one run of each, so that no first run of a size is timed."""
+    for batch in batches:
+        model.run(batch)
+    cycle = itertools.cycle(batches)
+    return round(run_for(seconds, lambda: len(model.run(next(cycle))))[0], 1)
 
 
 def _io_bound_rate(model: Model, batch: np.ndarray, seconds: float, device: str) -> float:
@@ -72,7 +94,7 @@ def precision(best_batch: int, tensors: list[np.ndarray], seconds: float) -> dic
     batch = batch_of(tensors, best_batch)
     out, fp32 = {}, None
     for tf32 in (False, True):
-        model = load_model(Settings(providers=(CUDA,), tf32=tf32))
+        model = dataclasses.replace(load_model(Settings(providers=(CUDA,), tf32=tf32)), fixed_batch=0)
         scores = model.run(fixtures)
         fp32 = scores if not tf32 else fp32
         deviations = {name: float(abs(score - expected[name])) for name, score in zip(names, scores, strict=True)}

@@ -58,7 +58,7 @@ class Settings:
         default=1, metadata={"help": "model runs at once, each on a thread of its own; 0: one per core"}
     )
     decode_threads: int = field(default=0, metadata={"help": "decode worker processes; 0: one per core"})
-    max_batch: int = field(default=16, metadata={"help": "largest inference batch"})
+    max_batch: int = field(default=16, metadata={"help": "largest inference batch; on CUDA, every run's size"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
     max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
     max_receiving: int = field(

@@ -43,12 +43,36 @@ async def test_exact_path_over_http(make_client, name):
 def test_exact_path_on_cuda_matches_reference():
     """The CUDA provider, with NSFWOID_TF32 at its default (off), keeps every fixture within 1e-4."""
     model = load_model(dataclasses.replace(helpers.TEST_SETTINGS, providers=(CUDA,)))
-    assert model.provider == CUDA
+    assert model.provider == CUDA and model.fixed_batch == helpers.TEST_SETTINGS.max_batch
     tensors = [imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=helpers.TEST_SETTINGS.max_pixels,
                                  exact=True) for name in sorted(EXPECTED)]
     scores = dict(zip(sorted(EXPECTED), model.run(np.stack(tensors)), strict=True))
     deviations = {name: abs(float(score) - EXPECTED[name]) for name, score in scores.items()}
     assert max(deviations.values()) <= 1e-4, deviations
+
+
+class RecordingSession:
+    """The real session, noting the batch size of each run."""
+
+    def __init__(self, session) -> None:
+        self.session, self.batch_sizes = session, []
+
+    def run(self, outputs, feeds):
+        self.batch_sizes += [len(batch) for batch in feeds.values()]
+        return self.session.run(outputs, feeds)
+
+
+def test_a_fixed_batch_scores_as_the_batch_as_it_comes(model):
+    """On CUDA every run takes max_batch images (model.Model.fixed_batch); here 4, on whichever provider runs."""
+    assert model.fixed_batch == (helpers.TEST_SETTINGS.max_batch if model.provider == CUDA else 0)
+    tensors = np.stack([imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
+                        for name in sorted(EXPECTED)])
+    as_they_come = dataclasses.replace(model, fixed_batch=0)
+    session = RecordingSession(model.session)
+    fixed = dataclasses.replace(model, session=session, fixed_batch=4)
+    np.testing.assert_allclose(fixed.run(tensors), as_they_come.run(tensors), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fixed.run(tensors[:1]), as_they_come.run(tensors[:1]), rtol=0, atol=1e-6)
+    assert session.batch_sizes == [4, 4, 4, 4]  # 11 images: 4, 4 and 3 padded; then 1 padded
 
 
 def test_selftest_image_is_the_reference_fixture():
