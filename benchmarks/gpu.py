@@ -17,7 +17,6 @@ import numpy as np
 import onnxruntime as ort
 from common import Service, batch_of, image_posts, images_per_s, measured_load, run_for
 
-from nsfwoid import imaging
 from nsfwoid.config import Settings
 from nsfwoid.model import CUDA, Model, load_model, packaged_model_path, provider_options
 from tests import helpers
@@ -89,8 +88,7 @@ def precision(best_batch: int, tensors: list[np.ndarray], seconds: float) -> dic
     fp32; with the images/s of each at the best batch size."""
     expected = helpers.expected_scores()
     names = sorted(expected)
-    fixtures = np.stack([imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=10**9, exact=True)
-                         for name in names])
+    fixtures = helpers.fixture_tensors()
     batch = batch_of(tensors, best_batch)
     out, fp32 = {}, None
     for tf32 in (False, True):

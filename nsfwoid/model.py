@@ -103,8 +103,10 @@ class Model:
                                for start in range(0, len(batch), size)])
 
     def _padded_probabilities(self, chunk: np.ndarray) -> np.ndarray:
-        padding = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
-        return self._probabilities(np.concatenate([chunk, padding]))[: len(chunk)]
+        images = len(chunk)
+        if images < self.fixed_batch:
+            chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - images, *chunk.shape[1:]), chunk.dtype)])
+        return self._probabilities(chunk)[:images]
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         (probabilities,) = self.session.run(None, {self.input_name: batch})

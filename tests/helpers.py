@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from nsfwoid import imaging
 from nsfwoid.config import Settings
 from nsfwoid.errors import PROBLEM_CONTENT_TYPE
 
@@ -34,6 +35,12 @@ PHOTOS = ("retina.jpg", "motorcycle.webp", "grass_1600.jpg", "brick.jpg")
 def expected_scores() -> dict[str, float]:
     lines = (FIDELITY / "expected.tsv").read_text().splitlines()[1:]
     return {name: float(score) for name, score in (line.split("\t") for line in lines if line)}
+
+
+def fixture_tensors() -> np.ndarray:
+    """The fidelity fixtures' exact-path model inputs, in the sorted order of their names."""
+    return np.stack([imaging.to_tensor((FIDELITY / name).read_bytes(), max_pixels=10**9, exact=True)
+                     for name in sorted(expected_scores())])
 
 
 def photo(name: str = "retina.jpg", size: tuple[int, int] | None = None) -> Image.Image:

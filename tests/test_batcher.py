@@ -6,19 +6,13 @@ import threading
 import numpy as np
 import pytest
 
-from nsfwoid import imaging
 from nsfwoid.batcher import Batcher
 
 from . import helpers
 
 
-def tensors():
-    return [imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
-            for name in sorted(helpers.expected_scores())]
-
-
 async def test_batched_scores_equal_unbatched(model):
-    inputs = tensors()
+    inputs = helpers.fixture_tensors()
     sizes = []
 
     def run(batch):
@@ -36,13 +30,13 @@ async def test_a_lone_request_waits_at_most_batch_wait(model):
     async with Batcher(model.run, max_batch=32, wait_seconds=0.05) as batcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        score, seconds = await batcher.score(tensors()[0])
+        score, seconds = await batcher.score(helpers.fixture_tensors()[0])
         assert loop.time() - started < 0.05 + seconds + 0.5
         assert 0 <= score <= 1
 
 
 async def test_queued_work_is_finished_on_exit(model):
-    inputs = tensors()[:5]
+    inputs = helpers.fixture_tensors()[:5]
     async with Batcher(model.run, max_batch=2, wait_seconds=0) as batcher:
         pending = [asyncio.create_task(batcher.score(t)) for t in inputs]
         await asyncio.sleep(0)
@@ -54,7 +48,8 @@ async def test_model_failure_reaches_every_waiter():
         raise RuntimeError("boom")
 
     async with Batcher(broken, max_batch=4, wait_seconds=0.01) as batcher:
-        results = await asyncio.gather(*(batcher.score(t) for t in tensors()[:3]), return_exceptions=True)
+        scored = (batcher.score(t) for t in helpers.fixture_tensors()[:3])
+        results = await asyncio.gather(*scored, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
@@ -69,7 +64,8 @@ async def test_parallel_runs_go_at_once(parallel):
         return np.full(len(batch), 0.5, dtype=np.float32)
 
     async with Batcher(run, max_batch=1, wait_seconds=0, parallel=parallel) as batcher:
-        results = await asyncio.gather(*(batcher.score(t) for t in tensors()[:2]), return_exceptions=True)
+        scored = (batcher.score(t) for t in helpers.fixture_tensors()[:2])
+        results = await asyncio.gather(*scored, return_exceptions=True)
     if parallel == 2:
         assert [score for score, _ in results] == [0.5, 0.5]
     else:

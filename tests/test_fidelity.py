@@ -44,9 +44,7 @@ def test_exact_path_on_cuda_matches_reference():
     """The CUDA provider, with NSFWOID_TF32 at its default (off), keeps every fixture within 1e-4."""
     model = load_model(dataclasses.replace(helpers.TEST_SETTINGS, providers=(CUDA,)))
     assert model.provider == CUDA and model.fixed_batch == helpers.TEST_SETTINGS.max_batch
-    tensors = [imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=helpers.TEST_SETTINGS.max_pixels,
-                                 exact=True) for name in sorted(EXPECTED)]
-    scores = dict(zip(sorted(EXPECTED), model.run(np.stack(tensors)), strict=True))
+    scores = dict(zip(sorted(EXPECTED), model.run(helpers.fixture_tensors()), strict=True))
     deviations = {name: abs(float(score) - EXPECTED[name]) for name, score in scores.items()}
     assert max(deviations.values()) <= 1e-4, deviations
 
@@ -65,8 +63,7 @@ class RecordingSession:
 def test_a_fixed_batch_scores_as_the_batch_as_it_comes(model):
     """On CUDA every run takes max_batch images (model.Model.fixed_batch); here 4, on whichever provider runs."""
     assert model.fixed_batch == (helpers.TEST_SETTINGS.max_batch if model.provider == CUDA else 0)
-    tensors = np.stack([imaging.to_tensor((helpers.FIDELITY / name).read_bytes(), max_pixels=10**8, exact=True)
-                        for name in sorted(EXPECTED)])
+    tensors = helpers.fixture_tensors()
     as_they_come = dataclasses.replace(model, fixed_batch=0)
     session = RecordingSession(model.session)
     fixed = dataclasses.replace(model, session=session, fixed_batch=4)
