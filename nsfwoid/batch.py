@@ -160,6 +160,13 @@ def result_record(target: str, scored: Scored) -> dict:
             "bytes": scored.size, "frames": scored.frames_json()}
 
 
+def detached(problem: Problem) -> Problem:
+    """The problem without the tracebacks of it and of the exceptions it was raised from. A run keeps one
+    problem per SHA-1 until it ends, and those tracebacks' frames hold the image's bytes."""
+    problem.__cause__ = problem.__context__ = None
+    return problem.with_traceback(None)
+
+
 def error_record(target: str, problem: Problem) -> dict:
     return {"target": target, "error": {"type": problem.name, "status": problem.status, "detail": problem.detail}}
 
@@ -254,35 +261,34 @@ class Batch:
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (target := await queue.get()) is not None:
-            try:
-                scored = await self._score(target)
-            except Problem as problem:
-                self.tally.errors[problem.name] += 1
-                self._write_error(target, problem)
+            outcome = await self._outcome(target)
+            if isinstance(outcome, Problem):
+                self.tally.errors[outcome.name] += 1
+                self._write_error(target, outcome)
             else:
                 self.tally.scored += 1
-                self._write_result(target, scored)
+                self._write_result(target, outcome)
             self.progress.update()
 
-    async def _score(self, target: str) -> Scored:
-        data, sha1 = await self._read(target)
+    async def _outcome(self, target: str) -> Scored | Problem:
+        try:
+            data, sha1 = await self._read(target)
+        except Problem as problem:
+            return problem
         known = self.by_sha1.get(sha1)
         if known is not None:
             self.tally.duplicates += 1
-            if isinstance(known, asyncio.Future):
-                return await asyncio.shield(known)
-            if isinstance(known, Problem):
-                raise known.with_traceback(None)
-            return known
-        task = asyncio.ensure_future(self.scorer.score(data, sha1=sha1))
+            return await asyncio.shield(known) if isinstance(known, asyncio.Future) else known
+        task = asyncio.ensure_future(self._score(data, sha1))
         self.by_sha1[sha1] = task
+        self.by_sha1[sha1] = outcome = await asyncio.shield(task)
+        return outcome
+
+    async def _score(self, data: bytes, sha1: str) -> Scored | Problem:
         try:
-            scored = await asyncio.shield(task)
+            return await self.scorer.score(data, sha1=sha1)
         except Problem as problem:
-            self.by_sha1[sha1] = problem
-            raise
-        self.by_sha1[sha1] = scored
-        return scored
+            return detached(problem)
 
     async def _read(self, target: str) -> tuple[bytes, str]:
         """The target's bytes and their hex SHA-1, hashed off the event loop."""

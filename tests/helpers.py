@@ -243,7 +243,8 @@ class PeakRss:
 
     def _sample(self) -> None:
         while self._running:
-            self.peak = max(self.peak, service_rss(self.pid))
+            with contextlib.suppress(psutil.NoSuchProcess):  # it ended before the block did
+                self.peak = max(self.peak, service_rss(self.pid))
             time.sleep(0.01)
 
     def __enter__(self) -> PeakRss:

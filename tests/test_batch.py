@@ -13,11 +13,13 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from nsfwoid.batch import in_shard
+from nsfwoid.batch import detached, in_shard
+from nsfwoid.errors import ImageTooLarge
 
 from . import helpers
 
@@ -155,6 +157,42 @@ async def test_identical_bytes_are_scored_once(tmp_path):
     scores = {r["score"] for r in jsonl(out)}
     assert code == 0 and len(jsonl(out)) == 6 and len(scores) == 1
     assert "6 scored (5 identical to an earlier one)" in err
+
+
+def peak_rss_of_a_run(directory: Path) -> int:
+    """Peak RSS of `nsfwoid score` on a directory of files that all fail, with its decode workers."""
+    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", "--concurrency", "4", str(directory)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with helpers.PeakRss(process.pid) as rss:
+        assert process.wait(timeout=120) == 1
+    return rss.peak
+
+
+def test_failed_files_are_not_kept_for_the_rest_of_the_run(tmp_path):
+    """A run keeps one problem per SHA-1 that failed, to answer identical bytes later, but not the bytes."""
+    size, few, many = 4 * 2**20, 8, 56
+    for count in (few, many):
+        (tmp_path / str(count)).mkdir()
+        for i in range(count):
+            (tmp_path / str(count) / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(size))
+    # Both runs hold 4 files in flight. Kept, the 48 more failures would add 192 MiB.
+    growth = peak_rss_of_a_run(tmp_path / str(many)) - peak_rss_of_a_run(tmp_path / str(few))
+    assert growth < (many - few) * size / 2, f"{growth / 2**20:.0f} MiB more"
+
+
+def test_a_kept_problem_holds_no_frames():
+    def decode(data: bytes) -> None:
+        try:
+            raise TimeoutError
+        except TimeoutError:
+            raise ImageTooLarge("decoding took too long") from None
+
+    try:
+        decode(b"image bytes")
+    except ImageTooLarge as problem:
+        kept = detached(problem)
+    assert (kept.__traceback__, kept.__context__, kept.__cause__) == (None, None, None)
+    assert (kept.name, kept.detail) == ("image-too-large", "decoding took too long")
 
 
 async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
