@@ -7,7 +7,7 @@ import time
 import uuid
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from . import metrics, routes
 from .config import Settings
@@ -130,8 +130,14 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     return response
 
 
+def _method_label(request: web.Request) -> str:
+    # Not the method as sent: aiohttp's pure-Python parser takes any token as a method, and each new label
+    # would be a new series for as long as the process lives.
+    return request.method if request.method in hdrs.METH_ALL else "other"
+
+
 def _count(request: web.Request, status: int, started: float) -> None:
-    labels = (request.method, _route_label(request), str(status))
+    labels = (_method_label(request), _route_label(request), str(status))
     metrics.HTTP_REQUESTS.labels(*labels).inc()
     metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from aiohttp import hdrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid.logging import configure_logging
@@ -67,6 +68,19 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     info = after["nsfwoid_model_info"].samples[0].labels
     assert info["name"] == "open_nsfw" and info["provider"] == model.provider and len(info["sha256"]) == 64
     assert sample_value(after["nsfwoid_inflight_requests"]) == 0
+
+
+async def test_methods_beyond_http_s_own_are_counted_as_other(client):
+    """A client must not add series without end: aiohttp's pure-Python parser takes any token as a method,
+    and its C parser every method that llhttp knows (WebDAV's among them)."""
+    before = await scrape(client)
+    for method in ("PROPFIND", "MKCOL", "NSFWOIDA", "NSFWOIDB"):
+        assert (await client.request(method, "/")).status in (400, 405)
+    after = await scrape(client)
+    assert {sample.labels["method"] for sample in after["nsfwoid_http_requests"].samples} <= {*hdrs.METH_ALL, "other"}
+    other = sample_value(after["nsfwoid_http_requests"], "_total", method="other") - sample_value(
+        before["nsfwoid_http_requests"], "_total", method="other")
+    assert other >= 2  # PROPFIND and MKCOL, which both parsers take
 
 
 def test_metric_names_follow_prometheus_conventions():
