@@ -70,7 +70,7 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     assert sample_value(after["nsfwoid_inflight_requests"]) == 0
 
 
-async def test_methods_beyond_http_s_own_are_counted_as_other(client):
+async def test_methods_outside_rfc_9110_and_patch_are_labelled_other(client):
     """A client must not add series without end: aiohttp's pure-Python parser takes any token as a method,
     and its C parser every method that llhttp knows (WebDAV's among them)."""
     before = await scrape(client)
