@@ -1,6 +1,7 @@
 """Operability: Prometheus metrics, ECS logs, /_info, and the deployment files validated strictly."""
 
 import asyncio
+import functools
 import io
 import json
 import re
@@ -37,6 +38,11 @@ def sample_value(family, suffix: str = "", **labels) -> float:
     return total
 
 
+def metric_delta(before: dict, after: dict, name: str, suffix: str = "", **labels) -> float:
+    """How much a metric's matching samples moved between two scrapes."""
+    return sample_value(after[name], suffix, **labels) - sample_value(before[name], suffix, **labels)
+
+
 async def test_metrics_are_exported_and_move(client, upstream, model):
     before = await scrape(client)
     url = str(upstream.make_url("/image/brick.jpg"))
@@ -54,8 +60,7 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     for name, kind in expected.items():
         assert after[name].type == kind, name
 
-    def delta(name, suffix="", **labels):
-        return sample_value(after[name], suffix, **labels) - sample_value(before[name], suffix, **labels)
+    delta = functools.partial(metric_delta, before, after)
 
     assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="200") == 1
     assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="415") == 1
@@ -78,9 +83,8 @@ async def test_methods_outside_rfc_9110_and_patch_are_labelled_other(client):
         assert (await client.request(method, "/")).status in (400, 405)
     after = await scrape(client)
     assert {sample.labels["method"] for sample in after["nsfwoid_http_requests"].samples} <= {*hdrs.METH_ALL, "other"}
-    other = sample_value(after["nsfwoid_http_requests"], "_total", method="other") - sample_value(
-        before["nsfwoid_http_requests"], "_total", method="other")
-    assert other >= 2  # PROPFIND and MKCOL, which both parsers take
+    # PROPFIND and MKCOL, which both parsers take
+    assert metric_delta(before, after, "nsfwoid_http_requests", "_total", method="other") >= 2
 
 
 def test_metric_names_follow_prometheus_conventions():
