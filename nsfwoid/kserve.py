@@ -59,6 +59,8 @@ async def _instances(request: web.Request) -> list:
         payload = await asyncio.to_thread(json.loads, body)  # megabytes of base64: off the event loop
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest('the body is not JSON; send {"instances": [...]}') from None
+    except RecursionError:  # json's C scanner recurses once per level: a few kilobytes of "[" exhaust the stack
+        raise InvalidRequest("the JSON is nested too deeply") from None
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
         raise InvalidRequest('send {"instances": [...]} with at least one instance')

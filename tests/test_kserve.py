@@ -85,7 +85,8 @@ async def test_instances_are_batched_together(make_client):
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'"instances"', b"[]", b'{"instances": []}', b'{"instances": {}}',
-                                  b'{"inputs": [1]}', b"\xff\xfe"])
+                                  b'{"inputs": [1]}', b"\xff\xfe", b"[" * 100_000,
+                                  b'{"instances": [{"url": ' + b"[" * 100_000 + b"]}"])
 async def test_malformed_calls_are_refused(client, body):
     response = await client.post(PREDICT, data=body, headers={"Content-Type": "application/json"})
     await helpers.problem_of(response, 400, "invalid-request")
