@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,52 @@ def test_without_abusefilter_uploads_are_still_scored(commons, service):
     commons.upload("Commons job.png", data)
     commons.run_jobs()
     assert commons.score_of("Commons job.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_no_query_of_the_score_table_grows_with_it(wiki, service, filters, tmp_path):
+    """Commons has over 100 million files: a query that scans nsfwoid_score or sorts it would load the database
+    on every edit. The wiki logs the SQL of each path that reads the table; each must do the same work on a copy
+    of the wiki's database with 50,000 more scores as on the wiki's own."""
+    sql_log = wiki.root / "sql.log"
+    with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgDebugDumpSql = true;\n'
+                       f'$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
+        wiki.upload("Indexed.png", image("indexed"))
+        assert error_code(wiki.edit("Indexed target", "[[File:Indexed.png]]")) == DISALLOWED
+        with service.stopped():  # the model of the newest stored score stands in for the service's
+            assert error_code(wiki.edit("Indexed second target", "[[File:Indexed.png]]")) == DISALLOWED
+        assert wiki.score_of("Indexed.png") is not None
+        wiki.php(SCORE_FILES)
+    queries = {re.search(r"MediaWiki\\Extension\\Nsfwoid\\(\S+) \[\S+\] \S+: (SELECT .*)", line).groups()
+               for line in sql_log.read_text().splitlines()
+               if "\\Nsfwoid\\" in line and "SELECT" in line and "nsfwoid_score" in line}
+    assert {method for method, _ in queries} >= {"ScoreStore::getNewestModel", "ScoreStore::getScores",
+                                                 "ScoreStore::getRows", "ScoreStore::getUnscoredFileNames"}
+
+    with closing(sqlite3.connect(tmp_path / "copy.sqlite")) as database:
+        with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as wikis:
+            wikis.backup(database)
+        for _, sql in queries:  # the first query of a connection also reads the schema
+            database.execute(sql).fetchall()
+        before = {method: vm_steps(database, sql) for method, sql in queries}
+        with database:
+            database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
+                                 ((f"{n:031d}", "0" * 64) for n in range(50_000)))
+        after = {method: vm_steps(database, sql) for method, sql in queries}
+    assert all(after[method] <= before[method] + 10 for method in after), (before, after)
+
+
+def vm_steps(database: sqlite3.Connection, sql: str) -> int:
+    """The work SQLite does for a query, in hundreds of virtual machine instructions."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    database.set_progress_handler(count, 100)
+    try:
+        database.execute(sql).fetchall()
+    finally:
+        database.set_progress_handler(None, 100)
+    return steps

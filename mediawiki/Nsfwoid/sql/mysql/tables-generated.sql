@@ -8,5 +8,6 @@ CREATE TABLE /*_*/nsfwoid_score (
   nss_model VARBINARY(64) NOT NULL,
   nss_timestamp BINARY(14) NOT NULL,
   INDEX nss_model_sha1 (nss_model, nss_sha1),
+  INDEX nss_timestamp (nss_timestamp),
   PRIMARY KEY(nss_sha1)
 ) /*$wgDBTableOptions*/;

@@ -11,3 +11,5 @@ CREATE TABLE nsfwoid_score (
 );
 
 CREATE INDEX nss_model_sha1 ON nsfwoid_score (nss_model, nss_sha1);
+
+CREATE INDEX nss_timestamp ON nsfwoid_score (nss_timestamp);
