@@ -123,8 +123,12 @@ if ( is_file( "{self.overrides}" ) ) {{
         assert answer["clientlogin"]["status"] == "PASS", answer
 
     def upload(self, name: str, data: bytes) -> dict:
-        return self.api("POST", files={"file": (name, data)}, action="upload", filename=name,
-                        ignorewarnings="1", token=self.token())
+        answer = self.api("POST", files={"file": (name, data)}, action="upload", filename=name,
+                          ignorewarnings="1", token=self.token())
+        # The upload's job is pushed after its answer has been sent. php -S serves one request at a time, so the
+        # next request is answered only once that is done.
+        self.token()
+        return answer
 
     def edit(self, title: str, text: str) -> dict:
         return self.api("POST", action="edit", title=title, text=text, token=self.token())

@@ -35,14 +35,17 @@ class UploadHooks implements UploadCompleteHook, UploadVerifyFileHook {
 	}
 
 	/**
-	 * Scores the new file in a job: the upload request never waits for the service.
+	 * Scores the new file in a job: the upload request never waits for the service. The job is
+	 * pushed once the upload's transaction has committed: pushed now, on MySQL or PostgreSQL (whose
+	 * job queue writes at once on a connection of its own) or with a Kafka queue, a runner could
+	 * take it before the file exists for anyone else, and drop it.
 	 *
 	 * @inheritDoc
 	 */
 	public function onUploadComplete( $uploadBase ) {
 		$file = $uploadBase->getLocalFile();
 		if ( $this->config->get( 'NsfwoidScoreOnUpload' ) && $file ) {
-			$this->jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
+			$this->jobQueueGroup->lazyPush( ScoreFileJob::newSpec( $file->getTitle() ) );
 		}
 	}
 }

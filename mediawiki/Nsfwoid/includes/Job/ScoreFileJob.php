@@ -29,8 +29,11 @@ class ScoreFileJob extends Job {
 		// Jobs are built by the job queue, which cannot inject services in MediaWiki 1.39.
 		$services = MediaWikiServices::getInstance();
 		$logger = LoggerFactory::getInstance( 'Nsfwoid' );
-		$file = $services->getRepoGroup()->getLocalRepo()->newFile( $this->getTitle() );
-		if ( !$file || !$file->exists() ) {
+		// From the primary database: a replica may not have the upload yet.
+		$file = $services->getRepoGroup()->getLocalRepo()->findFile(
+			$this->getTitle(), [ 'latest' => true, 'ignoreRedirect' => true ]
+		);
+		if ( !$file ) {
 			$logger->info( 'nsfwoidScore: {title} is no longer a file', [ 'title' => $this->getTitle()->getPrefixedText() ] );
 			return true;
 		}
