@@ -27,7 +27,7 @@ REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.check_deadlines()
+    settings.check_serving()
     fail_bodies_on_broken_framing()
     app = web.Application(
         client_max_size=client_max_size(settings),

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = settings_from_args(args)
         if args.command == "serve":
-            settings.check_deadlines()
+            settings.check_serving()
     except ConfigError as exc:
         sys.exit(f"nsfwoid: {exc}")
     if args.command == "serve":
@@ -169,9 +169,9 @@ async def serve(settings: Settings) -> None:
     runtime = app[RUNTIME]
     if runtime.status is Status.OK:
         runtime.status = Status.DRAINING
-    log.info("draining", inflight=runtime.inflight, drain_timeout=settings.drain_timeout)
+    log.info("draining", inflight=runtime.scoring_slots.taken, drain_timeout=settings.drain_timeout)
     deadline = loop.time() + settings.drain_timeout
-    while runtime.inflight + runtime.receiving and loop.time() < deadline:
+    while runtime.busy and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
     await runner.cleanup()
     log.info("stopped")

@@ -73,6 +73,11 @@ class Settings:
     request_timeout: float = field(default=30.0, metadata={**SERVE_ONLY, "help": "deadline of one scoring request, s"})
     fetch_timeout: float = field(default=10.0, metadata={"help": "total time for one download, s"})
     max_image_bytes: int = field(default=25 * MiB, metadata={"help": "cap on a body or download"})
+    image_memory: int = field(
+        default=512 * MiB,
+        metadata={**SERVE_ONLY, "help": "bytes of request bodies and downloads held at once; 3 x a KServe body, "
+                                        "NSFWOID_MAX_IMAGE_BYTES per URL"},
+    )
     max_pixels: int = field(default=50_000_000, metadata={"help": "cap on width x height"})
     max_frames: int = field(
         default=8, metadata={"help": "frames of an animation or pages of a TIFF to score; 1: the first only"}
@@ -109,11 +114,15 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
 
-    def check_deadlines(self) -> None:
-        """For serving: a slow upstream must meet its own deadline (504) before the request's (503)."""
+    def check_serving(self) -> None:
+        """For serving: a slow upstream must meet its own deadline (504) before the request's (503), and an image
+        of the largest size must fit in the memory for images."""
         if self.request_timeout and self.request_timeout <= self.fetch_timeout:
             raise ConfigError(f"{ENV_PREFIX}REQUEST_TIMEOUT ({self.request_timeout:g} s) must be longer than "
                               f"{ENV_PREFIX}FETCH_TIMEOUT ({self.fetch_timeout:g} s)")
+        if self.image_memory < self.max_image_bytes:
+            raise ConfigError(f"{ENV_PREFIX}IMAGE_MEMORY ({self.image_memory} bytes) must hold an image of "
+                              f"{ENV_PREFIX}MAX_IMAGE_BYTES ({self.max_image_bytes} bytes)")
 
     @property
     def inference_run_count(self) -> int:

@@ -96,6 +96,17 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
     )
 
 
+def body_bytes(request: web.Request, settings: Settings) -> int:
+    """What a request body will hold in memory: its declared length, or the cap when it declares none."""
+    declared = request.content_length
+    return settings.max_image_bytes if declared is None else min(declared, settings.max_image_bytes)
+
+
+def download_bytes(given: RequestInput, settings: Settings) -> int:
+    """What downloading the request's image may hold: the cap, as its size is not known before the download."""
+    return settings.max_image_bytes if given.url is not None else 0
+
+
 def check_declared_length(request: web.Request, settings: Settings) -> None:
     declared = request.content_length
     if declared is not None and declared > client_max_size(settings):

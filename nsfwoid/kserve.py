@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
-from .inputs import RequestInput, expect_continue, image_of, read_body
+from .inputs import RequestInput, body_bytes, download_bytes, expect_continue, image_of, read_body
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
 from .routes import json_response, receiving, request_deadline
@@ -25,6 +25,8 @@ from .scoring import log_scored
 from .state import RUNTIME, SETTINGS, Status
 
 MODEL_PATH = f"/v1/models/{MODEL_NAME}"
+# A call holds its body, the parsed JSON with its base64 text, and the decoded images: about three times its size.
+BODY_COPIES = 3
 
 
 def add_kserve_routes(app: web.Application) -> None:
@@ -39,17 +41,19 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    async with receiving(request):
-        instances = await _instances(request)
-    if len(instances) > settings.max_instances:
-        raise InvalidRequest(f"{len(instances)} instances; at most {settings.max_instances} in one call")
-    trace_id = request.get(TRACE_ID_KEY)
-    # One slot per instance, but at most all of them, so that a full call always fits an idle service.
-    with runtime.admitted(min(len(instances), settings.max_inflight), settings.max_inflight):
-        async with request_deadline(settings) as deadline:
-            predictions = await asyncio.gather(
-                *(_prediction(instance, request.app, deadline, trace_id) for instance in instances)
-            )
+    with runtime.holding(min(BODY_COPIES * body_bytes(request, settings), settings.image_memory),
+                         settings.image_memory):
+        async with receiving(request):
+            instances = await _instances(request)
+        if len(instances) > settings.max_instances:
+            raise InvalidRequest(f"{len(instances)} instances; at most {settings.max_instances} in one call")
+        trace_id = request.get(TRACE_ID_KEY)
+        # One slot per instance, but at most all of them, so that a full call always fits an idle service.
+        with runtime.admitted(min(len(instances), settings.max_inflight), settings.max_inflight):
+            async with request_deadline(settings) as deadline:
+                predictions = await asyncio.gather(
+                    *(_prediction(instance, request.app, deadline, trace_id) for instance in instances)
+                )
     return json_response({"predictions": predictions})
 
 
@@ -68,11 +72,13 @@ async def _instances(request: web.Request) -> list:
 
 
 async def _prediction(instance: object, app: web.Application, deadline: float | None, trace_id: str | None) -> dict:
-    runtime = app[RUNTIME]
+    runtime, settings = app[RUNTIME], app[SETTINGS]
     started = time.perf_counter()
     try:
-        image = await image_of(await _instance_input(instance, app[SETTINGS]), runtime.http, app[SETTINGS])
-        scored = await runtime.scorer.score(image.data, deadline=deadline)
+        given = await _instance_input(instance, settings)
+        with runtime.holding(download_bytes(given, settings), settings.image_memory):
+            image = await image_of(given, runtime.http, settings)
+            scored = await runtime.scorer.score(image.data, deadline=deadline)
     except Problem as problem:
         return {"error": problem.to_dict(trace_id)}
     log_scored(scored, image.source)

@@ -20,6 +20,8 @@ HTTP_REQUEST_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 INFLIGHT = Gauge("nsfwoid_inflight_requests", "Scoring requests in progress")
+IMAGE_BYTES_HELD = Gauge("nsfwoid_image_bytes_held", "Bytes of request bodies and downloads counted against "
+                         "NSFWOID_IMAGE_MEMORY")
 ERRORS = Counter("nsfwoid_errors_total", "Problems answered, by type", ["type"])
 FETCH_DURATION = Histogram("nsfwoid_fetch_duration_seconds", "Time to download an image URL", buckets=LATENCY_BUCKETS)
 FETCH_BYTES = Histogram("nsfwoid_fetch_bytes", "Size of downloaded images", buckets=BYTES_BUCKETS)

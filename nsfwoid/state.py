@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Gauge
 
 from . import metrics
-from .config import Settings
+from .config import MiB, Settings
 from .errors import Overloaded
 from .model import Model
 from .scoring import Scorer
@@ -32,6 +33,29 @@ class Status(enum.Enum):
 
 
 @dataclass
+class Allowance:
+    """How much of a bounded resource is taken: taken for a block and given back after it."""
+
+    gauge: Gauge | None = None
+    taken: int = 0
+
+    @contextmanager
+    def take(self, amount: int, limit: int, refusal: Callable[[], str]) -> Iterator[None]:
+        """Take `amount` of `limit` for the block, or refuse at once with 503 `overloaded`, saying `refusal()`."""
+        if self.taken + amount > limit:
+            raise Overloaded(refusal())
+        self.taken += amount
+        if self.gauge is not None:
+            self.gauge.inc(amount)
+        try:
+            yield
+        finally:
+            self.taken -= amount
+            if self.gauge is not None:
+                self.gauge.dec(amount)
+
+
+@dataclass
 class Runtime:
     """What exists only while the app runs; starts empty and is filled by the startup task."""
 
@@ -40,37 +64,35 @@ class Runtime:
     http: aiohttp.ClientSession | None = None
     status: Status = Status.STARTING
     failure: str | None = None  # why the start failed
-    inflight: int = 0
-    receiving: int = 0
     selftest_score: float | None = None
+    scoring_slots: Allowance = field(default_factory=lambda: Allowance(metrics.INFLIGHT))
+    body_slots: Allowance = field(default_factory=Allowance)
+    image_memory: Allowance = field(default_factory=lambda: Allowance(metrics.IMAGE_BYTES_HELD))
 
-    @contextmanager
-    def receiving_body(self, limit: int) -> Iterator[None]:
+    @property
+    def busy(self) -> bool:
+        """Whether any request is being received or scored."""
+        return bool(self.scoring_slots.taken or self.body_slots.taken)
+
+    def receiving_body(self, limit: int) -> AbstractContextManager[None]:
         """One of `limit` slots for a body still arriving, apart from the scoring slots, or 503 at once."""
-        if not self.status.scores:
-            raise Overloaded("the model is not ready yet")
-        if self.receiving >= limit:
-            raise Overloaded(f"{limit} request bodies are already being received")
-        self.receiving += 1
-        try:
-            yield
-        finally:
-            self.receiving -= 1
+        self._require_ready()
+        return self.body_slots.take(1, limit, lambda: f"{limit} request bodies are already being received")
 
-    @contextmanager
-    def admitted(self, count: int, limit: int) -> Iterator[None]:
+    def admitted(self, count: int, limit: int) -> AbstractContextManager[None]:
         """Take `count` of the `limit` scoring slots for the block, or refuse at once with 503."""
+        self._require_ready()
+        return self.scoring_slots.take(count, limit, lambda: f"{self.scoring_slots.taken} of {limit} scoring slots "
+                                                             f"are taken; {count} more do not fit")
+
+    def holding(self, size: int, limit: int) -> AbstractContextManager[None]:
+        """Count `size` bytes of images against `limit` (NSFWOID_IMAGE_MEMORY) for the block, or 503 at once."""
+        return self.image_memory.take(size, limit, lambda: f"{self.image_memory.taken / MiB:.1f} MiB of images "
+                                                           f"are held; {size / MiB:.1f} MiB more do not fit")
+
+    def _require_ready(self) -> None:
         if not self.status.scores:
             raise Overloaded("the model is not ready yet")
-        if self.inflight + count > limit:
-            raise Overloaded(f"{self.inflight} of {limit} scoring slots are taken; {count} more do not fit")
-        self.inflight += count
-        metrics.INFLIGHT.inc(count)
-        try:
-            yield
-        finally:
-            self.inflight -= count
-            metrics.INFLIGHT.dec(count)
 
 
 SETTINGS = web.AppKey("settings", Settings)

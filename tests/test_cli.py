@@ -204,12 +204,19 @@ def test_unknown_log_levels_are_refused(args, env):
 
 def test_request_deadline_must_outlast_the_download():
     with pytest.raises(ConfigError, match="REQUEST_TIMEOUT"):
-        Settings(request_timeout=5, fetch_timeout=10).check_deadlines()
-    Settings(request_timeout=0, fetch_timeout=10).check_deadlines()  # 0: no request deadline
+        Settings(request_timeout=5, fetch_timeout=10).check_serving()
+    Settings(request_timeout=0, fetch_timeout=10).check_serving()  # 0: no request deadline
     result = run_cli("serve", "--request-timeout", "5", "--fetch-timeout", "10")
     assert result.returncode != 0 and "must be longer than" in result.stderr and "Traceback" not in result.stderr
     # `nsfwoid score` has no request deadline, so a long download timeout is fine there.
     assert run_cli("score", "--fetch-timeout", "60", str(helpers.FIDELITY / "brick.jpg")).returncode == 0
+
+
+def test_the_memory_for_images_must_hold_the_largest_image():
+    with pytest.raises(ConfigError, match="IMAGE_MEMORY"):
+        Settings(image_memory=2**20, max_image_bytes=2**21).check_serving()
+    result = run_cli("serve", env={"NSFWOID_IMAGE_MEMORY": str(2**20)})
+    assert result.returncode != 0 and "IMAGE_MEMORY" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_port_in_use_is_one_clear_line():

@@ -219,11 +219,11 @@ async def test_request_deadline(make_client):
     await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
 
 
-async def stalled_upload(client, sent: bytes = BRICK[:1000]):
+async def stalled_upload(client, sent: bytes = BRICK[:1000], declared: int = len(BRICK)):
     """A client that declares a whole image, sends the start of it, and stalls: (reader, writer)."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(BRICK) + sent)
+                 b"Content-Length: %d\r\n\r\n" % declared + sent)
     await writer.drain()
     return reader, writer
 
@@ -259,6 +259,24 @@ async def test_bodies_being_received_are_bounded(make_client):
         writer.close()
     await asyncio.sleep(0.2)
     assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
+
+
+async def test_images_held_in_memory_are_bounded(make_client):
+    """Bodies count at their declared length from their first byte, a URL at the cap until it is scored."""
+    client = await make_client(max_image_bytes=2**20, image_memory=2**21, read_timeout=5)
+    stalled = [await stalled_upload(client, declared=2**20) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    body = await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
+    assert "2.0 MiB of images are held" in body["detail"]
+    stalled.pop()[1].close()
+    await asyncio.sleep(0.2)
+    assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
+    body = await helpers.problem_of(await client.post("/", data={"url": "http://127.0.0.1:9/a.jpg"}), 503, "overloaded")
+    assert "1.0 MiB more do not fit" in body["detail"]
+    stalled.pop()[1].close()
+    await asyncio.sleep(0.2)
+    # Now the download fits, and is tried: nothing listens on port 9.
+    await helpers.problem_of(await client.post("/", data={"url": "http://127.0.0.1:9/a.jpg"}), 502, "upstream-error")
 
 
 async def test_every_problem_type_is_exercised():

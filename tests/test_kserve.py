@@ -119,3 +119,15 @@ async def test_each_instance_takes_a_scoring_slot(make_client, upstream):
     # Idle, a call with more instances than slots takes all of them and is scored.
     response = await client.post(PREDICT, json={"instances": [b64(BRICK)] * 3})
     assert response.status == 200 and len((await response.json())["predictions"]) == 3
+
+
+async def test_a_url_instance_that_does_not_fit_in_image_memory_is_its_own_error(make_client):
+    """The call holds three times its body; each URL instance the cap on top, while it is fetched and scored."""
+    client = await make_client(max_image_bytes=2**20, image_memory=2**20 + 2**17)
+    response = await client.post(PREDICT, json={"instances": [b64(BRICK), {"url": "http://127.0.0.1:9/a.jpg"}]})
+    scored, refused = (await response.json())["predictions"]
+    assert 0 <= scored["score"] <= 1
+    assert refused["error"]["type"].endswith("#overloaded") and "1.0 MiB more do not fit" in refused["error"]["detail"]
+    # Alone, the URL fits, and its download is tried: nothing listens on port 9.
+    response = await client.post(PREDICT, json={"instances": [{"url": "http://127.0.0.1:9/a.jpg"}]})
+    assert (await response.json())["predictions"][0]["error"]["type"].endswith("#upstream-error")
