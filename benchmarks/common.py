@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import resource
 import sys
@@ -113,12 +114,13 @@ class Service:
 
 
 async def load(
-    bases: list[str], requests: list[tuple[str, dict]], concurrency: int
+    bases: list[str], requests: list[tuple[str, dict]], concurrency: int, server_errors: dict | None = None
 ) -> tuple[float, list[float], dict[int, int]]:
     """Send (path, aiohttp kwargs) requests with `concurrency` workers: (seconds, latencies, status counts).
 
     With several bases, each request goes to the one with the fewest requests in flight, as a
-    least-request load balancer would send it.
+    least-request load balancer would send it. `server_errors`: where to count each 5xx answer by status
+    and problem type.
     """
     queue = list(requests)
     latencies: list[float] = []
@@ -133,7 +135,10 @@ async def load(
                 in_flight[target] += 1
                 started = time.perf_counter()
                 async with session.post(bases[target] + path, **kwargs) as response:
-                    await response.read()
+                    body = await response.read()
+                if server_errors is not None and response.status >= 500:
+                    kind = f"{response.status} {problem_type(body)}"
+                    server_errors[kind] = server_errors.get(kind, 0) + 1
                 in_flight[target] -= 1
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status] = statuses.get(response.status, 0) + 1
@@ -141,6 +146,14 @@ async def load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - started, latencies, statuses
+
+
+def problem_type(body: bytes) -> str:
+    """The stable name at the end of a problem+json answer's type, or what the body is instead."""
+    try:
+        return json.loads(body)["type"].rsplit("#", 1)[-1]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "not problem+json"
 
 
 def image_posts(corpus: list[bytes], count: int) -> list[tuple[str, dict]]:

@@ -1,4 +1,5 @@
 """Soak: thousands of mixed good and hostile requests against one service process; RSS must stay bounded.
+Then 64 clients each send a 24 MiB body at once, to show what NSFWOID_IMAGE_MEMORY bounds.
 
     python benchmarks/soak.py [--requests 3000]     # writes benchmarks/soak.json
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import random
 import threading
@@ -18,6 +20,7 @@ from common import Service, load, make_corpora
 from tests.helpers import bomb_png, gzip_bomb, huge_tile_tiff, large_canvas_webp, many_strip_tiff, slow_gif
 
 HERE = Path(__file__).resolve().parent
+PREDICT = "/v1/models/open_nsfw:predict"
 
 
 def upstream(photo: bytes) -> ThreadingHTTPServer:
@@ -46,6 +49,7 @@ def upstream(photo: bytes) -> ThreadingHTTPServer:
 HOSTILE = {"tile": huge_tile_tiff(), "strips": many_strip_tiff(), "canvas": large_canvas_webp(),
            "slow": slow_gif(10_000)}
 GZIP_BOMB = gzip_bomb()
+DEEP_JSON = b'{"instances": [' + b"[" * 100_000 + b"]}"
 
 
 def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[tuple[str, dict]]:
@@ -62,11 +66,31 @@ def mixed_requests(corpora, host: str, count: int, rng: random.Random) -> list[t
         lambda: ("/v1/score", {"data": b"", "headers": {"Content-Type": "image/jpeg"}}),
         lambda: ("/", {"data": bomb_png(), "headers": {"Content-Type": "image/png"}}),
         lambda: ("/", {"data": GZIP_BOMB, "headers": {"Content-Type": "image/png", "Content-Encoding": "gzip"}}),
+        lambda: (PREDICT, {"json": {"instances": [{"image": {"b64": base64.b64encode(rng.choice(good)).decode()}},
+                                                  {"image": {"b64": "not base64"}},
+                                                  {"url": f"http://{host}/ok/{rng.random()}"}]}}),
+        lambda: (PREDICT, {"data": DEEP_JSON, "headers": {"Content-Type": "application/json"}}),
         # a 1 GiB TIFF tile, 8 million TIFF strips, a 7000×7000 animation canvas, an animation slower to seek
         # than the decode limit
         lambda: ("/", {"data": rng.choice(hostile), "headers": {"Content-Type": "application/octet-stream"}}),
     ]
     return [rng.choice(kinds)() for _ in range(count)]
+
+
+def large_bodies(clients: int = 64, size: int = 24 * 2**20) -> dict:
+    """Many clients each sending a large body at once, to a fresh service with its defaults (but a read timeout
+    that lets every body arrive): how much the service holds at its peak."""
+    service = Service(NSFWOID_READ_TIMEOUT="120")
+    try:
+        body = random.Random(5).randbytes(size)
+        requests = [("/", {"data": body, "headers": {"Content-Type": "image/png"}})] * clients
+        server_errors: dict[str, int] = {}
+        _, _, statuses = asyncio.run(load([service.base], requests, clients, server_errors))
+        return {"clients": clients, "body_mib": size / 2**20,
+                "statuses": {str(k): v for k, v in sorted(statuses.items())}, "server_errors": server_errors,
+                "peak_rss_mib": round(service.peak_rss_bytes() / 2**20, 1), "healthy_after": service.healthy()}
+    finally:
+        service.stop()
 
 
 def main() -> None:
@@ -89,13 +113,15 @@ def main() -> None:
     try:
         rounds = 6
         for _ in range(rounds):
+            server_errors: dict[str, int] = {}
             for target in (service, trusting):
                 batch = mixed_requests(corpora, host, args.requests // (rounds * 2), rng)
-                _, _, statuses = asyncio.run(load([target.base], batch, args.concurrency))
+                _, _, statuses = asyncio.run(load([target.base], batch, args.concurrency, server_errors))
                 assert all(code < 500 or code == 503 for code in statuses), statuses
             report["rounds"].append({"rss_mib": round(service.rss_bytes() / 2**20, 1),
                                      "trusting_rss_mib": round(trusting.rss_bytes() / 2**20, 1),
-                                     "statuses": {str(k): v for k, v in sorted(statuses.items())}})
+                                     "statuses": {str(k): v for k, v in sorted(statuses.items())},
+                                     "server_errors": server_errors})
             print(report["rounds"][-1], flush=True)
         report["healthy_after"] = service.healthy() and trusting.healthy()
         first, last = report["rounds"][0], report["rounds"][-1]
@@ -106,6 +132,8 @@ def main() -> None:
         service.stop()
         trusting.stop()
         image_host.shutdown()
+    report["large_bodies"] = large_bodies()
+    print(report["large_bodies"], flush=True)
     (HERE / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "rounds"}))
 
