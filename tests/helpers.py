@@ -262,6 +262,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class HungService:
+    """A service that accepts connections and never answers, counting the connections it was sent."""
+
+    def __init__(self, port: int = 0):
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def connections(self) -> int:
+        return len(self.held)
+
+    def _accept(self):
+        with contextlib.suppress(OSError):  # the listener was closed
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)  # on Linux this, not close(), ends a blocked accept()
+        self.thread.join(10)
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
 def start_service(stdout=subprocess.DEVNULL, cpus: set[int] | None = None, port: int | None = None,
                   **env: str) -> tuple[subprocess.Popen, str]:
     """`nsfwoid serve` as a real process on a loopback port, healthy: (process, base URL).

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import free_port, start_service
+from tests.helpers import HungService, free_port, start_service
 
 MEDIAWIKI = Path("/usr/share/mediawiki")
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"  # also in test_mediawiki.py: tests import no test module
@@ -71,6 +71,11 @@ wfLoadExtension( "Nsfwoid", "{EXTENSION}/extension.json" );
 $wgNsfwoidServiceUrl = "{service.url}";
 {settings}
 if ( is_file( "{self.overrides}" ) ) {{
+    // php -S keeps compiled files in opcache and checks their timestamps only every 2 s: without this, a request
+    // soon after a test changed its settings would run with the settings before.
+    if ( function_exists( "opcache_invalidate" ) ) {{
+        opcache_invalidate( "{self.overrides}", true );
+    }}
     require "{self.overrides}";
 }}
 """)
@@ -204,6 +209,13 @@ def service():
     service.stop()
 
 
+@pytest.fixture
+def hung_service():
+    service = HungService()
+    yield service
+    service.close()
+
+
 @pytest.fixture(scope="session")
 def commons(tmp_path_factory, service):
     """Also shows that Nsfwoid works, storing scores, on a wiki without AbuseFilter."""
@@ -229,3 +241,4 @@ $wgAbuseFilterEmergencyDisableCount = [ "default" => 1000 ];
 """, extensions="AbuseFilter")
     yield wiki
     wiki.stop()
+

@@ -7,7 +7,6 @@ their bytes, and so their SHA-1, new. A file's score is thus known in advance, a
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import FIDELITY, png_with_text
+from tests.helpers import FIDELITY, HungService, free_port, png_with_text
 
 HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, about 0.29 and 0.18
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"
@@ -163,17 +162,57 @@ def test_with_the_service_stopped_the_edit_saves_and_the_backfill_scores_later(w
     assert error_code(wiki.edit("Fail open second target", "[[File:Fail open.png]]")) == DISALLOWED
 
 
-def test_a_slow_service_is_given_up_after_the_edit_timeout(wiki, filters):
+def test_a_slow_service_is_given_up_after_the_edit_timeout(wiki, filters, hung_service):
     """A service that accepts connections and never answers: the edit saves, in about the edit timeout."""
-    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
-        port = silent.getsockname()[1]
-        with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "http://127.0.0.1:{port}";'
-                           "\n$wgNsfwoidEditTimeout = 1;"):
-            wiki.upload("Slow service.png", image("slow"))
-            started = time.monotonic()
-            assert wiki.edit("Slow target", "[[File:Slow service.png]]")["edit"]["result"] == "Success"
-            assert time.monotonic() - started < 8
+    with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "{hung_service.url}";'
+                       "\n$wgNsfwoidEditTimeout = 1;"):
+        wiki.upload("Slow service.png", image("slow"))
+        started = time.monotonic()
+        assert wiki.edit("Slow target", "[[File:Slow service.png]]")["edit"]["result"] == "Success"
+        assert time.monotonic() - started < 8
+    assert hung_service.connections >= 1
     assert wiki.score_of("Slow service.png") is None
+
+
+def test_after_a_timeout_edits_leave_the_service_alone_for_the_backoff(wiki, filters, hung_service):
+    """A hung service costs one edit the timeout, not every edit that adds a file: within $wgNsfwoidEditBackoff
+    of a timeout, edits make no call to it (their checks go on without scores), and after it they call again.
+    The backoff is shared through the main object cache, here the database."""
+    backoff = 5
+    with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "{hung_service.url}";'
+                       f"\n$wgNsfwoidEditTimeout = 1;\n$wgNsfwoidEditBackoff = {backoff};"
+                       "\n$wgMainCacheType = CACHE_DB;"):
+        for number in range(3):
+            wiki.upload(f"Backoff {number}.png", image(f"backoff {number}"))
+        assert hung_service.connections == 0
+
+        assert wiki.edit("Backoff target 0", "[[File:Backoff 0.png]]")["edit"]["result"] == "Success"
+        timed_out = hung_service.connections
+        assert timed_out >= 1
+        assert wiki.edit("Backoff target 1", "[[File:Backoff 1.png]]")["edit"]["result"] == "Success"
+        assert hung_service.connections == timed_out
+
+        time.sleep(backoff)
+        assert wiki.edit("Backoff target 2", "[[File:Backoff 2.png]]")["edit"]["result"] == "Success"
+        assert hung_service.connections > timed_out
+    assert "edits and uploads use stored scores only for 5 s" in (wiki.root / "nsfwoid.log").read_text()
+
+
+def test_a_refused_connection_does_not_start_the_backoff(wiki, filters):
+    """Only a timeout costs an edit time: a service that refuses connections, as one being restarted does, is
+    called again by the next edit."""
+    port = free_port()
+    with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "http://127.0.0.1:{port}";'
+                       "\n$wgNsfwoidEditTimeout = 1;\n$wgNsfwoidEditBackoff = 600;\n$wgMainCacheType = CACHE_DB;"):
+        for number in range(2):
+            wiki.upload(f"Refused {number}.png", image(f"refused {number}"))
+        assert wiki.edit("Refused target 0", "[[File:Refused 0.png]]")["edit"]["result"] == "Success"
+        back = HungService(port)
+        try:
+            assert wiki.edit("Refused target 1", "[[File:Refused 1.png]]")["edit"]["result"] == "Success"
+            assert back.connections >= 1
+        finally:
+            back.close()
 
 
 def test_a_filter_on_file_nsfw_score_stops_an_upload(wiki, filters):

@@ -72,7 +72,10 @@ class NsfwoidClient {
 		if ( $contentType !== null ) {
 			$request->setHeader( 'Content-Type', $contentType );
 		}
-		$request->execute();
+		$executed = $request->execute();
+		if ( $executed->hasMessage( 'http-timed-out' ) ) {
+			throw new ScoringException( "The service did not answer within $timeout s", true, true );
+		}
 		$status = $request->getStatus();
 		$answer = FormatJson::decode( (string)$request->getContent(), true );
 		if ( $status >= 400 && $status < 500 ) {
@@ -80,7 +83,7 @@ class NsfwoidClient {
 			throw new ScoringException( "The service refused the image ($status $problem)", false );
 		}
 		if ( $status !== 200 || !is_array( $answer ) ) {
-			$why = $status ? "HTTP $status" : 'unreachable or timed out';
+			$why = $status ? "HTTP $status" : 'unreachable';
 			throw new ScoringException( "The service failed: $why", true );
 		}
 		return $answer;

@@ -3,6 +3,7 @@
 namespace MediaWiki\Extension\Nsfwoid;
 
 use File;
+use MediaWiki\Config\ServiceOptions;
 use Psr\Log\LoggerInterface;
 use WANObjectCache;
 
@@ -10,11 +11,19 @@ use WANObjectCache;
  * Scores for AbuseFilter, while an edit or an upload waits: stored scores first, then the
  * service, all within one time budget. It fails open: what cannot be scored in time is left
  * out, and the edit is checked without it.
+ *
+ * A service that times out is not called again for $wgNsfwoidEditBackoff seconds, by any
+ * edit that shares the object cache: a hung service then costs one edit the timeout, not every
+ * edit that adds a file.
  */
 class ScoreLookup {
 
+	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidServiceUrl', 'NsfwoidEditBackoff' ];
+
 	private const MODEL_CACHE_SECONDS = 300;
 
+	private string $serviceUrl;
+	private int $backoff;
 	private NsfwoidClient $client;
 	private ScoreStore $store;
 	private FileScorer $fileScorer;
@@ -22,12 +31,16 @@ class ScoreLookup {
 	private LoggerInterface $logger;
 
 	public function __construct(
+		ServiceOptions $options,
 		NsfwoidClient $client,
 		ScoreStore $store,
 		FileScorer $fileScorer,
 		WANObjectCache $cache,
 		LoggerInterface $logger
 	) {
+		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
+		$this->serviceUrl = $options->get( 'NsfwoidServiceUrl' );
+		$this->backoff = (int)$options->get( 'NsfwoidEditBackoff' );
 		$this->client = $client;
 		$this->store = $store;
 		$this->fileScorer = $fileScorer;
@@ -92,7 +105,7 @@ class ScoreLookup {
 			self::MODEL_CACHE_SECONDS,
 			function ( $old, &$ttl ) use ( $timeout ) {
 				try {
-					return $this->client->currentModel( $timeout );
+					return $this->callService( fn () => $this->client->currentModel( $timeout ) );
 				} catch ( ScoringException $e ) {
 					$ttl = WANObjectCache::TTL_UNCACHEABLE;
 					return false;
@@ -109,11 +122,38 @@ class ScoreLookup {
 	 */
 	private function failOpen( callable $score, string $name ): ?float {
 		try {
-			return $score()->score;
+			return $this->callService( $score )->score;
 		} catch ( ScoringException $e ) {
 			$this->logger->info( 'nsfwoid could not score {name} in time; the check goes on without it: {error}',
 				[ 'name' => $name, 'error' => $e->getMessage() ] );
 			return null;
+		}
+	}
+
+	/**
+	 * Calls the service unless it timed out less than $wgNsfwoidEditBackoff seconds ago, and
+	 * starts that wait when this call times out. The time the wait ends is stored, rather than
+	 * left to the cache's expiry, which some caches round to whole seconds.
+	 *
+	 * @param callable $call calls the service, or throws a ScoringException
+	 * @return mixed what $call returns
+	 * @throws ScoringException
+	 */
+	private function callService( callable $call ) {
+		$key = $this->cache->makeKey( 'nsfwoid-backoff', md5( $this->serviceUrl ) );
+		if ( $this->cache->get( $key ) > microtime( true ) ) {
+			throw new ScoringException( 'The service timed out recently; it is not called until '
+				. '$wgNsfwoidEditBackoff has passed', true );
+		}
+		try {
+			return $call();
+		} catch ( ScoringException $e ) {
+			if ( $e->isTimedOut() && $this->backoff > 0 ) {
+				$this->cache->set( $key, microtime( true ) + $this->backoff, $this->backoff );
+				$this->logger->warning( 'nsfwoid timed out; edits and uploads use stored scores only for {seconds} s',
+					[ 'seconds' => $this->backoff ] );
+			}
+			throw $e;
 		}
 	}
 }

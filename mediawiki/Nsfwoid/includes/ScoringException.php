@@ -7,18 +7,25 @@ use RuntimeException;
 /**
  * A file could not be scored. Retryable: the service was unreachable, slow, or failed (5xx), so
  * a later try may succeed. Not retryable: the service refused the image (4xx, such as a format it
- * does not read), or scored bytes other than the file's.
+ * does not read), or scored bytes other than the file's. Timed out: the service took the whole
+ * time allowed without answering, which is what makes a hung service costly to its callers.
  */
 class ScoringException extends RuntimeException {
 
 	private bool $retryable;
+	private bool $timedOut;
 
-	public function __construct( string $message, bool $retryable ) {
+	public function __construct( string $message, bool $retryable, bool $timedOut = false ) {
 		parent::__construct( $message );
 		$this->retryable = $retryable;
+		$this->timedOut = $timedOut;
 	}
 
 	public function isRetryable(): bool {
 		return $this->retryable;
+	}
+
+	public function isTimedOut(): bool {
+		return $this->timedOut;
 	}
 }

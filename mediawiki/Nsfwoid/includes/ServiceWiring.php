@@ -37,6 +37,7 @@ return [
 	},
 	'Nsfwoid.ScoreLookup' => static function ( MediaWikiServices $services ): ScoreLookup {
 		return new ScoreLookup(
+			new ServiceOptions( ScoreLookup::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
 			$services->get( 'Nsfwoid.Client' ),
 			$services->get( 'Nsfwoid.ScoreStore' ),
 			$services->get( 'Nsfwoid.FileScorer' ),
