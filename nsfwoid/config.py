@@ -76,7 +76,7 @@ class Settings:
     image_memory: int = field(
         default=512 * MiB,
         metadata={**SERVE_ONLY, "help": "bytes of request bodies and downloads held at once; 3 x a KServe body, "
-                                        "NSFWOID_MAX_IMAGE_BYTES per URL"},
+                                        "a download at its declared length"},
     )
     max_pixels: int = field(default=50_000_000, metadata={"help": "cap on width x height"})
     max_frames: int = field(

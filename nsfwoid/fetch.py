@@ -8,6 +8,7 @@ import email.utils
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 
 import aiohttp
 from yarl import URL
@@ -148,8 +149,13 @@ def create_session(settings: Settings, *, connections: int | None = None, per_ho
     )
 
 
-async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings) -> bytes:
-    """Download an image under every limit, following at most MAX_REDIRECTS re-checked redirects."""
+async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings,
+                hold: Callable[[int], None] | None = None) -> bytes:
+    """Download an image under every limit, following at most MAX_REDIRECTS re-checked redirects.
+
+    `hold`, when given, is called with the bytes the image will take (body_size) once the answer's headers
+    have come, before its body is read; it may refuse by raising a Problem.
+    """
     url = checked_url(raw_url, settings.allowed_hosts)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -167,7 +173,10 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
                         raise UpstreamNotFound(f"{url.host} answered {response.status}")
                     if response.status != 200:
                         raise UpstreamError(f"{url.host} answered {response.status}")
-                    data = await read_capped(response.content, response.content_length, settings.max_image_bytes)
+                    check_length(response.content_length, settings.max_image_bytes)
+                    if hold is not None:
+                        hold(body_size(response, settings.max_image_bytes))
+                    data = await read_capped(response.content, settings.max_image_bytes)
                     metrics.FETCH_DURATION.observe(loop.time() - started)
                     metrics.FETCH_BYTES.observe(len(data))
                     return data
@@ -182,10 +191,22 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
         raise UpstreamError(f"download from {url.host} failed: {type(exc).__name__}") from None
 
 
-async def read_capped(stream: aiohttp.StreamReader, declared_length: int | None, cap: int) -> bytes:
-    """The whole body, or PayloadTooLarge as soon as the declared or the actual size passes cap."""
+def check_length(declared_length: int | None, cap: int) -> None:
     if declared_length is not None and declared_length > cap:
         raise PayloadTooLarge(f"declared length {declared_length} bytes is over the limit of {cap}")
+
+
+def body_size(response: aiohttp.ClientResponse, cap: int) -> int:
+    """What the answer's body will take in memory: its declared length, which the HTTP parser holds it to; the cap
+    when it declares none, or when it is compressed, since it is read decompressed."""
+    declared = response.content_length
+    if declared is None or response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return cap
+    return min(declared, cap)
+
+
+async def read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """The whole body, or PayloadTooLarge as soon as its size passes cap."""
     buffer = bytearray()
     async for chunk in stream.iter_chunked(CHUNK_BYTES):
         buffer += chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -45,12 +46,13 @@ def client_max_size(settings: Settings) -> int:
     return settings.max_image_bytes + MULTIPART_SLACK_BYTES
 
 
-async def image_of(given: RequestInput, session: aiohttp.ClientSession, settings: Settings) -> ImageBytes:
-    """The image bytes: those the request carried, or those its URL gives."""
+async def image_of(given: RequestInput, session: aiohttp.ClientSession, settings: Settings,
+                   hold: Callable[[int], None]) -> ImageBytes:
+    """The image bytes: those the request carried, or those its URL gives. `hold`: see fetch."""
     if given.url is None:
         return ImageBytes(given.data, given.source)
     started = time.perf_counter()
-    data = await fetch(session, given.url, settings)
+    data = await fetch(session, given.url, settings, hold)
     return ImageBytes(data, "url", time.perf_counter() - started)
 
 
@@ -100,11 +102,6 @@ def body_bytes(request: web.Request, settings: Settings) -> int:
     """What a request body will hold in memory: its declared length, or the cap when it declares none."""
     declared = request.content_length
     return settings.max_image_bytes if declared is None else min(declared, settings.max_image_bytes)
-
-
-def download_bytes(given: RequestInput, settings: Settings) -> int:
-    """What downloading the request's image may hold: the cap, as its size is not known before the download."""
-    return settings.max_image_bytes if given.url is not None else 0
 
 
 def check_declared_length(request: web.Request, settings: Settings) -> None:

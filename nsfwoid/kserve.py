@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
-from .inputs import RequestInput, body_bytes, download_bytes, expect_continue, image_of, read_body
+from .inputs import RequestInput, body_bytes, expect_continue, image_of, read_body
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
 from .routes import json_response, receiving, request_deadline
@@ -76,8 +76,8 @@ async def _prediction(instance: object, app: web.Application, deadline: float | 
     started = time.perf_counter()
     try:
         given = await _instance_input(instance, settings)
-        with runtime.holding(download_bytes(given, settings), settings.image_memory):
-            image = await image_of(given, runtime.http, settings)
+        with runtime.holding_later(settings.image_memory) as hold:
+            image = await image_of(given, runtime.http, settings, hold)
             scored = await runtime.scorer.score(image.data, deadline=deadline)
     except Problem as problem:
         return {"error": problem.to_dict(trace_id)}

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import NAME, package_version
 from .config import Settings
 from .errors import Overloaded, RequestTimeout, json_text
-from .inputs import body_bytes, download_bytes, expect_continue, image_of, read_input
+from .inputs import body_bytes, expect_continue, image_of, read_input
 from .scoring import format_score, log_scored
 from .state import RUNTIME, SETTINGS, Status
 
@@ -97,10 +97,9 @@ async def score(request: web.Request) -> web.Response:
     with runtime.holding(body_bytes(request, settings), settings.image_memory):
         async with receiving(request):
             given = await read_input(request, settings)
-        with (runtime.admitted(1, settings.max_inflight),
-              runtime.holding(download_bytes(given, settings), settings.image_memory)):
+        with runtime.admitted(1, settings.max_inflight), runtime.holding_later(settings.image_memory) as hold:
             async with request_deadline(settings) as deadline:
-                image = await image_of(given, runtime.http, settings)
+                image = await image_of(given, runtime.http, settings, hold)
                 scored = await runtime.scorer.score(image.data, deadline=deadline)
     log_scored(scored, image.source)
     if not wants_json(request):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -89,6 +89,13 @@ class Runtime:
         """Count `size` bytes of images against `limit` (NSFWOID_IMAGE_MEMORY) for the block, or 503 at once."""
         return self.image_memory.take(size, limit, lambda: f"{self.image_memory.taken / MiB:.1f} MiB of images "
                                                            f"are held; {size / MiB:.1f} MiB more do not fit")
+
+    @contextmanager
+    def holding_later(self, limit: int) -> Iterator[Callable[[int], None]]:
+        """A `hold(size)` that counts size bytes as `holding` does, from when it is called to the end of the block:
+        for a download, whose size is known only once its headers have come."""
+        with ExitStack() as held:
+            yield lambda size: held.enter_context(self.holding(size, limit))
 
     def _require_ready(self) -> None:
         if not self.status.scores:

@@ -71,6 +71,20 @@ async def upstream(aiohttp_server):
         await response.write(b"\xff\xd8")
         return response
 
+    async def stalled(request):
+        """Headers (Content-Length from ?length=, else chunked; Content-Encoding from ?encoding=), two bytes, then
+        nothing for 30 s."""
+        headers = {"Content-Encoding": request.query["encoding"]} if "encoding" in request.query else {}
+        if "length" in request.query:
+            headers["Content-Length"] = request.query["length"]
+        response = web.StreamResponse(headers=headers)
+        if "length" not in request.query:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"\x1f\x8b")  # the start of a JPEG would do as well: nothing decodes two bytes
+        await asyncio.sleep(30)
+        return response
+
     async def endless(request):
         response = web.StreamResponse()
         response.enable_chunked_encoding()
@@ -90,5 +104,6 @@ async def upstream(aiohttp_server):
     app.router.add_get("/redirect-to", redirect_to)
     app.router.add_get("/slow", slow)
     app.router.add_get("/huge-length", huge_length)
+    app.router.add_get("/stalled", stalled)
     app.router.add_get("/endless", endless)
     return await aiohttp_server(app)

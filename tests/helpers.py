@@ -193,6 +193,14 @@ async def problem_of(response, status: int, name: str) -> dict:
     return body
 
 
+async def until(condition, seconds: float = 10) -> None:
+    """Wait until condition() is true; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.02)
+
+
 async def until_healthy(client, seconds: float = 60) -> None:
     """Wait until an in-process app's /healthz says ok, or that the model failed to start."""
     deadline = time.monotonic() + seconds

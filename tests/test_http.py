@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from nsfwoid.errors import ALL_PROBLEMS
+from nsfwoid.state import RUNTIME
 
 from . import helpers
 
@@ -86,7 +87,7 @@ async def test_healthz_503_when_the_model_fails(make_client, tmp_path):
 
 
 async def test_healthz_503_before_ready(make_client):
-    from nsfwoid.state import RUNTIME, Status
+    from nsfwoid.state import Status
 
     client = await make_client()
     client.app[RUNTIME].status = Status.STARTING
@@ -97,7 +98,7 @@ async def test_healthz_503_before_ready(make_client):
 
 
 async def test_healthz_503_while_draining(client):
-    from nsfwoid.state import RUNTIME, Status
+    from nsfwoid.state import Status
 
     client.app[RUNTIME].status = Status.DRAINING  # what `nsfwoid serve` sets first on SIGTERM
     response = await client.get("/healthz")
@@ -262,7 +263,7 @@ async def test_bodies_being_received_are_bounded(make_client):
 
 
 async def test_images_held_in_memory_are_bounded(make_client):
-    """Bodies count at their declared length from their first byte, a URL at the cap until it is scored."""
+    """Bodies count at their declared length from their first byte until their answer."""
     client = await make_client(max_image_bytes=2**20, image_memory=2**21, read_timeout=5)
     stalled = [await stalled_upload(client, declared=2**20) for _ in range(2)]
     await asyncio.sleep(0.2)
@@ -271,12 +272,37 @@ async def test_images_held_in_memory_are_bounded(make_client):
     stalled.pop()[1].close()
     await asyncio.sleep(0.2)
     assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
-    body = await helpers.problem_of(await client.post("/", data={"url": "http://127.0.0.1:9/a.jpg"}), 503, "overloaded")
-    assert "1.0 MiB more do not fit" in body["detail"]
     stalled.pop()[1].close()
-    await asyncio.sleep(0.2)
-    # Now the download fits, and is tried: nothing listens on port 9.
-    await helpers.problem_of(await client.post("/", data={"url": "http://127.0.0.1:9/a.jpg"}), 502, "upstream-error")
+    await helpers.until(lambda: client.app[RUNTIME].image_memory.taken == 0)
+
+
+async def test_a_download_counts_at_its_declared_length_else_at_the_cap(make_client, upstream):
+    """From its headers until it is scored; at the cap when it declares no length, or is compressed (it is read
+    decompressed, so its declared length says nothing of its size)."""
+    cap = 2**20
+    client = await make_client(max_image_bytes=cap, image_memory=2 * cap - 2**17, read_timeout=5)
+    held = client.app[RUNTIME].image_memory
+
+    def download(query: str) -> asyncio.Task:
+        return asyncio.ensure_future(client.post("/", data={"url": str(upstream.make_url(f"/stalled?{query}"))}))
+
+    def holding(size: int) -> bool:
+        return size <= held.taken < size + 2**10  # the forms that carry the URLs are held too: a few bytes each
+
+    declared = 3 * 2**18
+    pending = [download(f"length={declared}")]
+    await helpers.until(lambda: holding(declared))
+    # 1 MiB more fits beside 0.75 MiB; beside a download counted at the cap, it would not.
+    full_size = BRICK + b"\0" * (cap - len(BRICK))
+    assert (await client.post("/", data=full_size, headers=JPEG)).status == 200
+    pending.append(download("encoding=gzip&length=1000"))
+    await helpers.until(lambda: holding(declared + cap))
+    body = await helpers.problem_of(await client.post("/", data={"url": str(upstream.make_url("/stalled"))}),
+                                    503, "overloaded")
+    assert "1.0 MiB more do not fit" in body["detail"]
+    for task in pending:
+        task.cancel()
+    await helpers.until(lambda: held.taken == 0)
 
 
 async def test_every_problem_type_is_exercised():
@@ -295,8 +321,6 @@ async def test_routing_errors_are_problems(client):
 
 
 async def test_internal_errors_are_named_problems(client, monkeypatch):
-    from nsfwoid.state import RUNTIME
-
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug of ours")
 

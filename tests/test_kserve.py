@@ -121,13 +121,16 @@ async def test_each_instance_takes_a_scoring_slot(make_client, upstream):
     assert response.status == 200 and len((await response.json())["predictions"]) == 3
 
 
-async def test_a_url_instance_that_does_not_fit_in_image_memory_is_its_own_error(make_client):
-    """The call holds three times its body; each URL instance the cap on top, while it is fetched and scored."""
+async def test_a_url_instance_that_does_not_fit_in_image_memory_is_its_own_error(make_client, upstream):
+    """The call holds three times its body; each URL instance its declared length on top (the cap when it declares
+    none), from its headers until it is scored."""
     client = await make_client(max_image_bytes=2**20, image_memory=2**20 + 2**17)
-    response = await client.post(PREDICT, json={"instances": [b64(BRICK), {"url": "http://127.0.0.1:9/a.jpg"}]})
-    scored, refused = (await response.json())["predictions"]
-    assert 0 <= scored["score"] <= 1
+    undeclared = str(upstream.make_url("/endless"))
+    response = await client.post(PREDICT, json={"instances": [
+        b64(BRICK), {"url": str(upstream.make_url("/image/brick.jpg"))}, {"url": undeclared}]})
+    scored, downloaded, refused = (await response.json())["predictions"]
+    assert 0 <= scored["score"] <= 1 and downloaded["score"] == scored["score"]
     assert refused["error"]["type"].endswith("#overloaded") and "1.0 MiB more do not fit" in refused["error"]["detail"]
-    # Alone, the URL fits, and its download is tried: nothing listens on port 9.
-    response = await client.post(PREDICT, json={"instances": [{"url": "http://127.0.0.1:9/a.jpg"}]})
-    assert (await response.json())["predictions"][0]["error"]["type"].endswith("#upstream-error")
+    # Alone, the URL fits, and its download is read: to the cap, as it never ends.
+    response = await client.post(PREDICT, json={"instances": [{"url": undeclared}]})
+    assert (await response.json())["predictions"][0]["error"]["type"].endswith("#payload-too-large")
