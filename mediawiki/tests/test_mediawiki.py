@@ -228,12 +228,14 @@ def test_score_files_scores_uploads_made_without_jobs(wiki, service):
             wiki.upload(name, image(name, fixture="logo_rgba.png"))
     assert all(wiki.score_of(name) is None for name in names)
 
-    first = wiki.php(SCORE_FILES, "--batch-size", "1", "--limit", "2", "--sleep", "0.01").stdout
-    to_score = int(re.search(r"(\d+) files to score", first).group(1))
-    assert to_score == 2 and "Scored 1 of 2" in first and "Scored 2 of 2" in first, first
-    again = wiki.php(SCORE_FILES).stdout
-    assert re.search(r"Done: scored (\d+)", again).group(1) != "0", again
-    assert all(wiki.score_of(name) for name in names)
+    # Files are taken in name order (img_name) after --start.
+    first = wiki.php(SCORE_FILES, "--start", "Backfill", "--batch-size", "1", "--limit", "2", "--sleep", "0.01").stdout
+    assert "Checked 1 files, up to Backfill_0.png: scored 1, refused 0" in first, first
+    assert "Done: scored 2, refused 0." in first, first
+    assert [wiki.score_of(name) is not None for name in names] == [True, True, False]
+    assert "Done: scored 1," in wiki.php(SCORE_FILES, "--start", "Backfill_1.png", "--limit", "1").stdout
+    assert wiki.score_of(names[2]) is not None
+    wiki.php(SCORE_FILES)  # and whatever other tests left unscored: then nothing is left
     assert "Done: scored 0," in wiki.php(SCORE_FILES).stdout
 
     with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
@@ -292,10 +294,11 @@ def test_without_abusefilter_uploads_are_still_scored(commons, service):
     assert commons.score_of("Commons job.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
 
 
-def test_no_query_of_the_score_table_grows_with_it(wiki, service, filters, tmp_path):
+def test_no_query_of_the_score_table_grows_with_the_wiki(wiki, service, filters, tmp_path):
     """Commons has over 100 million files: a query that scans nsfwoid_score or sorts it would load the database
-    on every edit. The wiki logs the SQL of each path that reads the table; each must do the same work on a copy
-    of the wiki's database with 50,000 more scores as on the wiki's own."""
+    on every edit, and one of scoreFiles.php that scans the scored files to find unscored ones would run for
+    hours. The wiki logs the SQL of each path that reads the table; each must do the same work on a copy of the
+    wiki's database with 50,000 more scores, and 50,000 more files already scored, as on the wiki's own."""
     sql_log = wiki.root / "sql.log"
     with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgDebugDumpSql = true;\n'
                        f'$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
@@ -309,19 +312,40 @@ def test_no_query_of_the_score_table_grows_with_it(wiki, service, filters, tmp_p
                for line in sql_log.read_text().splitlines()
                if "\\Nsfwoid\\" in line and "SELECT" in line and "nsfwoid_score" in line}
     assert {method for method, _ in queries} >= {"ScoreStore::getNewestModel", "ScoreStore::getScores",
-                                                 "ScoreStore::getRows", "ScoreStore::getUnscoredFileNames"}
+                                                 "ScoreStore::getRows", "ScoreStore::getFileBatch"}
 
+    model = service.score(image("model"))["model"]["sha256"]
     with closing(sqlite3.connect(tmp_path / "copy.sqlite")) as database:
         with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as wikis:
             wikis.backup(database)
         for _, sql in queries:  # the first query of a connection also reads the schema
             database.execute(sql).fetchall()
-        before = {method: vm_steps(database, sql) for method, sql in queries}
-        with database:
-            database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
-                                 ((f"{n:031d}", "0" * 64) for n in range(50_000)))
-        after = {method: vm_steps(database, sql) for method, sql in queries}
-    assert all(after[method] <= before[method] + 10 for method in after), (before, after)
+        # First more scored files than a batch of scoreFiles.php reads, so that its batches are full from here on.
+        add_scores_and_scored_files(database, model, range(1_000))
+        before = {query: vm_steps(database, query[1]) for query in queries}
+        add_scores_and_scored_files(database, model, range(1_000, 50_000))
+        after = {query: vm_steps(database, query[1]) for query in queries}
+    assert all(after[query] <= before[query] + 10 for query in after), (before, after)
+
+
+def add_scores_and_scored_files(database: sqlite3.Connection, model: str, numbers: range):
+    """For each number, a score of another model for no file of the wiki; and a file, named to sort before every
+    file of the wiki's own, with a score of the current model."""
+    row = database.execute("SELECT * FROM image LIMIT 1").fetchone()
+    columns = [column[0] for column in database.execute("SELECT * FROM image LIMIT 0").description]
+    name, sha1 = columns.index("img_name"), columns.index("img_sha1")
+
+    def file(number: int) -> tuple:
+        copy = list(row)
+        copy[name], copy[sha1] = f"0{number:06d}.png", f"z{number:030x}"
+        return tuple(copy)
+
+    with database:
+        database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
+                             ((f"{n:031d}", "0" * 64) for n in numbers))
+        database.executemany(f"INSERT INTO image VALUES ({', '.join('?' * len(columns))})", map(file, numbers))
+        database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
+                             ((f"z{n:030x}", model) for n in numbers))
 
 
 def vm_steps(database: sqlite3.Connection, sql: str) -> int:

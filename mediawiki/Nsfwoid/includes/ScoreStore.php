@@ -88,34 +88,27 @@ class ScoreStore {
 	}
 
 	/**
-	 * Names of local files, after $after in name order, that have no score of $model.
+	 * The next $limit local files after $after, in name order, each with whether it has a score
+	 * of $model. A call reads at most $limit rows of `image`, however many of them are scored:
+	 * asking for the next unscored files instead would scan every scored one in between.
 	 *
-	 * @return string[]
+	 * @return array[] each [ 'name' => string, 'scored' => bool ], in name order
 	 */
-	public function getUnscoredFileNames( string $model, string $after, int $limit ): array {
+	public function getFileBatch( string $model, string $after, int $limit ): array {
 		$dbr = $this->loadBalancer->getConnection( DB_REPLICA );
-		return $dbr->selectFieldValues(
+		$result = $dbr->select(
 			[ 'image', 'nsfwoid_score' ],
-			'img_name',
-			[ 'nss_sha1' => null, 'img_name > ' . $dbr->addQuotes( $after ) ],
+			[ 'img_name', 'nss_sha1' ],
+			[ 'img_name > ' . $dbr->addQuotes( $after ) ],
 			__METHOD__,
 			[ 'ORDER BY' => 'img_name', 'LIMIT' => $limit ],
 			self::scoreOfModel( $model )
 		);
-	}
-
-	/**
-	 * How many local files have no score of $model.
-	 */
-	public function countUnscoredFiles( string $model ): int {
-		return (int)$this->loadBalancer->getConnection( DB_REPLICA )->selectField(
-			[ 'image', 'nsfwoid_score' ],
-			'COUNT(*)',
-			[ 'nss_sha1' => null ],
-			__METHOD__,
-			[],
-			self::scoreOfModel( $model )
-		);
+		$files = [];
+		foreach ( $result as $row ) {
+			$files[] = [ 'name' => (string)$row->img_name, 'scored' => $row->nss_sha1 !== null ];
+		}
+		return $files;
 	}
 
 	/**

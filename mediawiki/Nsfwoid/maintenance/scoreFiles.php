@@ -2,7 +2,7 @@
 /**
  * Scores every local file that has no score of the service's current model.
  *
- * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--use-jobqueue]
+ * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--start NAME] [--use-jobqueue]
  * Set MW_INSTALL_PATH when the extension is not in MediaWiki's extensions/ directory.
  */
 
@@ -21,6 +21,7 @@ class ScoreFiles extends Maintenance {
 		$this->addDescription( 'Score every file in the image table that has no score of the current model.' );
 		$this->addOption( 'sleep', 'Seconds to sleep between batches', false, true );
 		$this->addOption( 'limit', 'Score at most this many files', false, true );
+		$this->addOption( 'start', 'Begin after this file name (img_name), as a stopped run prints it', false, true );
 		$this->addOption( 'use-jobqueue', 'Push nsfwoidScore jobs instead of scoring here' );
 		$this->setBatchSize( 100 );
 	}
@@ -36,44 +37,53 @@ class ScoreFiles extends Maintenance {
 		}
 		$limit = (int)$this->getOption( 'limit', PHP_INT_MAX );
 		$useJobQueue = $this->hasOption( 'use-jobqueue' );
-		$total = min( $limit, $store->countUnscoredFiles( $model ) );
-		$this->output( "$total files to score with model " . substr( $model, 0, 12 ) . "\n" );
+		$verb = $useJobQueue ? 'queued' : 'scored';
+		$this->output( 'Scoring files without a score of model ' . substr( $model, 0, 12 ) . "\n" );
 
 		$localRepo = $services->getRepoGroup()->getLocalRepo();
 		$jobQueueGroup = $services->getJobQueueGroup();
 		$fileScorer = $services->get( 'Nsfwoid.FileScorer' );
-		$done = $refused = 0;
-		$after = '';
+		$checked = $done = $refused = 0;
+		$after = (string)$this->getOption( 'start', '' );
 		while ( $done + $refused < $limit ) {
-			$names = $store->getUnscoredFileNames( $model, $after, min( $this->getBatchSize(), $limit - $done - $refused ) );
-			if ( !$names ) {
+			$files = $store->getFileBatch( $model, $after, $this->getBatchSize() );
+			if ( !$files ) {
 				break;
 			}
-			foreach ( $names as $name ) {
-				$after = $name;
-				$file = $localRepo->newFile( $name );
-				if ( $useJobQueue ) {
-					$jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
-					$done++;
-					continue;
+			foreach ( $files as [ 'name' => $name, 'scored' => $scored ] ) {
+				if ( $done + $refused >= $limit ) {
+					break 2;
 				}
-				try {
-					$fileScorer->scoreFile( $file, $timeout );
-					$done++;
-				} catch ( ScoringException $e ) {
-					if ( $e->isRetryable() ) {
-						$this->fatalError( "Stopped at $name: " . $e->getMessage() . '. A rerun resumes here.' );
+				if ( !$scored ) {
+					$file = $localRepo->newFile( $name );
+					if ( $useJobQueue ) {
+						$jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
+						$done++;
+					} else {
+						try {
+							$fileScorer->scoreFile( $file, $timeout );
+							$done++;
+						} catch ( ScoringException $e ) {
+							if ( $e->isRetryable() ) {
+								$resume = $after === '' ? '' : ' --start ' . escapeshellarg( $after );
+								$this->fatalError( "Stopped at $name: " . $e->getMessage()
+									. ". Rerun with$resume to resume there." );
+							}
+							$refused++;
+							$this->output( "$name not scored: " . $e->getMessage() . "\n" );
+						}
 					}
-					$refused++;
-					$this->output( "$name not scored: " . $e->getMessage() . "\n" );
 				}
+				$checked++;
+				$after = $name;
 			}
-			$this->output( ( $useJobQueue ? 'Queued' : 'Scored' ) . " $done of $total; $refused refused\n" );
+			$this->output( "Checked $checked files, up to $after: $verb $done, refused $refused\n" );
+			$this->waitForReplication();
 			if ( $this->hasOption( 'sleep' ) ) {
 				usleep( (int)( 1e6 * (float)$this->getOption( 'sleep' ) ) );
 			}
 		}
-		$this->output( 'Done: ' . ( $useJobQueue ? 'queued' : 'scored' ) . " $done, refused $refused.\n" );
+		$this->output( "Done: $verb $done, refused $refused.\n" );
 	}
 }
 
