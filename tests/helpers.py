@@ -289,6 +289,12 @@ class HungService:
             while True:
                 self.held.append(self.listener.accept()[0])
 
+    def __enter__(self) -> HungService:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def close(self):
         self.listener.shutdown(socket.SHUT_RDWR)  # on Linux this, not close(), ends a blocked accept()
         self.thread.join(10)

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from nsfwoid.errors import ALL_PROBLEMS
-from nsfwoid.state import RUNTIME
+from nsfwoid.state import RUNTIME, Status
 
 from . import helpers
 
@@ -87,8 +87,6 @@ async def test_healthz_503_when_the_model_fails(make_client, tmp_path):
 
 
 async def test_healthz_503_before_ready(make_client):
-    from nsfwoid.state import Status
-
     client = await make_client()
     client.app[RUNTIME].status = Status.STARTING
     response = await client.get("/healthz")
@@ -98,8 +96,6 @@ async def test_healthz_503_before_ready(make_client):
 
 
 async def test_healthz_503_while_draining(client):
-    from nsfwoid.state import Status
-
     client.app[RUNTIME].status = Status.DRAINING  # what `nsfwoid serve` sets first on SIGTERM
     response = await client.get("/healthz")
     assert response.status == 503 and (await response.json())["status"] == "draining"

@@ -211,9 +211,8 @@ def service():
 
 @pytest.fixture
 def hung_service():
-    service = HungService()
-    yield service
-    service.close()
+    with HungService() as service:
+        yield service
 
 
 @pytest.fixture(scope="session")
@@ -241,4 +240,3 @@ $wgAbuseFilterEmergencyDisableCount = [ "default" => 1000 ];
 """, extensions="AbuseFilter")
     yield wiki
     wiki.stop()
-

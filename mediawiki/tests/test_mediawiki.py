@@ -207,12 +207,9 @@ def test_a_refused_connection_does_not_start_the_backoff(wiki, filters):
         for number in range(2):
             wiki.upload(f"Refused {number}.png", image(f"refused {number}"))
         assert wiki.edit("Refused target 0", "[[File:Refused 0.png]]")["edit"]["result"] == "Success"
-        back = HungService(port)
-        try:
+        with HungService(port) as back:
             assert wiki.edit("Refused target 1", "[[File:Refused 1.png]]")["edit"]["result"] == "Success"
             assert back.connections >= 1
-        finally:
-            back.close()
 
 
 def test_a_filter_on_file_nsfw_score_stops_an_upload(wiki, filters):
