@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import HungService, free_port, start_service
 
@@ -200,6 +201,12 @@ class Service:
                                  headers={"Content-Type": "application/octet-stream", "Accept": "application/json"})
         response.raise_for_status()
         return response.json()
+
+    def score_requests(self) -> float:
+        """How many scoring requests the service has answered since it started, from its own metrics."""
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "nsfwoid_http_requests_total" and sample.labels["route"] == "/v1/score")
 
 
 @pytest.fixture(scope="session")

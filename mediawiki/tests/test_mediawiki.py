@@ -6,6 +6,7 @@ their bytes, and so their SHA-1, new. A file's score is thus known in advance, a
 
 from __future__ import annotations
 
+import io
 import re
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from tests.helpers import FIDELITY, HungService, free_port, png_with_text
 
@@ -27,6 +29,19 @@ DISALLOWED = "abusefilter-disallowed"
 def image(tag: str, fixture: str = HIGH) -> bytes:
     """New bytes with the pixels, and so the score, of a PNG fixture."""
     return png_with_text((FIDELITY / fixture).read_bytes(), tag.encode())
+
+
+def svg(tag: str) -> bytes:
+    """A new SVG file: MediaWiki takes it, and the service does not read SVG."""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><title>{tag}</title>'
+            '<rect width="10" height="10"/></svg>').encode()
+
+
+def too_many_pixels() -> bytes:
+    """A small PNG of 8000 × 7000 pixels, over the service's NSFWOID_MAX_PIXELS (50 million)."""
+    out = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(out, "PNG")
+    return out.getvalue()
 
 
 def error_code(answer: dict) -> str | None:
@@ -227,8 +242,8 @@ def test_score_files_scores_uploads_made_without_jobs(wiki, service):
 
     # Files are taken in name order (img_name) after --start.
     first = wiki.php(SCORE_FILES, "--start", "Backfill", "--batch-size", "1", "--limit", "2", "--sleep", "0.01").stdout
-    assert "Checked 1 files, up to Backfill_0.png: scored 1, refused 0" in first, first
-    assert "Done: scored 2, refused 0." in first, first
+    assert "Checked 1 files, up to Backfill_0.png: scored 1, refused 0, skipped 0" in first, first
+    assert "Done: scored 2, refused 0, skipped 0." in first, first
     assert [wiki.score_of(name) is not None for name in names] == [True, True, False]
     assert "Done: scored 1," in wiki.php(SCORE_FILES, "--start", "Backfill_1.png", "--limit", "1").stdout
     assert wiki.score_of(names[2]) is not None
@@ -251,12 +266,38 @@ def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, serv
     # Not acknowledged: the queue keeps the job to retry it.
     assert "nsfwoidScore File:Unreachable.png" in wiki.php("maintenance/showJobs.php", "--list").stdout
 
-    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
-    assert wiki.upload("Refused.svg", svg)["upload"]["result"] == "Success"
-    assert re.search(r"nsfwoidScore File:Refused\.svg .* good", wiki.run_jobs())
-    assert wiki.score_of("Refused.svg") is None
-    assert "nsfwoidScore File:Refused.svg" not in wiki.php("maintenance/showJobs.php", "--list").stdout
-    assert "Refused.svg was not scored" in (wiki.root / "nsfwoid.log").read_text()
+    # A PNG that MediaWiki takes, and that the service refuses: over NSFWOID_MAX_PIXELS (413 image-too-large).
+    assert wiki.upload("Refused.png", too_many_pixels())["upload"]["result"] == "Success"
+    assert re.search(r"nsfwoidScore File:Refused\.png .* good", wiki.run_jobs())
+    assert wiki.score_of("Refused.png") is None
+    assert "nsfwoidScore File:Refused.png" not in wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert re.search(r"Refused\.png was not scored: The service refused the image \(413 .*image-too-large",
+                     (wiki.root / "nsfwoid.log").read_text())
+
+
+def test_files_the_service_cannot_read_are_neither_read_nor_sent(wiki, commons, service, filters, tmp_path):
+    """Commons holds videos, PDFs and TIFFs of gigabytes. A file of a type the service does not read, or one over
+    $wgNsfwoidMaxFileSize (by default the service's 25 MiB), gets no job and is never sent; and an edit or upload
+    that AbuseFilter checks does not read it into memory, which would end the edit with a fatal error."""
+    big = tmp_path / "Unreadable big.jpg"
+    big.write_bytes((FIDELITY / LOW).read_bytes() + bytes(70 * 2**20))  # a JPEG, with 70 MiB after its end
+    wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
+    assert wiki.upload("Unreadable.svg", svg("unreadable"))["upload"]["result"] == "Success"
+    assert "nsfwoidScore File:Unreadable.svg" not in wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert commons.upload("Commons unreadable.svg", svg("commons"))["upload"]["result"] == "Success"
+
+    requests_before = service.score_requests()
+    with wiki.settings('ini_set( "memory_limit", "64M" );'):
+        edited = wiki.edit("Unreadable target",
+                           "[[File:Unreadable big.jpg]]\n[[File:Unreadable.svg]]\n[[File:Commons unreadable.svg]]")
+        assert edited["edit"]["result"] == "Success", edited
+        assert wiki.upload("Guarded unreadable.svg", svg("guarded"))["upload"]["result"] == "Success"
+    assert service.score_requests() == requests_before
+
+    backfill = wiki.php(SCORE_FILES, "--start", "Unreadable", "--batch-size", "2", "--limit", "1").stdout
+    assert "Checked 2 files, up to Unreadable_big.jpg: scored 0, refused 0, skipped 2" in backfill, backfill
+    assert service.score_requests() == requests_before
+    assert wiki.score_of("Unreadable big.jpg") is None
 
 
 def test_a_commons_file_is_scored_by_url(wiki, commons, service, filters):

@@ -3,22 +3,48 @@
 namespace MediaWiki\Extension\Nsfwoid;
 
 use File;
+use MediaWiki\Config\ServiceOptions;
 use Psr\Log\LoggerInterface;
 
 /**
  * Scores one file and stores its score: the one path shared by the job, the maintenance
  * script and AbuseFilter's on-demand scoring.
+ *
+ * Only files the service can read are read or sent: one of its formats, no larger than
+ * $wgNsfwoidMaxFileSize. Commons holds videos, PDFs and TIFFs of gigabytes; reading one into
+ * an edit's memory would end the edit with a fatal error, and the service would refuse it.
  */
 class FileScorer {
 
+	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidMaxFileSize' ];
+
+	/** The formats the service reads (nsfwoid/imaging.py FORMATS), as MediaWiki names them. */
+	private const MIME_TYPES = [
+		'image/jpeg', 'image/png', 'image/gif', 'image/webp', 'image/tiff',
+		'image/bmp', 'image/x-bmp', 'image/x-ms-bmp',
+	];
+
+	private int $maxFileSize;
 	private NsfwoidClient $client;
 	private ScoreStore $store;
 	private LoggerInterface $logger;
 
-	public function __construct( NsfwoidClient $client, ScoreStore $store, LoggerInterface $logger ) {
+	public function __construct(
+		ServiceOptions $options, NsfwoidClient $client, ScoreStore $store, LoggerInterface $logger
+	) {
+		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
+		$this->maxFileSize = (int)$options->get( 'NsfwoidMaxFileSize' );
 		$this->client = $client;
 		$this->store = $store;
 		$this->logger = $logger;
+	}
+
+	/**
+	 * Whether the service can read the file: the callers that meet many files (the upload hook,
+	 * edits, the backfill) pass over the others without a word.
+	 */
+	public function canScore( File $file ): bool {
+		return $this->whyUnreadable( $file->getMimeType(), $file->getSize() ) === null;
 	}
 
 	/**
@@ -29,6 +55,7 @@ class FileScorer {
 	 * @throws ScoringException
 	 */
 	public function scoreFile( File $file, float $timeout ): ServiceScore {
+		$this->assertReadable( $file->getMimeType(), $file->getSize(), $file->getName() );
 		if ( $file->isLocal() ) {
 			$path = $file->getLocalRefPath();
 			$bytes = $path === false ? false : file_get_contents( $path );
@@ -43,12 +70,49 @@ class FileScorer {
 	}
 
 	/**
-	 * Scores the bytes of a file that has no page yet, such as an upload being verified.
+	 * Scores an upload being verified, from its temporary file: it has no page yet.
 	 *
+	 * @param string $path the temporary file
+	 * @param string $mime as MediaWiki detected it
+	 * @param string $sha1 base 36
+	 * @param float $timeout seconds
 	 * @throws ScoringException
 	 */
-	public function scoreBytes( string $bytes, string $sha1, float $timeout ): ServiceScore {
+	public function scoreUpload( string $path, string $mime, string $sha1, float $timeout ): ServiceScore {
+		$this->assertReadable( $mime, filesize( $path ), $sha1 );
+		$bytes = file_get_contents( $path );
+		if ( $bytes === false ) {
+			throw new ScoringException( 'The temporary file could not be read', false );
+		}
 		return $this->storeIfSame( $this->client->scoreBytes( $bytes, $timeout ), $sha1, $sha1 );
+	}
+
+	/**
+	 * @param string|null $mime
+	 * @param int|false|null $size bytes, when known
+	 * @return string|null why the service cannot read such a file, or null when it can
+	 */
+	private function whyUnreadable( ?string $mime, $size ): ?string {
+		if ( !in_array( $mime, self::MIME_TYPES, true ) ) {
+			return 'the service does not read ' . ( $mime ?: 'files of an unknown type' );
+		}
+		if ( is_int( $size ) && $size > $this->maxFileSize ) {
+			return "$size bytes is over \$wgNsfwoidMaxFileSize ({$this->maxFileSize})";
+		}
+		return null;
+	}
+
+	/**
+	 * @param string|null $mime
+	 * @param int|false|null $size bytes, when known
+	 * @param string $name for the message
+	 * @throws ScoringException
+	 */
+	private function assertReadable( ?string $mime, $size, string $name ): void {
+		$why = $this->whyUnreadable( $mime, $size );
+		if ( $why !== null ) {
+			throw new ScoringException( "$name was not sent: $why", false );
+		}
 	}
 
 	/**

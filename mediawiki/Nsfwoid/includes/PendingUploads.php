@@ -7,18 +7,21 @@ namespace MediaWiki\Extension\Nsfwoid;
  *
  * AbuseFilter checks an upload before it completes, and gives its filters only the file's
  * SHA-1 (file_sha1), not its path. The UploadVerifyFile hook, which runs first, records the path
- * here so that file_nsfw_score can send the bytes.
+ * and the detected MIME type here so that file_nsfw_score can send the bytes.
  */
 class PendingUploads {
 
-	/** @var string[] path by base-36 SHA-1 */
-	private array $paths = [];
+	/** @var array[] [ 'path' => string, 'mime' => string ] by base-36 SHA-1 */
+	private array $uploads = [];
 
-	public function add( string $sha1, string $path ): void {
-		$this->paths[$sha1] = $path;
+	public function add( string $sha1, string $path, string $mime ): void {
+		$this->uploads[$sha1] = [ 'path' => $path, 'mime' => $mime ];
 	}
 
-	public function getPath( string $sha1 ): ?string {
-		return $this->paths[$sha1] ?? null;
+	/**
+	 * @return array|null [ 'path' => string, 'mime' => string ]
+	 */
+	public function get( string $sha1 ): ?array {
+		return $this->uploads[$sha1] ?? null;
 	}
 }

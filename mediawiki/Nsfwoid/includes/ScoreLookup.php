@@ -50,7 +50,8 @@ class ScoreLookup {
 
 	/**
 	 * The highest score among these files, or null when none could be scored in $timeout
-	 * seconds. Files without a current stored score are scored and stored.
+	 * seconds. Files without a current stored score are scored and stored, if the service can
+	 * read them.
 	 *
 	 * @param File[] $files
 	 */
@@ -58,7 +59,7 @@ class ScoreLookup {
 		$deadline = microtime( true ) + $timeout;
 		$scores = $this->storedScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $timeout );
 		foreach ( $files as $file ) {
-			if ( !isset( $scores[$file->getSha1()] ) ) {
+			if ( !isset( $scores[$file->getSha1()] ) && $this->fileScorer->canScore( $file ) ) {
 				$scores[$file->getSha1()] = $this->failOpen(
 					fn () => $this->fileScorer->scoreFile( $file, $deadline - microtime( true ) ),
 					$file->getName()
@@ -73,22 +74,18 @@ class ScoreLookup {
 	 * The score of a file being uploaded, from its temporary file when it has no stored score.
 	 *
 	 * @param string $sha1 base 36
-	 * @param string|null $path the temporary file, if known
+	 * @param array|null $upload the temporary file and its type, if known, as PendingUploads has them
 	 * @param float $timeout seconds
 	 */
-	public function uploadScore( string $sha1, ?string $path, float $timeout ): ?float {
+	public function uploadScore( string $sha1, ?array $upload, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
 		$stored = $this->storedScores( [ $sha1 ], $timeout );
-		if ( isset( $stored[$sha1] ) || $path === null ) {
+		if ( isset( $stored[$sha1] ) || $upload === null ) {
 			return $stored[$sha1] ?? null;
 		}
-		return $this->failOpen( function () use ( $path, $sha1, $deadline ) {
-			$bytes = file_get_contents( $path );
-			if ( $bytes === false ) {
-				throw new ScoringException( 'The temporary file could not be read', false );
-			}
-			return $this->fileScorer->scoreBytes( $bytes, $sha1, $deadline - microtime( true ) );
-		}, $sha1 );
+		return $this->failOpen( fn () => $this->fileScorer->scoreUpload(
+			$upload['path'], $upload['mime'], $sha1, $deadline - microtime( true )
+		), $sha1 );
 	}
 
 	/**
@@ -124,7 +121,7 @@ class ScoreLookup {
 		try {
 			return $this->callService( $score )->score;
 		} catch ( ScoringException $e ) {
-			$this->logger->info( 'nsfwoid could not score {name} in time; the check goes on without it: {error}',
+			$this->logger->info( 'nsfwoid could not score {name}; the check goes on without it: {error}',
 				[ 'name' => $name, 'error' => $e->getMessage() ] );
 			return null;
 		}

@@ -7,7 +7,8 @@ use RuntimeException;
 /**
  * A file could not be scored. Retryable: the service was unreachable, slow, or failed (5xx), so
  * a later try may succeed. Not retryable: the service refused the image (4xx, such as a format it
- * does not read), or scored bytes other than the file's. Timed out: the service took the whole
+ * does not read), or scored bytes other than the file's, or the file is one the service cannot
+ * read, which was not sent. Timed out: the service took the whole
  * time allowed without answering, which is what makes a hung service costly to its callers.
  */
 class ScoringException extends RuntimeException {

@@ -27,6 +27,7 @@ return [
 	},
 	'Nsfwoid.FileScorer' => static function ( MediaWikiServices $services ): FileScorer {
 		return new FileScorer(
+			new ServiceOptions( FileScorer::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
 			$services->get( 'Nsfwoid.Client' ),
 			$services->get( 'Nsfwoid.ScoreStore' ),
 			LoggerFactory::getInstance( 'Nsfwoid' )

@@ -1,6 +1,7 @@
 <?php
 /**
- * Scores every local file that has no score of the service's current model.
+ * Scores every local file that has no score of the service's current model. Files the service
+ * cannot read (other types, or over $wgNsfwoidMaxFileSize) are counted as skipped.
  *
  * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--start NAME] [--use-jobqueue]
  * Set MW_INSTALL_PATH when the extension is not in MediaWiki's extensions/ directory.
@@ -43,7 +44,7 @@ class ScoreFiles extends Maintenance {
 		$localRepo = $services->getRepoGroup()->getLocalRepo();
 		$jobQueueGroup = $services->getJobQueueGroup();
 		$fileScorer = $services->get( 'Nsfwoid.FileScorer' );
-		$checked = $done = $refused = 0;
+		$checked = $done = $refused = $skipped = 0;
 		$after = (string)$this->getOption( 'start', '' );
 		while ( $done + $refused < $limit ) {
 			$files = $store->getFileBatch( $model, $after, $this->getBatchSize() );
@@ -56,7 +57,9 @@ class ScoreFiles extends Maintenance {
 				}
 				if ( !$scored ) {
 					$file = $localRepo->newFile( $name );
-					if ( $useJobQueue ) {
+					if ( !$fileScorer->canScore( $file ) ) {
+						$skipped++;
+					} elseif ( $useJobQueue ) {
 						$jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
 						$done++;
 					} else {
@@ -77,13 +80,13 @@ class ScoreFiles extends Maintenance {
 				$checked++;
 				$after = $name;
 			}
-			$this->output( "Checked $checked files, up to $after: $verb $done, refused $refused\n" );
+			$this->output( "Checked $checked files, up to $after: $verb $done, refused $refused, skipped $skipped\n" );
 			$this->waitForReplication();
 			if ( $this->hasOption( 'sleep' ) ) {
 				usleep( (int)( 1e6 * (float)$this->getOption( 'sleep' ) ) );
 			}
 		}
-		$this->output( "Done: $verb $done, refused $refused.\n" );
+		$this->output( "Done: $verb $done, refused $refused, skipped $skipped.\n" );
 	}
 }
 
