@@ -70,21 +70,28 @@ class FileScorer {
 	}
 
 	/**
-	 * Scores an upload being verified, from its temporary file: it has no page yet.
+	 * Scores the upload being verified whose bytes have this SHA-1, from its temporary file: it
+	 * has no page yet. Only the temporary files the service can read are read and hashed.
 	 *
-	 * @param string $path the temporary file
-	 * @param string $mime as MediaWiki detected it
 	 * @param string $sha1 base 36
+	 * @param array[] $uploads [ 'path' => string, 'mime' => string ], as MediaWiki detected it
 	 * @param float $timeout seconds
 	 * @throws ScoringException
 	 */
-	public function scoreUpload( string $path, string $mime, string $sha1, float $timeout ): ServiceScore {
-		$this->assertReadable( $mime, filesize( $path ), $sha1 );
-		$bytes = file_get_contents( $path );
-		if ( $bytes === false ) {
-			throw new ScoringException( 'The temporary file could not be read', false );
+	public function scoreUpload( string $sha1, array $uploads, float $timeout ): ServiceScore {
+		$why = 'no upload being verified has these bytes';
+		foreach ( $uploads as [ 'path' => $path, 'mime' => $mime ] ) {
+			$unreadable = $this->whyUnreadable( $mime, filesize( $path ) );
+			if ( $unreadable !== null ) {
+				$why = $unreadable;
+				continue;
+			}
+			$bytes = file_get_contents( $path );
+			if ( $bytes !== false && \Wikimedia\base_convert( sha1( $bytes ), 16, 36, 31 ) === $sha1 ) {
+				return $this->storeIfSame( $this->client->scoreBytes( $bytes, $timeout ), $sha1, $sha1 );
+			}
 		}
-		return $this->storeIfSame( $this->client->scoreBytes( $bytes, $timeout ), $sha1, $sha1 );
+		throw new ScoringException( "$sha1 was not sent: $why", false );
 	}
 
 	/**

@@ -74,18 +74,18 @@ class ScoreLookup {
 	 * The score of a file being uploaded, from its temporary file when it has no stored score.
 	 *
 	 * @param string $sha1 base 36
-	 * @param array|null $upload the temporary file and its type, if known, as PendingUploads has them
+	 * @param array[] $uploads the temporary files being verified, as PendingUploads has them
 	 * @param float $timeout seconds
 	 */
-	public function uploadScore( string $sha1, ?array $upload, float $timeout ): ?float {
+	public function uploadScore( string $sha1, array $uploads, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
 		$stored = $this->storedScores( [ $sha1 ], $timeout );
-		if ( isset( $stored[$sha1] ) || $upload === null ) {
+		if ( isset( $stored[$sha1] ) || !$uploads ) {
 			return $stored[$sha1] ?? null;
 		}
-		return $this->failOpen( fn () => $this->fileScorer->scoreUpload(
-			$upload['path'], $upload['mime'], $sha1, $deadline - microtime( true )
-		), $sha1 );
+		return $this->failOpen(
+			fn () => $this->fileScorer->scoreUpload( $sha1, $uploads, $deadline - microtime( true ) ), $sha1
+		);
 	}
 
 	/**

@@ -80,7 +80,7 @@ class AbuseFilterHooks implements
 			$result = null;
 			if ( $vars->varIsSet( 'file_sha1' ) ) {
 				$sha1 = \Wikimedia\base_convert( $vars->getComputedVariable( 'file_sha1' )->toString(), 16, 36, 31 );
-				$result = $this->scoreLookup->uploadScore( $sha1, $this->pendingUploads->get( $sha1 ), $timeout );
+				$result = $this->scoreLookup->uploadScore( $sha1, $this->pendingUploads->getAll(), $timeout );
 			}
 			return false;
 		}

@@ -35,7 +35,7 @@ class UploadHooks implements UploadCompleteHook, UploadVerifyFileHook {
 	public function onUploadVerifyFile( $upload, $mime, &$error ) {
 		$path = $upload->getTempPath();
 		if ( $path ) {
-			$this->pendingUploads->add( $upload->getTempFileSha1Base36(), $path, $mime );
+			$this->pendingUploads->add( $path, $mime );
 		}
 	}
 
