@@ -21,6 +21,7 @@ from PIL import Image
 from tests.helpers import FIDELITY, HungService, free_port, png_with_text
 
 HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, about 0.29 and 0.18
+MEDIAWIKI = Path("/usr/share/mediawiki")  # also in conftest.py: tests import no test module
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"
 SCORE_FILES = EXTENSION / "maintenance" / "scoreFiles.php"
 DISALLOWED = "abusefilter-disallowed"
@@ -256,6 +257,32 @@ def test_score_files_scores_uploads_made_without_jobs(wiki, service):
     assert wiki.score_of("Backfill queued.png") is None
     wiki.run_jobs()
     assert wiki.score_of("Backfill queued.png") is not None
+
+
+def test_score_files_stopped_by_an_outage_names_where_to_resume(wiki, service):
+    """The service goes away between two batches: the run stops at the file it could not score and prints the
+    --start that resumes there, and a run given it scores that file."""
+    names = ["Resume 0.png", "Resume 1.png"]
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        for name in names:
+            wiki.upload(name, image(name, fixture="logo_rgba.png"))
+    run = subprocess.Popen(["php", str(SCORE_FILES), "--start", "Resume", "--batch-size", "1", "--sleep", "2"],
+                           env=wiki.env, cwd=MEDIAWIKI, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = ""
+    for line in run.stdout:  # until the first batch is done, while the run sleeps before the second
+        output += line
+        if line.startswith("Checked "):
+            break
+    assert "Checked 1 files, up to Resume_0.png: scored 1, refused 0, skipped 0" in output, output
+    with service.stopped():
+        output += run.communicate(timeout=60)[0]
+        assert run.returncode == 1, output
+    assert "Stopped at Resume_1.png: The service failed: unreachable. Rerun with --start 'Resume_0.png' to resume " \
+           "there." in output, output
+    assert [wiki.score_of(name) is not None for name in names] == [True, False]
+
+    assert "Done: scored 1," in wiki.php(SCORE_FILES, "--start", "Resume_0.png", "--limit", "1").stdout
+    assert wiki.score_of(names[1]) is not None
 
 
 def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, service):
