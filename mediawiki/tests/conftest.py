@@ -58,6 +58,7 @@ $wgEnableUploads = true;
 $wgUploadDirectory = "{root}/images";
 $wgUploadPath = "/images";
 $wgFileExtensions[] = "svg";
+$wgFileExtensions[] = "pdf";  // with no PdfHandler: a file that can be scored neither as it is nor by a thumbnail
 $wgUseInstantCommons = false;
 // The web server and the maintenance scripts must share every cache: APCu is on only in php -S.
 $wgMainCacheType = CACHE_NONE;

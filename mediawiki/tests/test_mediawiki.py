@@ -38,6 +38,14 @@ def svg(tag: str) -> bytes:
             '<rect width="10" height="10"/></svg>').encode()
 
 
+def big_jpeg() -> bytes:
+    """A JPEG 1600 px wide, with 70 MiB after its end: over $wgNsfwoidMaxFileSize, and so larger than a thumbnail."""
+    return (FIDELITY / "grass_1600.jpg").read_bytes() + bytes(70 * 2**20)
+
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
 def too_many_pixels() -> bytes:
     """A small PNG of 8000 × 7000 pixels, over the service's NSFWOID_MAX_PIXELS (50 million)."""
     out = io.BytesIO()
@@ -302,15 +310,14 @@ def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, serv
                      (wiki.root / "nsfwoid.log").read_text())
 
 
-def test_files_the_service_cannot_read_are_neither_read_nor_sent(wiki, commons, service, filters, tmp_path):
-    """Commons holds videos, PDFs and TIFFs of gigabytes. A file of a type the service does not read, or one over
-    $wgNsfwoidMaxFileSize (by default the service's 25 MiB), gets no job and is never sent; and an edit or upload
-    that AbuseFilter checks does not read it into memory, which would end the edit with a fatal error."""
-    big = tmp_path / "Unreadable big.jpg"
-    big.write_bytes((FIDELITY / LOW).read_bytes() + bytes(70 * 2**20))  # a JPEG, with 70 MiB after its end
+def test_an_edit_or_upload_sends_only_files_the_service_reads_as_they_are(wiki, commons, service, filters,
+                                                                          tmp_path):
+    """Commons holds videos, PDFs and TIFFs of gigabytes. While an edit or an upload is checked, a file of a type the
+    service does not read, or one over $wgNsfwoidMaxFileSize (by default the service's 25 MiB), is neither sent nor
+    read into memory, which would end the edit with a fatal error; nor is a thumbnail rendered for it."""
+    (tmp_path / "Unreadable big.jpg").write_bytes(big_jpeg())
     wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
     assert wiki.upload("Unreadable.svg", svg("unreadable"))["upload"]["result"] == "Success"
-    assert "nsfwoidScore File:Unreadable.svg" not in wiki.php("maintenance/showJobs.php", "--list").stdout
     assert commons.upload("Commons unreadable.svg", svg("commons"))["upload"]["result"] == "Success"
 
     requests_before = service.score_requests()
@@ -320,11 +327,32 @@ def test_files_the_service_cannot_read_are_neither_read_nor_sent(wiki, commons, 
         assert edited["edit"]["result"] == "Success", edited
         assert wiki.upload("Guarded unreadable.svg", svg("guarded"))["upload"]["result"] == "Success"
     assert service.score_requests() == requests_before
+    assert wiki.score_of("Unreadable big.jpg") is None and wiki.score_of("Unreadable.svg") is None
 
-    backfill = wiki.php(SCORE_FILES, "--start", "Unreadable", "--batch-size", "2", "--limit", "1").stdout
-    assert "Checked 2 files, up to Unreadable_big.jpg: scored 0, refused 0, skipped 2" in backfill, backfill
-    assert service.score_requests() == requests_before
-    assert wiki.score_of("Unreadable big.jpg") is None
+
+def test_jobs_and_the_backfill_score_a_thumbnail_of_what_the_service_cannot_read(wiki, service, tmp_path):
+    """An SVG, and a JPEG over $wgNsfwoidMaxFileSize, are scored by their 1280 px thumbnails, rendered by MediaWiki,
+    under their own SHA-1; a PDF, which this wiki cannot render, gets no job and is skipped by the backfill."""
+    assert wiki.upload("Thumbnail drawing.svg", svg("drawing"))["upload"]["result"] == "Success"
+    assert wiki.upload("Thumbnail document.pdf", PDF)["upload"]["result"] == "Success"
+    jobs = wiki.php("maintenance/showJobs.php", "--list").stdout
+    assert "nsfwoidScore File:Thumbnail_drawing.svg" in jobs and "nsfwoidScore File:Thumbnail_document.pdf" not in jobs
+    wiki.run_jobs()
+    (tmp_path / "Thumbnail photo.jpg").write_bytes(big_jpeg())
+    wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
+
+    backfill = wiki.php(SCORE_FILES, "--start", "Thumbnail", "--batch-size", "3").stdout
+    assert "Checked 3 files, up to Thumbnail_photo.jpg: scored 1, refused 0, skipped 1" in backfill, backfill
+
+    for name in ("Thumbnail drawing.svg", "Thumbnail photo.jpg"):
+        stored = wiki.score_of(name)
+        thumbnail = next((wiki.root / "images" / "thumb").glob(f"*/*/{name.replace(' ', '_')}/1280px-*"))
+        expected = service.score(thumbnail.read_bytes())
+        assert stored["score"] == pytest.approx(expected["score"], abs=1e-6), name
+        img_sha1 = wiki.api(action="query", prop="imageinfo", iiprop="sha1",
+                            titles=f"File:{name}")["query"]["pages"][0]["imageinfo"][0]["sha1"]
+        assert int(stored["sha1"], 36) == int(img_sha1, 16) and stored["sha1"] != expected["sha1_base36"]
+    assert wiki.score_of("Thumbnail document.pdf") is None
 
 
 def test_a_commons_file_is_scored_by_url(wiki, commons, service, filters):

@@ -10,13 +10,17 @@ use Psr\Log\LoggerInterface;
  * Scores one file and stores its score: the one path shared by the job, the maintenance
  * script and AbuseFilter's on-demand scoring.
  *
- * Only files the service can read are read or sent: one of its formats, no larger than
- * $wgNsfwoidMaxFileSize. Commons holds videos, PDFs and TIFFs of gigabytes; reading one into
- * an edit's memory would end the edit with a fatal error, and the service would refuse it.
+ * Only files the service can read are read or sent as they are: one of its formats, no larger
+ * than $wgNsfwoidMaxFileSize. Commons holds videos, PDFs and TIFFs of gigabytes; reading one
+ * into an edit's memory would end the edit with a fatal error, and the service would refuse it.
+ * For another local file that MediaWiki can render (an SVG, a PDF, a video, an image over the
+ * limit), a thumbnail $wgNsfwoidThumbnailWidth wide is scored in its place, and its score stored
+ * under the file's SHA-1: the model sees 256 px anyway. Thumbnails are rendered only where there
+ * is time, in jobs and the backfill, never while an edit or upload waits.
  */
 class FileScorer {
 
-	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidMaxFileSize' ];
+	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidMaxFileSize', 'NsfwoidThumbnailWidth' ];
 
 	/** The formats the service reads (nsfwoid/imaging.py FORMATS), as MediaWiki names them. */
 	private const MIME_TYPES = [
@@ -25,6 +29,7 @@ class FileScorer {
 	];
 
 	private int $maxFileSize;
+	private int $thumbnailWidth;
 	private NsfwoidClient $client;
 	private ScoreStore $store;
 	private LoggerInterface $logger;
@@ -34,17 +39,22 @@ class FileScorer {
 	) {
 		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
 		$this->maxFileSize = (int)$options->get( 'NsfwoidMaxFileSize' );
+		$this->thumbnailWidth = (int)$options->get( 'NsfwoidThumbnailWidth' );
 		$this->client = $client;
 		$this->store = $store;
 		$this->logger = $logger;
 	}
 
 	/**
-	 * Whether the service can read the file: the callers that meet many files (the upload hook,
-	 * edits, the backfill) pass over the others without a word.
+	 * Whether the file can be scored: the callers that meet many files (the upload hook, edits,
+	 * the backfill) pass over the others without a word.
+	 *
+	 * @param File $file
+	 * @param bool $mayRender whether a thumbnail may be rendered for it now
 	 */
-	public function canScore( File $file ): bool {
-		return $this->whyUnreadable( $file->getMimeType(), $file->getSize() ) === null;
+	public function canScore( File $file, bool $mayRender = true ): bool {
+		return $this->whyUnreadable( $file->getMimeType(), $file->getSize() ) === null
+			|| ( $mayRender && $this->hasThumbnail( $file ) );
 	}
 
 	/**
@@ -52,10 +62,20 @@ class FileScorer {
 	 * is scored before it appears on the file servers. Files of a foreign repository, such as
 	 * Commons, are sent by URL.
 	 *
+	 * @param File $file
+	 * @param float $timeout seconds
+	 * @param bool $mayRender whether a thumbnail may be rendered now, for a file the service
+	 *   cannot read as it is; rendering can take longer than an edit may wait
 	 * @throws ScoringException
 	 */
-	public function scoreFile( File $file, float $timeout ): ServiceScore {
-		$this->assertReadable( $file->getMimeType(), $file->getSize(), $file->getName() );
+	public function scoreFile( File $file, float $timeout, bool $mayRender = true ): ServiceScore {
+		$why = $this->whyUnreadable( $file->getMimeType(), $file->getSize() );
+		if ( $why !== null ) {
+			if ( $mayRender && $this->hasThumbnail( $file ) ) {
+				return $this->scoreThumbnail( $file, $timeout );
+			}
+			throw new ScoringException( $file->getName() . " was not sent: $why", false );
+		}
 		if ( $file->isLocal() ) {
 			$path = $file->getLocalRefPath();
 			$bytes = $path === false ? false : file_get_contents( $path );
@@ -87,11 +107,49 @@ class FileScorer {
 				continue;
 			}
 			$bytes = file_get_contents( $path );
-			if ( $bytes !== false && \Wikimedia\base_convert( sha1( $bytes ), 16, 36, 31 ) === $sha1 ) {
+			if ( $bytes !== false && self::sha1Base36( $bytes ) === $sha1 ) {
 				return $this->storeIfSame( $this->client->scoreBytes( $bytes, $timeout ), $sha1, $sha1 );
 			}
 		}
 		throw new ScoringException( "$sha1 was not sent: $why", false );
+	}
+
+	/**
+	 * Local files only: a foreign repository renders its thumbnails on its own servers.
+	 */
+	private function hasThumbnail( File $file ): bool {
+		return $this->thumbnailWidth > 0 && $file->isLocal() && $file->canRender();
+	}
+
+	/**
+	 * @throws ScoringException
+	 */
+	private function scoreThumbnail( File $file, float $timeout ): ServiceScore {
+		$name = $file->getName();
+		$thumbnail = $file->transform( [ 'width' => $this->thumbnailWidth ], File::RENDER_NOW );
+		if ( !$thumbnail || $thumbnail->isError() || !$thumbnail->getStoragePath() ) {
+			$why = $thumbnail && $thumbnail->isError() ? ': ' . $thumbnail->toText() : '';
+			throw new ScoringException( "MediaWiki could not render a thumbnail of $name$why", false );
+		}
+		// Sized before it is read: a bitmap narrower than the thumbnail is not scaled, and may
+		// stand for its own thumbnail.
+		$backend = $file->getRepo()->getBackend();
+		$size = $backend->getFileSize( [ 'src' => $thumbnail->getStoragePath() ] );
+		if ( !is_int( $size ) || $size > $this->maxFileSize ) {
+			throw new ScoringException( "The thumbnail of $name is missing or over \$wgNsfwoidMaxFileSize", false );
+		}
+		$bytes = $backend->getFileContents( [ 'src' => $thumbnail->getStoragePath() ] );
+		if ( !is_string( $bytes ) ) {
+			throw new ScoringException( "The thumbnail of $name could not be read", false );
+		}
+		return $this->storeIfSame(
+			$this->client->scoreBytes( $bytes, $timeout ), self::sha1Base36( $bytes ), "the thumbnail of $name",
+			$file->getSha1()
+		);
+	}
+
+	private static function sha1Base36( string $bytes ): string {
+		return \Wikimedia\base_convert( sha1( $bytes ), 16, 36, 31 );
 	}
 
 	/**
@@ -110,31 +168,24 @@ class FileScorer {
 	}
 
 	/**
-	 * @param string|null $mime
-	 * @param int|false|null $size bytes, when known
-	 * @param string $name for the message
+	 * Stores the score after checking that the service scored the bytes that were sent: a score
+	 * of other bytes would be wrong under the file's SHA-1. A thumbnail's score is stored under
+	 * its file's SHA-1, $fileSha1.
+	 *
 	 * @throws ScoringException
 	 */
-	private function assertReadable( ?string $mime, $size, string $name ): void {
-		$why = $this->whyUnreadable( $mime, $size );
-		if ( $why !== null ) {
-			throw new ScoringException( "$name was not sent: $why", false );
-		}
-	}
-
-	/**
-	 * Stores the score under the SHA-1 the service reports, after checking that it is the
-	 * file's: a score of other bytes would be wrong under this key.
-	 */
-	private function storeIfSame( ServiceScore $score, string $expectedSha1, string $name ): ServiceScore {
-		if ( $score->sha1 !== $expectedSha1 ) {
+	private function storeIfSame(
+		ServiceScore $score, string $sentSha1, string $name, ?string $fileSha1 = null
+	): ServiceScore {
+		if ( $score->sha1 !== $sentSha1 ) {
 			$this->logger->warning(
 				'nsfwoid scored other bytes than {name}: SHA-1 {got}, expected {expected}; nothing stored',
-				[ 'name' => $name, 'got' => $score->sha1, 'expected' => $expectedSha1 ]
+				[ 'name' => $name, 'got' => $score->sha1, 'expected' => $sentSha1 ]
 			);
 			throw new ScoringException( "The service scored other bytes than $name", false );
 		}
-		$this->store->save( $score );
-		return $score;
+		$stored = $fileSha1 === null ? $score : new ServiceScore( $score->score, $fileSha1, $score->model );
+		$this->store->save( $stored );
+		return $stored;
 	}
 }

@@ -51,7 +51,7 @@ class ScoreLookup {
 	/**
 	 * The highest score among these files, or null when none could be scored in $timeout
 	 * seconds. Files without a current stored score are scored and stored, if the service can
-	 * read them.
+	 * read them as they are: no thumbnail is rendered while an edit waits.
 	 *
 	 * @param File[] $files
 	 */
@@ -59,9 +59,9 @@ class ScoreLookup {
 		$deadline = microtime( true ) + $timeout;
 		$scores = $this->storedScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $timeout );
 		foreach ( $files as $file ) {
-			if ( !isset( $scores[$file->getSha1()] ) && $this->fileScorer->canScore( $file ) ) {
+			if ( !isset( $scores[$file->getSha1()] ) && $this->fileScorer->canScore( $file, false ) ) {
 				$scores[$file->getSha1()] = $this->failOpen(
-					fn () => $this->fileScorer->scoreFile( $file, $deadline - microtime( true ) ),
+					fn () => $this->fileScorer->scoreFile( $file, $deadline - microtime( true ), false ),
 					$file->getName()
 				);
 			}

@@ -1,7 +1,7 @@
 <?php
 /**
- * Scores every local file that has no score of the service's current model. Files the service
- * cannot read (other types, or over $wgNsfwoidMaxFileSize) are counted as skipped.
+ * Scores every local file that has no score of the service's current model. Files that can be
+ * scored neither as they are nor by a thumbnail, such as audio, are counted as skipped.
  *
  * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--start NAME] [--use-jobqueue]
  * Set MW_INSTALL_PATH when the extension is not in MediaWiki's extensions/ directory.

@@ -43,8 +43,8 @@ class UploadHooks implements UploadCompleteHook, UploadVerifyFileHook {
 	 * Scores the new file in a job: the upload request never waits for the service. The job is
 	 * pushed once the upload's transaction has committed: pushed now, on MySQL or PostgreSQL (whose
 	 * job queue writes at once on a connection of its own) or with a Kafka queue, a runner could
-	 * take it before the file exists for anyone else, and drop it. Files the service cannot read,
-	 * such as videos, get no job.
+	 * take it before the file exists for anyone else, and drop it. Files that can be scored
+	 * neither as they are nor by a thumbnail, such as audio, get no job.
 	 *
 	 * @inheritDoc
 	 */
