@@ -139,6 +139,22 @@ def test_a_filter_stops_an_edit_adding_a_high_scoring_file_and_not_a_low_one(wik
     assert wiki.edit("Edit target", "Text.\n[[File:Edit low.jpg]] more")["edit"]["result"] == "Success"
 
 
+def test_the_added_files_share_the_parse_of_the_edit(wiki, filters):
+    """Every edit that a filter on added_files_nsfw_score checks needs the files of its new text. The variable takes
+    them from the parse that AbuseFilter and the save share, so an edit's page text is parsed once, not twice."""
+    parses = wiki.root / "parses.log"
+    with wiki.settings(f"""$wgHooks["ParserAfterParse"][] = static function ( $parser ) {{
+    if ( $parser->getTitle()->getPrefixedText() === "Shared parse target"
+        && !$parser->getOptions()->getInterfaceMessage() ) {{
+        file_put_contents( "{parses}", "parse\\n", FILE_APPEND );
+    }}
+}};"""):
+        wiki.upload("Shared parse.jpg", (FIDELITY / LOW).read_bytes())
+        assert wiki.edit("Shared parse target", "[[File:Shared parse.jpg]]")["edit"]["result"] == "Success"
+    assert wiki.score_of("Shared parse.jpg") is not None  # the variable was computed
+    assert parses.read_text().count("parse") == 1
+
+
 def test_a_stored_score_stops_the_edit_while_the_service_is_stopped(wiki, service, filters):
     wiki.upload("Stored high.png", image("stored"))
     wiki.run_jobs()

@@ -8,12 +8,15 @@ use Config;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterBuilderHook;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterComputeVariableHook;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterGenerateTitleVarsHook;
+use MediaWiki\Extension\AbuseFilter\Variables\LazyLoadedVariable;
 use MediaWiki\Extension\AbuseFilter\Variables\VariableHolder;
 use MediaWiki\Extension\Nsfwoid\AddedFiles;
 use MediaWiki\Extension\Nsfwoid\PendingUploads;
 use MediaWiki\Extension\Nsfwoid\ScoreLookup;
+use MediaWiki\User\UserIdentity;
 use RecentChange;
 use Title;
+use WikiPage;
 
 /**
  * The AbuseFilter variables added_files_nsfw_score (edits) and file_nsfw_score (uploads).
@@ -70,7 +73,8 @@ class AbuseFilterHooks implements
 			$result = null;
 			if ( $vars->getComputedVariable( 'action' )->toString() === 'edit' ) {
 				$files = $this->addedFiles->getAddedFiles(
-					$parameters['title'], $vars->getComputedVariable( 'new_wikitext' )->toString()
+					$parameters['title'], $vars->getComputedVariable( 'new_wikitext' )->toString(),
+					...self::editPageAndUser( $vars )
 				);
 				$result = $files ? $this->scoreLookup->highestScore( $files, $timeout ) : null;
 			}
@@ -85,5 +89,24 @@ class AbuseFilterHooks implements
 			return false;
 		}
 		return true;
+	}
+
+	/**
+	 * The edit's WikiPage and user, as AbuseFilter passes them to its own lazy variables that
+	 * share the edit's parse (new_html, all_links and the like); nulls once all of those are
+	 * computed, and the parse is then not shared.
+	 *
+	 * @return array [ ?WikiPage, ?UserIdentity ]
+	 */
+	private static function editPageAndUser( VariableHolder $vars ): array {
+		foreach ( $vars->getVars() as $var ) {
+			$parameters = $var instanceof LazyLoadedVariable ? $var->getParameters() : [];
+			$page = $parameters['article'] ?? null;
+			$user = $parameters['contextUserIdentity'] ?? null;
+			if ( $page instanceof WikiPage && $user instanceof UserIdentity ) {
+				return [ $page, $user ];
+			}
+		}
+		return [ null, null ];
 	}
 }
