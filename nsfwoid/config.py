@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,10 @@ class Settings:
     allow_private_addresses: bool = field(
         default=False, metadata={"help": "lift the address guard (development and tests only)"}
     )
+    http_proxy: str = field(
+        default="", metadata={"help": "forward proxy for downloads, http://host:port, which then vets the addresses "
+                                      "it connects to (the allowlist still applies); empty: connect directly"}
+    )
     drain_timeout: float = field(
         default=25.0, metadata={**SERVE_ONLY, "help": "how long SIGTERM waits for requests, s"}
     )
@@ -109,6 +114,10 @@ class Settings:
         for name in ("request_timeout", "fetch_timeout", "drain_timeout", "batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
+        if self.http_proxy:
+            proxy = urllib.parse.urlsplit(self.http_proxy)
+            if proxy.scheme != "http" or not proxy.hostname:
+                raise ConfigError(f"{ENV_PREFIX}HTTP_PROXY={self.http_proxy!r} is not an http://host:port URL")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
         if self.log_level not in LOG_LEVELS:

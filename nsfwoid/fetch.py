@@ -135,16 +135,22 @@ def _is_dotted_quad(host: str) -> bool:
 
 
 def create_session(settings: Settings, *, connections: int | None = None, per_host: int = 0) -> aiohttp.ClientSession:
-    """The one shared ClientSession. `per_host`: at most that many downloads at once from one host (0: no cap)."""
+    """The one shared ClientSession. `per_host`: at most that many downloads at once from one host (0: no cap).
+
+    Through NSFWOID_HTTP_PROXY, the proxy connects to the image hosts, and it vets their addresses: the guard would
+    only ever see the proxy's own.
+    """
+    guard = not (settings.allow_private_addresses or settings.http_proxy)
     connector = aiohttp.TCPConnector(
         limit=connections or settings.max_inflight,
         limit_per_host=per_host,
-        socket_factory=None if settings.allow_private_addresses else guarded_socket,
+        socket_factory=guarded_socket if guard else None,
     )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=settings.fetch_timeout),
         headers={"User-Agent": USER_AGENT},
+        proxy=settings.http_proxy or None,
         trust_env=False,
     )
 

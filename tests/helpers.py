@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -349,3 +350,41 @@ def fast_path_deviation(model, data: bytes, rng: np.random.Generator, draws: int
         np.stack([fast, imaging.reference_tensor(exact_resized), *noisy])))
     return {"deviation": round(abs(fast_score - exact_score), 6), "exact_score": round(exact_score, 6),
             "sensitivity": round(max(abs(s - exact_score) for s in noisy_scores), 6)}
+
+
+class ForwardProxy:
+    """A loopback HTTP forward proxy, as a cluster's egress proxy is: it relays GETs of plain-http URLs, one
+    connection each, and records the URL of every request it relays."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> ForwardProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await client_reader.readuntil(b"\r\n\r\n")
+            request_line, _, header_block = head.partition(b"\r\n")
+            method, target, version = request_line.split(b" ")
+            url = urllib.parse.urlsplit(target.decode())
+            self.requests.append(target.decode())
+            headers = [line for line in header_block.split(b"\r\n") if line and not line.lower().startswith(
+                (b"connection:", b"keep-alive:", b"proxy-"))]
+            upstream_reader, upstream_writer = await asyncio.open_connection(url.hostname, url.port or 80)
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            upstream_writer.write(b"\r\n".join([b" ".join([method, path.encode(), version]), *headers,
+                                                b"Connection: close", b"", b""]))
+            while chunk := await upstream_reader.read(64 * 1024):
+                client_writer.write(chunk)
+                await client_writer.drain()
+            upstream_writer.close()
+        finally:
+            client_writer.close()
+
+    def close(self) -> None:
+        self._server.close()

@@ -103,7 +103,9 @@ def test_score_runs_the_model_once_per_core_unless_told(monkeypatch, argv, env, 
 
 
 @pytest.mark.parametrize("env", [{"NSFWOID_PORT": "eighty"}, {"NSFWOID_EXACT": "maybe"},
-                                 {"NSFWOID_MAX_INFLIGHT": "0"}, {"NSFWOID_LOG_FORMAT": "xml"}])
+                                 {"NSFWOID_MAX_INFLIGHT": "0"}, {"NSFWOID_LOG_FORMAT": "xml"},
+                                 {"NSFWOID_HTTP_PROXY": "socks5://127.0.0.1:1080"},
+                                 {"NSFWOID_HTTP_PROXY": "url-downloader:8080"}])
 def test_bad_configuration_is_refused(env):
     with pytest.raises(ConfigError):
         Settings.load(env)

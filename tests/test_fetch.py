@@ -48,6 +48,13 @@ async def recorder():
 
 
 @pytest.fixture
+async def forward_proxy():
+    proxy = await helpers.ForwardProxy().start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
 async def guarded(make_client):
     """The service with its production address guard and an allowlist open to every host."""
     return await make_client(allowed_hosts=("*",), allow_private_addresses=False)
@@ -208,3 +215,26 @@ def test_localhost_resolves_to_loopback_here():
     # The battery's "name resolving to loopback" case relies on this.
     addresses = {info[4][0] for info in socket.getaddrinfo("localhost", 80)}
     assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+async def test_through_a_proxy_it_connects_and_the_allowlist_still_applies(make_client, upstream, forward_proxy,
+                                                                       recorder):
+    """NSFWOID_HTTP_PROXY, for a cluster whose pods reach image hosts only through an egress proxy: downloads go
+    through it, and it, not the service, vets the addresses it connects to (here a loopback image host, which the
+    guard alone refuses). The allowlist is still checked before the proxy is asked, on every hop."""
+    image = str(upstream.make_url("/image/brick.jpg"))
+    direct = await make_client(allow_private_addresses=False)
+    await helpers.problem_of(await direct.post("/", data={"url": image}), 403, "url-not-allowed")
+
+    client = await make_client(allow_private_addresses=False, http_proxy=forward_proxy.url)
+    response = await client.post("/", data={"url": image}, headers={"Accept": "application/json"})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["score"] == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+    assert forward_proxy.requests == [image]
+
+    off_the_list = f"http://[::1]:{recorder.port}/a.jpg"
+    redirect = str(upstream.make_url("/redirect-to").with_query(target=off_the_list))
+    for url in (off_the_list, redirect):
+        await helpers.problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert forward_proxy.requests == [image, redirect]
+    assert recorder.connections == 0
