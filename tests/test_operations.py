@@ -241,8 +241,9 @@ def test_kubernetes_manifests_validate_strictly():
     assert result.returncode == 0, result.stdout + result.stderr
     documents = list(yaml.safe_load_all(path.read_text()))
     kinds = {d["kind"]: d for d in documents}
-    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
     pod = kinds["Deployment"]["spec"]["template"]
+    assert kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"]
     container = pod["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
