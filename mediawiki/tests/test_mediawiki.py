@@ -380,6 +380,28 @@ def test_a_commons_file_is_scored_by_url(wiki, commons, service, filters):
     assert stored["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
 
 
+def test_a_commons_file_that_commons_scored_needs_no_call_to_the_service(wiki, commons, service, filters):
+    """Commons' own Nsfwoid stores the scores of its files, by a thumbnail where the service cannot read the file.
+    A wiki that uses a Commons file reads that score through Commons' Action API (prop=nsfwscore) and stores it:
+    no download and no call to the service, and the SVG, which the wiki would not score during an edit, has a
+    score."""
+    names = ["Commons scored.png", "Commons scored drawing.svg"]
+    assert commons.upload(names[0], image("commons scored"))["upload"]["result"] == "Success"
+    assert commons.upload(names[1], svg("commons scored"))["upload"]["result"] == "Success"
+    commons.run_jobs()
+    on_commons = [commons.score_of(name) for name in names]
+    assert all(on_commons), on_commons
+
+    requests_before = service.score_requests()
+    assert error_code(wiki.edit("Commons scored target", "[[File:Commons scored.png]]")) == DISALLOWED
+    assert wiki.edit("Commons scored drawing target", "[[File:Commons scored drawing.svg]]")["edit"]["result"] \
+        == "Success"
+    assert service.score_requests() == requests_before
+    stored_here = [wiki.score_of(name) for name in names]
+    assert [(row["score"], row["sha1"], row["model"]) for row in stored_here] == \
+        [(row["score"], row["sha1"], row["model"]) for row in on_commons]
+
+
 def test_a_file_whose_bytes_are_not_its_sha1_is_not_stored(wiki, commons, filters):
     assert commons.upload("Commons swapped.png", image("swapped"))["upload"]["result"] == "Success"
     url = commons.api(action="query", prop="imageinfo", iiprop="url",

@@ -27,6 +27,7 @@ class ScoreLookup {
 	private NsfwoidClient $client;
 	private ScoreStore $store;
 	private FileScorer $fileScorer;
+	private ForeignScores $foreignScores;
 	private WANObjectCache $cache;
 	private LoggerInterface $logger;
 
@@ -35,6 +36,7 @@ class ScoreLookup {
 		NsfwoidClient $client,
 		ScoreStore $store,
 		FileScorer $fileScorer,
+		ForeignScores $foreignScores,
 		WANObjectCache $cache,
 		LoggerInterface $logger
 	) {
@@ -44,20 +46,31 @@ class ScoreLookup {
 		$this->client = $client;
 		$this->store = $store;
 		$this->fileScorer = $fileScorer;
+		$this->foreignScores = $foreignScores;
 		$this->cache = $cache;
 		$this->logger = $logger;
 	}
 
 	/**
 	 * The highest score among these files, or null when none could be scored in $timeout
-	 * seconds. Files without a current stored score are scored and stored, if the service can
-	 * read them as they are: no thumbnail is rendered while an edit waits.
+	 * seconds. Stored scores come first, then those a foreign repository's wiki stored for its
+	 * files. The other files are scored and stored, if the service can read them as they are:
+	 * no thumbnail is rendered while an edit waits.
 	 *
 	 * @param File[] $files
 	 */
 	public function highestScore( array $files, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
-		$scores = $this->storedScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $timeout );
+		$model = $this->currentModel( $timeout );
+		$scores = $model === null ? [] : $this->store->getScores(
+			array_map( static fn ( File $file ) => $file->getSha1(), $files ), $model
+		);
+		$foreign = array_filter(
+			$files, static fn ( File $file ) => !$file->isLocal() && !isset( $scores[$file->getSha1()] )
+		);
+		if ( $model !== null && $foreign ) {
+			$scores += $this->foreignScores->getScores( $foreign, $model, $deadline - microtime( true ) );
+		}
 		foreach ( $files as $file ) {
 			if ( !isset( $scores[$file->getSha1()] ) && $this->fileScorer->canScore( $file, false ) ) {
 				$scores[$file->getSha1()] = $this->failOpen(
@@ -79,7 +92,8 @@ class ScoreLookup {
 	 */
 	public function uploadScore( string $sha1, array $uploads, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
-		$stored = $this->storedScores( [ $sha1 ], $timeout );
+		$model = $this->currentModel( $timeout );
+		$stored = $model === null ? [] : $this->store->getScores( [ $sha1 ], $model );
 		if ( isset( $stored[$sha1] ) || !$uploads ) {
 			return $stored[$sha1] ?? null;
 		}
@@ -89,15 +103,13 @@ class ScoreLookup {
 	}
 
 	/**
-	 * Stored scores of the current model. The current model is the service's, cached for a
-	 * few minutes; when the service cannot be reached, the model of the newest stored score.
+	 * The model whose scores count: the service's, cached for a few minutes; when the service
+	 * cannot be reached, the model of the newest stored score; null when there is none.
 	 *
-	 * @param string[] $sha1s
 	 * @param float $timeout seconds
-	 * @return float[] by SHA-1
 	 */
-	private function storedScores( array $sha1s, float $timeout ): array {
-		$model = $this->cache->getWithSetCallback(
+	private function currentModel( float $timeout ): ?string {
+		return $this->cache->getWithSetCallback(
 			$this->cache->makeKey( 'nsfwoid-model' ),
 			self::MODEL_CACHE_SECONDS,
 			function ( $old, &$ttl ) use ( $timeout ) {
@@ -109,7 +121,6 @@ class ScoreLookup {
 				}
 			}
 		) ?: $this->store->getNewestModel();
-		return $model === null ? [] : $this->store->getScores( $sha1s, $model );
 	}
 
 	/**

@@ -3,6 +3,7 @@
 use MediaWiki\Config\ServiceOptions;
 use MediaWiki\Extension\Nsfwoid\AddedFiles;
 use MediaWiki\Extension\Nsfwoid\FileScorer;
+use MediaWiki\Extension\Nsfwoid\ForeignScores;
 use MediaWiki\Extension\Nsfwoid\NsfwoidClient;
 use MediaWiki\Extension\Nsfwoid\PendingUploads;
 use MediaWiki\Extension\Nsfwoid\ScoreLookup;
@@ -33,6 +34,13 @@ return [
 			LoggerFactory::getInstance( 'Nsfwoid' )
 		);
 	},
+	'Nsfwoid.ForeignScores' => static function ( MediaWikiServices $services ): ForeignScores {
+		return new ForeignScores(
+			new ServiceOptions( ForeignScores::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
+			$services->getHttpRequestFactory(),
+			$services->get( 'Nsfwoid.ScoreStore' )
+		);
+	},
 	'Nsfwoid.PendingUploads' => static function (): PendingUploads {
 		return new PendingUploads();
 	},
@@ -42,6 +50,7 @@ return [
 			$services->get( 'Nsfwoid.Client' ),
 			$services->get( 'Nsfwoid.ScoreStore' ),
 			$services->get( 'Nsfwoid.FileScorer' ),
+			$services->get( 'Nsfwoid.ForeignScores' ),
 			$services->getMainWANObjectCache(),
 			LoggerFactory::getInstance( 'Nsfwoid' )
 		);

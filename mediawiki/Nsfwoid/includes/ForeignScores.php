@@ -1,0 +1,96 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid;
+
+use File;
+use FormatJson;
+use MediaWiki\Config\ServiceOptions;
+use MediaWiki\Http\HttpRequestFactory;
+
+/**
+ * Scores that a foreign repository's own wiki has stored, read through its Action API
+ * (prop=nsfwscore) and stored here too. When Commons runs Nsfwoid, a Commons file that a wiki
+ * uses needs no download and no call to the service, and a file the service cannot read, which
+ * Commons scored by a thumbnail, has a score at all.
+ *
+ * Only repositories configured with an `apibase` in $wgForeignFileRepos are asked.
+ */
+class ForeignScores {
+
+	public const CONSTRUCTOR_OPTIONS = [ 'ForeignFileRepos' ];
+
+	/** The API's limit of titles per query, for a client without apihighlimits. */
+	private const TITLES_PER_QUERY = 50;
+
+	/** @var string[] API URL by repository name */
+	private array $apiUrls = [];
+	private HttpRequestFactory $httpRequestFactory;
+	private ScoreStore $store;
+
+	public function __construct( ServiceOptions $options, HttpRequestFactory $httpRequestFactory, ScoreStore $store ) {
+		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
+		foreach ( $options->get( 'ForeignFileRepos' ) as $info ) {
+			if ( isset( $info['name'], $info['apibase'] ) ) {
+				$this->apiUrls[$info['name']] = $info['apibase'];
+			}
+		}
+		$this->httpRequestFactory = $httpRequestFactory;
+		$this->store = $store;
+	}
+
+	/**
+	 * @param File[] $files files of foreign repositories
+	 * @param string $model only scores of this model count
+	 * @param float $timeout seconds, for all the queries together
+	 * @return float[] score by SHA-1 (base 36), for the files whose repository had one
+	 */
+	public function getScores( array $files, string $model, float $timeout ): array {
+		$deadline = microtime( true ) + $timeout;
+		$byUrl = [];
+		foreach ( $files as $file ) {
+			$url = $this->apiUrls[$file->getRepoName()] ?? null;
+			if ( $url !== null ) {
+				$byUrl[$url][$file->getName()] = $file;
+			}
+		}
+		$scores = [];
+		foreach ( $byUrl as $url => $filesByName ) {
+			foreach ( array_chunk( $filesByName, self::TITLES_PER_QUERY, true ) as $chunk ) {
+				foreach ( $this->query( $url, array_keys( $chunk ), $deadline - microtime( true ) ) as $page ) {
+					$file = $chunk[strtr( explode( ':', $page['title'] ?? '', 2 )[1] ?? '', ' ', '_' )] ?? null;
+					$row = $page['nsfwscore'] ?? null;
+					if ( $file && is_array( $row ) && ( $row['model'] ?? null ) === $model
+						&& ( $row['sha1'] ?? null ) === $file->getSha1()
+						&& is_numeric( $row['score'] ?? null ) && $row['score'] >= 0 && $row['score'] <= 1
+					) {
+						$this->store->save( new ServiceScore( (float)$row['score'], $row['sha1'], $model ) );
+						$scores[$row['sha1']] = (float)$row['score'];
+					}
+				}
+			}
+		}
+		return $scores;
+	}
+
+	/**
+	 * @param string $url the repository's api.php
+	 * @param string[] $names file names
+	 * @param float $timeout seconds
+	 * @return array[] the answer's pages; none when it failed or the time is up
+	 */
+	private function query( string $url, array $names, float $timeout ): array {
+		if ( $timeout <= 0 ) {
+			return [];
+		}
+		$request = $this->httpRequestFactory->create( wfAppendQuery( $url, [
+			'action' => 'query', 'prop' => 'nsfwscore', 'format' => 'json', 'formatversion' => '2',
+			'titles' => implode( '|', array_map( static fn ( $name ) => "File:$name", $names ) ),
+		] ), [ 'method' => 'GET', 'timeout' => $timeout, 'connectTimeout' => $timeout ], __METHOD__ );
+		if ( !$request->execute()->isOK() ) {
+			return [];
+		}
+		$answer = FormatJson::decode( (string)$request->getContent(), true );
+		$pages = is_array( $answer ) ? $answer['query']['pages'] ?? [] : [];
+		return is_array( $pages ) ? array_filter( $pages, 'is_array' ) : [];
+	}
+}
