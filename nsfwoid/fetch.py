@@ -202,13 +202,18 @@ def check_length(declared_length: int | None, cap: int) -> None:
         raise PayloadTooLarge(f"declared length {declared_length} bytes is over the limit of {cap}")
 
 
+def held_size(declared_length: int | None, cap: int) -> int:
+    """What a body will take in memory: its declared length, which the HTTP parser holds it to; the cap when it
+    declares none."""
+    return cap if declared_length is None else min(declared_length, cap)
+
+
 def body_size(response: aiohttp.ClientResponse, cap: int) -> int:
-    """What the answer's body will take in memory: its declared length, which the HTTP parser holds it to; the cap
-    when it declares none, or when it is compressed, since it is read decompressed."""
-    declared = response.content_length
-    if declared is None or response.headers.get("Content-Encoding", "identity").lower() != "identity":
+    """What the answer's body will take in memory (held_size); the cap when it is compressed, since it is read
+    decompressed."""
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
         return cap
-    return min(declared, cap)
+    return held_size(response.content_length, cap)
 
 
 async def read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:

@@ -12,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
 from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType, problem_response
-from .fetch import checked_url, fetch
+from .fetch import checked_url, fetch, held_size
 from .imaging import looks_like_image
 from .state import SETTINGS
 
@@ -99,9 +99,8 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
 
 
 def body_bytes(request: web.Request, settings: Settings) -> int:
-    """What a request body will hold in memory: its declared length, or the cap when it declares none."""
-    declared = request.content_length
-    return settings.max_image_bytes if declared is None else min(declared, settings.max_image_bytes)
+    """What a request body will hold in memory (a request Content-Encoding is refused, so it is read as sent)."""
+    return held_size(request.content_length, settings.max_image_bytes)
 
 
 def check_declared_length(request: web.Request, settings: Settings) -> None:

@@ -58,13 +58,10 @@ class ForeignScores {
 			foreach ( array_chunk( $filesByName, self::TITLES_PER_QUERY, true ) as $chunk ) {
 				foreach ( $this->query( $url, array_keys( $chunk ), $deadline - microtime( true ) ) as $page ) {
 					$file = $chunk[strtr( explode( ':', $page['title'] ?? '', 2 )[1] ?? '', ' ', '_' )] ?? null;
-					$row = $page['nsfwscore'] ?? null;
-					if ( $file && is_array( $row ) && ( $row['model'] ?? null ) === $model
-						&& ( $row['sha1'] ?? null ) === $file->getSha1()
-						&& is_numeric( $row['score'] ?? null ) && $row['score'] >= 0 && $row['score'] <= 1
-					) {
-						$this->store->save( new ServiceScore( (float)$row['score'], $row['sha1'], $model ) );
-						$scores[$row['sha1']] = (float)$row['score'];
+					$score = ServiceScore::newFromApiRow( $page['nsfwscore'] ?? null );
+					if ( $file && $score && $score->model === $model && $score->sha1 === $file->getSha1() ) {
+						$this->store->save( $score );
+						$scores[$score->sha1] = $score->score;
 					}
 				}
 			}

@@ -62,9 +62,7 @@ class ScoreLookup {
 	public function highestScore( array $files, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
 		$model = $this->currentModel( $timeout );
-		$scores = $model === null ? [] : $this->store->getScores(
-			array_map( static fn ( File $file ) => $file->getSha1(), $files ), $model
-		);
+		$scores = $this->storedScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $model );
 		$foreign = array_filter(
 			$files, static fn ( File $file ) => !$file->isLocal() && !isset( $scores[$file->getSha1()] )
 		);
@@ -92,14 +90,22 @@ class ScoreLookup {
 	 */
 	public function uploadScore( string $sha1, array $uploads, float $timeout ): ?float {
 		$deadline = microtime( true ) + $timeout;
-		$model = $this->currentModel( $timeout );
-		$stored = $model === null ? [] : $this->store->getScores( [ $sha1 ], $model );
+		$stored = $this->storedScores( [ $sha1 ], $this->currentModel( $timeout ) );
 		if ( isset( $stored[$sha1] ) || !$uploads ) {
 			return $stored[$sha1] ?? null;
 		}
 		return $this->failOpen(
 			fn () => $this->fileScorer->scoreUpload( $sha1, $uploads, $deadline - microtime( true ) ), $sha1
 		);
+	}
+
+	/**
+	 * @param string[] $sha1s
+	 * @param string|null $model the current model, if known
+	 * @return float[] the stored scores of $model, by SHA-1
+	 */
+	private function storedScores( array $sha1s, ?string $model ): array {
+		return $model === null ? [] : $this->store->getScores( $sha1s, $model );
 	}
 
 	/**

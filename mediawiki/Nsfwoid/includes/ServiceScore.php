@@ -24,11 +24,35 @@ class ServiceScore {
 	 * @throws ScoringException when the answer is not a score
 	 */
 	public static function newFromJson( $json ): self {
-		$score = $json['score'] ?? null;
-		$sha1 = $json['sha1_base36'] ?? null;
-		$model = $json['model']['sha256'] ?? null;
-		if ( !is_numeric( $score ) || $score < 0 || $score > 1 || !is_string( $sha1 ) || !is_string( $model ) ) {
+		$score = self::newIfValid(
+			$json['score'] ?? null, $json['sha1_base36'] ?? null, $json['model']['sha256'] ?? null
+		);
+		if ( $score === null ) {
 			throw new ScoringException( 'The service answered without a score', true );
+		}
+		return $score;
+	}
+
+	/**
+	 * @param mixed $row a stored score as prop=nsfwscore gives it: score, sha1, model
+	 * @return self|null null when it is not a score
+	 */
+	public static function newFromApiRow( $row ): ?self {
+		if ( !is_array( $row ) ) {
+			return null;
+		}
+		return self::newIfValid( $row['score'] ?? null, $row['sha1'] ?? null, $row['model'] ?? null );
+	}
+
+	/**
+	 * @param mixed $score
+	 * @param mixed $sha1
+	 * @param mixed $model
+	 * @return self|null
+	 */
+	private static function newIfValid( $score, $sha1, $model ): ?self {
+		if ( !is_numeric( $score ) || $score < 0 || $score > 1 || !is_string( $sha1 ) || !is_string( $model ) ) {
+			return null;
 		}
 		return new self( (float)$score, $sha1, $model );
 	}
