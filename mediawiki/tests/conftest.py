@@ -97,6 +97,12 @@ if ( is_file( "{self.overrides}" ) ) {{
             raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
+    def start_php(self, script: str | Path, *args) -> subprocess.Popen:
+        """A maintenance script left running, for a test that reads its output as it goes."""
+        path = script if Path(script).is_absolute() else MEDIAWIKI / script
+        return subprocess.Popen(["php", str(path), *map(str, args)], env=self.env, cwd=MEDIAWIKI,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
     def start(self):
         self.server = subprocess.Popen(["php", "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)],
                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -57,6 +57,16 @@ def error_code(answer: dict) -> str | None:
     return answer.get("error", {}).get("code")
 
 
+def output_until(run: subprocess.Popen, prefix: str) -> str:
+    """What a running script has printed, up to and including its first line that starts with prefix."""
+    output = ""
+    for line in run.stdout:
+        output += line
+        if line.startswith(prefix):
+            return output
+    raise AssertionError(f"the script ended without a line starting {prefix!r}:\n{output}")
+
+
 @pytest.fixture(scope="module")
 def threshold(service) -> float:
     """Between the two highest-scoring fixtures: HIGH is over it, LOW under it."""
@@ -290,13 +300,8 @@ def test_score_files_stopped_by_an_outage_names_where_to_resume(wiki, service):
     with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
         for name in names:
             wiki.upload(name, image(name, fixture="logo_rgba.png"))
-    run = subprocess.Popen(["php", str(SCORE_FILES), "--start", "Resume", "--batch-size", "1", "--sleep", "2"],
-                           env=wiki.env, cwd=MEDIAWIKI, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = ""
-    for line in run.stdout:  # until the first batch is done, while the run sleeps before the second
-        output += line
-        if line.startswith("Checked "):
-            break
+    run = wiki.start_php(SCORE_FILES, "--start", "Resume", "--batch-size", "1", "--sleep", "2")
+    output = output_until(run, "Checked ")  # the first batch is done, and the run sleeps before the second
     assert "Checked 1 files, up to Resume_0.png: scored 1, refused 0, skipped 0" in output, output
     with service.stopped():
         output += run.communicate(timeout=60)[0]
@@ -307,6 +312,36 @@ def test_score_files_stopped_by_an_outage_names_where_to_resume(wiki, service):
 
     assert "Done: scored 1," in wiki.php(SCORE_FILES, "--start", "Resume_0.png", "--limit", "1").stdout
     assert wiki.score_of(names[1]) is not None
+
+
+def test_a_queued_backfill_reads_a_batch_in_one_query_and_waits_while_the_queue_is_full(wiki, service):
+    """Commons has millions of files to backfill: the unscored files of a batch are read in one query, not one
+    each, and no jobs are pushed while more than --max-jobs of them wait for a runner."""
+    names = [f"Queued {n}.png" for n in range(4)]
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        for name in names:
+            wiki.upload(name, image(name, fixture="logo_rgba.png"))
+    wiki.run_jobs()  # whatever earlier tests queued
+    sql_log = wiki.root / "backfill-sql.log"
+    with wiki.settings(f'$wgDebugDumpSql = true;\n$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
+        run = wiki.start_php(SCORE_FILES, "--use-jobqueue", "--start", "Queued", "--batch-size", "2", "--max-jobs", "1",
+                             "--limit", "4")
+        output = output_until(run, "Waiting while ")
+    # The run read its settings when it started; the job runner below logs no SQL.
+    assert "Checked 2 files, up to Queued_1.png: queued 2, refused 0, skipped 0\n" \
+           "Waiting while 2 nsfwoidScore jobs are queued, more than --max-jobs 1\n" in output, output
+    time.sleep(3)  # it goes on waiting: nothing runs the jobs
+    assert run.poll() is None
+    wiki.run_jobs()
+    output += run.communicate(timeout=60)[0]
+    assert run.returncode == 0, output
+    assert "Checked 4 files, up to Queued_3.png: queued 4, refused 0, skipped 0\nDone: queued 4," in output, output
+    wiki.run_jobs()
+    assert all(wiki.score_of(name) is not None for name in names)
+
+    reads = [line for line in sql_log.read_text().splitlines() if re.search(r"img_name (=|IN \() ?'Queued_", line)]
+    assert len(reads) == 2, reads  # one for each batch
+    assert "'Queued_0.png','Queued_1.png'" in reads[0] and "'Queued_2.png','Queued_3.png'" in reads[1], reads
 
 
 def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, service):

@@ -3,7 +3,8 @@
  * Scores every local file that has no score of the service's current model. Files that can be
  * scored neither as they are nor by a thumbnail, such as audio, are counted as skipped.
  *
- * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--start NAME] [--use-jobqueue]
+ * Usage: php maintenance/scoreFiles.php [--batch-size N] [--sleep S] [--limit N] [--start NAME]
+ *   [--use-jobqueue [--max-jobs N]]
  * Set MW_INSTALL_PATH when the extension is not in MediaWiki's extensions/ directory.
  */
 
@@ -16,6 +17,8 @@ require_once "$IP/maintenance/Maintenance.php";
 
 class ScoreFiles extends Maintenance {
 
+	private const QUEUE_CHECK_SECONDS = 2;
+
 	public function __construct() {
 		parent::__construct();
 		$this->requireExtension( 'Nsfwoid' );
@@ -24,6 +27,9 @@ class ScoreFiles extends Maintenance {
 		$this->addOption( 'limit', 'Score at most this many files', false, true );
 		$this->addOption( 'start', 'Begin after this file name (img_name), as a stopped run prints it', false, true );
 		$this->addOption( 'use-jobqueue', 'Push nsfwoidScore jobs instead of scoring here' );
+		$this->addOption( 'max-jobs', 'With --use-jobqueue, pause while more than this many nsfwoidScore jobs '
+			. 'wait in the queue (default 1000; 0 never pauses). A queue that cannot count its jobs, such as '
+			. "EventBus's, never pauses: pace it with --sleep", false, true );
 		$this->setBatchSize( 100 );
 	}
 
@@ -44,23 +50,29 @@ class ScoreFiles extends Maintenance {
 		$localRepo = $services->getRepoGroup()->getLocalRepo();
 		$jobQueueGroup = $services->getJobQueueGroup();
 		$fileScorer = $services->get( 'Nsfwoid.FileScorer' );
+		$maxJobs = (int)$this->getOption( 'max-jobs', 1000 );
 		$checked = $done = $refused = $skipped = 0;
 		$after = (string)$this->getOption( 'start', '' );
 		while ( $done + $refused < $limit ) {
-			$files = $store->getFileBatch( $model, $after, $this->getBatchSize() );
-			if ( !$files ) {
+			$batch = $store->getFileBatch( $model, $after, $this->getBatchSize() );
+			if ( !$batch ) {
 				break;
 			}
-			foreach ( $files as [ 'name' => $name, 'scored' => $scored ] ) {
+			// One query for the batch's unscored files, not one each.
+			$unscored = $localRepo->findFiles( array_column(
+				array_filter( $batch, static fn ( array $entry ) => !$entry['scored'] ), 'name'
+			) );
+			$jobs = [];
+			foreach ( $batch as [ 'name' => $name, 'scored' => $scored ] ) {
 				if ( $done + $refused >= $limit ) {
-					break 2;
+					break;
 				}
 				if ( !$scored ) {
-					$file = $localRepo->newFile( $name );
-					if ( !$fileScorer->canScore( $file ) ) {
+					$file = $unscored[$name] ?? null;
+					if ( !$file || !$fileScorer->canScore( $file ) ) {
 						$skipped++;
 					} elseif ( $useJobQueue ) {
-						$jobQueueGroup->push( ScoreFileJob::newSpec( $file->getTitle() ) );
+						$jobs[] = ScoreFileJob::newSpec( $file->getTitle() );
 						$done++;
 					} else {
 						try {
@@ -80,6 +92,10 @@ class ScoreFiles extends Maintenance {
 				$checked++;
 				$after = $name;
 			}
+			if ( $jobs ) {
+				$this->waitWhileQueued( $jobQueueGroup->get( ScoreFileJob::TYPE ), $maxJobs );
+				$jobQueueGroup->push( $jobs );
+			}
 			$this->output( "Checked $checked files, up to $after: $verb $done, refused $refused, skipped $skipped\n" );
 			$this->waitForReplication();
 			if ( $this->hasOption( 'sleep' ) ) {
@@ -87,6 +103,16 @@ class ScoreFiles extends Maintenance {
 			}
 		}
 		$this->output( "Done: $verb $done, refused $refused, skipped $skipped.\n" );
+	}
+
+	/**
+	 * A backfill of Commons would push jobs for millions of files much faster than runners take them.
+	 */
+	private function waitWhileQueued( JobQueue $queue, int $maxJobs ): void {
+		while ( $maxJobs > 0 && ( $queued = $queue->getSize() ) > $maxJobs ) {
+			$this->output( "Waiting while $queued nsfwoidScore jobs are queued, more than --max-jobs $maxJobs\n" );
+			sleep( self::QUEUE_CHECK_SECONDS );
+		}
 	}
 }
 

@@ -16,13 +16,15 @@ use Title;
  */
 class ScoreFileJob extends Job {
 
+	public const TYPE = 'nsfwoidScore';
+
 	public function __construct( Title $title, array $params ) {
-		parent::__construct( 'nsfwoidScore', $title, $params );
+		parent::__construct( self::TYPE, $title, $params );
 		$this->removeDuplicates = true;
 	}
 
 	public static function newSpec( Title $title ): JobSpecification {
-		return new JobSpecification( 'nsfwoidScore', [], [ 'removeDuplicates' => true ], $title );
+		return new JobSpecification( self::TYPE, [], [ 'removeDuplicates' => true ], $title );
 	}
 
 	public function run() {
