@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import json
+import string
 import time
 
 from aiohttp import web
@@ -95,16 +96,24 @@ async def _instance_input(instance: object, settings: Settings) -> RequestInput:
         encoded = image.get("b64") if isinstance(image, dict) else None
         if not isinstance(encoded, str):
             raise InvalidRequest('"image" must be {"b64": "<base64 of the image bytes>"}')
-        if len(encoded) > (settings.max_image_bytes + 2) // 3 * 4:
-            raise PayloadTooLarge(f"the image is over the limit of {settings.max_image_bytes} bytes")
         try:
-            data = await asyncio.to_thread(base64.b64decode, encoded, validate=True)
+            data = await asyncio.to_thread(_b64decode, encoded)
         except (binascii.Error, ValueError):
             raise InvalidRequest('"image.b64" is not valid base64') from None
         if not data:
             raise MissingInput('"image.b64" is empty')
+        if len(data) > settings.max_image_bytes:
+            raise PayloadTooLarge(f"the image is over the limit of {settings.max_image_bytes} bytes")
         return RequestInput(data, None, "body")
     url = instance.get("url")
     if isinstance(url, str) and url.strip():
         return RequestInput(None, url, "url")
     raise MissingInput('an instance needs "image": {"b64": "…"} or a non-empty "url"')
+
+
+def _b64decode(encoded: str) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        # TF-Serving's decoder skips whitespace, so clients may send base64 wrapped in lines, as MIME's is.
+        return base64.b64decode(encoded.encode("ascii").translate(None, string.whitespace.encode()), validate=True)

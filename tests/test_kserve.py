@@ -58,6 +58,20 @@ async def test_mixed_instances_each_get_their_own_answer(client, upstream):
         assert problem["status"] >= 400 and problem["detail"]
 
 
+async def test_base64_wrapped_in_lines_is_read_as_tf_serving_reads_it(client):
+    """MIME's base64 (Python's encodebytes, `openssl base64`) breaks lines; TF-Serving's decoder skips whitespace."""
+    plain = base64.b64encode(WARM).decode()
+    wrapped = [base64.encodebytes(WARM).decode(), base64.encodebytes(WARM).decode().replace("\n", "\r\n"),
+               f" {plain[:100]}\t{plain[100:]} "]
+    assert all(text != plain and "".join(text.split()) == plain for text in wrapped)
+    instances = [b64(WARM), *({"image": {"b64": text}} for text in wrapped),
+                 {"image": {"b64": plain[:100] + "\n!" + plain[100:]}}]
+    response = await client.post(PREDICT, json={"instances": instances})
+    predictions = (await response.json())["predictions"]
+    assert [p["score"] for p in predictions[1:4]] == [predictions[0]["score"]] * 3
+    assert predictions[4]["error"]["type"].endswith("#invalid-request")  # whitespace hides no other character
+
+
 async def test_predictions_equal_the_score_route(client):
     raw = await client.post("/v1/score", data=WARM, headers={"Content-Type": "image/png", "Accept": "application/json"})
     single = await raw.json()
