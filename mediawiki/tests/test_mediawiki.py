@@ -437,6 +437,48 @@ def test_a_commons_file_that_commons_scored_needs_no_call_to_the_service(wiki, c
         [(row["score"], row["sha1"], row["model"]) for row in on_commons]
 
 
+def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(wiki, commons, service, filters):
+    """Wikimedia's wikis reach Commons as a ForeignDBViaLBRepo, not through its API. Then the scores Commons stored
+    are read in its own nsfwoid_score, with no call to the service and no copy here, and a Commons file that
+    Commons has not scored is scored by URL. A repository whose wiki lacks the table is not asked for it."""
+    scored, drawing, unscored = "Commons database.png", "Commons database drawing.svg", "Commons database new.png"
+    assert commons.upload(scored, image("commons database"))["upload"]["result"] == "Success"
+    assert commons.upload(drawing, svg("commons database"))["upload"]["result"] == "Success"
+    commons.run_jobs()
+    assert commons.score_of(scored) and commons.score_of(drawing)
+    with commons.settings("$wgNsfwoidScoreOnUpload = false;"):
+        assert commons.upload(unscored, image("commons database new"))["upload"]["result"] == "Success"
+    # SQLite keeps each wiki's database in a file of the data directory: this one names Commons' in this wiki's.
+    (wiki.root / "data" / "commonswiki.sqlite").symlink_to(commons.root / "data" / "commonswiki.sqlite")
+
+    def repository(database: str) -> str:
+        return f"""$wgForeignFileRepos = [ [
+            "class" => ForeignDBViaLBRepo::class, "name" => "commonsdb", "wiki" => "{database}",
+            "directory" => "{commons.root}/images", "url" => "{commons.url}/images", "hashLevels" => 2,
+            "hasSharedCache" => false, "fetchDescription" => false, "descBaseUrl" => "{commons.url}/index.php/File:",
+        ] ];"""
+
+    with wiki.settings(repository("commonswiki")):
+        requests_before = service.score_requests()
+        assert error_code(wiki.edit("Commons database target", f"[[File:{scored}]]")) == DISALLOWED
+        assert wiki.edit("Commons database drawing target", f"[[File:{drawing}]]")["edit"]["result"] == "Success"
+        assert service.score_requests() == requests_before
+        assert wiki.score_of(scored) is None and wiki.score_of(drawing) is None
+
+        assert error_code(wiki.edit("Commons database new target", f"[[File:{unscored}]]")) == DISALLOWED
+        assert service.score_requests() == requests_before + 1
+        assert wiki.score_of(unscored) is not None
+
+    source = commons.root / "data" / "commonswiki.sqlite"
+    with closing(sqlite3.connect(wiki.root / "data" / "bare.sqlite")) as bare:
+        with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as commons_database:
+            commons_database.backup(bare)
+        bare.execute("DROP TABLE nsfwoid_score")
+    with wiki.settings(repository("bare")):
+        assert error_code(wiki.edit("Commons database bare target", f"[[File:{scored}]]")) == DISALLOWED
+        assert service.score_requests() == requests_before + 2
+
+
 def test_a_file_whose_bytes_are_not_its_sha1_is_not_stored(wiki, commons, filters):
     assert commons.upload("Commons swapped.png", image("swapped"))["upload"]["result"] == "Success"
     url = commons.api(action="query", prop="imageinfo", iiprop="url",

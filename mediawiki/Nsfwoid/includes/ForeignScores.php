@@ -4,16 +4,19 @@ namespace MediaWiki\Extension\Nsfwoid;
 
 use File;
 use FormatJson;
+use LocalRepo;
 use MediaWiki\Config\ServiceOptions;
 use MediaWiki\Http\HttpRequestFactory;
 
 /**
- * Scores that a foreign repository's own wiki has stored, read through its Action API
- * (prop=nsfwscore) and stored here too. When Commons runs Nsfwoid, a Commons file that a wiki
- * uses needs no download and no call to the service, and a file the service cannot read, which
- * Commons scored by a thumbnail, has a score at all.
+ * Scores that a foreign repository's own wiki has stored. When Commons runs Nsfwoid, a Commons
+ * file that a wiki uses needs no download and no call to the service, and a file the service
+ * cannot read, which Commons scored by a thumbnail, has a score at all.
  *
- * Only repositories configured with an `apibase` in $wgForeignFileRepos are asked.
+ * - A repository with its own database (ForeignDBViaLBRepo, as Wikimedia's wikis reach Commons,
+ *   or ForeignDBRepo): its wiki's table is read on its replica, and nothing is copied here.
+ * - A ForeignAPIRepo with an `apibase` in $wgForeignFileRepos: its wiki is asked through its
+ *   Action API (prop=nsfwscore), and what it answers is stored here too.
  */
 class ForeignScores {
 
@@ -46,14 +49,19 @@ class ForeignScores {
 	 */
 	public function getScores( array $files, string $model, float $timeout ): array {
 		$deadline = microtime( true ) + $timeout;
-		$byUrl = [];
+		$byDatabase = $byUrl = [];
 		foreach ( $files as $file ) {
 			$url = $this->apiUrls[$file->getRepoName()] ?? null;
-			if ( $url !== null ) {
+			if ( $file->getRepo() instanceof LocalRepo ) {
+				$byDatabase[$file->getRepoName()][] = $file;
+			} elseif ( $url !== null ) {
 				$byUrl[$url][$file->getName()] = $file;
 			}
 		}
 		$scores = [];
+		foreach ( $byDatabase as $repoFiles ) {
+			$scores += $this->fromDatabase( $repoFiles, $model );
+		}
 		foreach ( $byUrl as $url => $filesByName ) {
 			foreach ( array_chunk( $filesByName, self::TITLES_PER_QUERY, true ) as $chunk ) {
 				foreach ( $this->query( $url, array_keys( $chunk ), $deadline - microtime( true ) ) as $page ) {
@@ -67,6 +75,21 @@ class ForeignScores {
 			}
 		}
 		return $scores;
+	}
+
+	/**
+	 * @param File[] $files of one repository that has its own database
+	 * @param string $model
+	 * @return float[] score by SHA-1 (base 36)
+	 */
+	private function fromDatabase( array $files, string $model ): array {
+		$db = $files[0]->getRepo()->getReplicaDB();
+		// A failed query would leave the connection's transaction in error, so the repository's
+		// wiki, which may not run Nsfwoid, is not asked for a table it lacks.
+		if ( !$db->tableExists( 'nsfwoid_score', __METHOD__ ) ) {
+			return [];
+		}
+		return $this->store->getScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $model, $db );
 	}
 
 	/**

@@ -2,6 +2,7 @@
 
 namespace MediaWiki\Extension\Nsfwoid;
 
+use Wikimedia\Rdbms\IDatabase;
 use Wikimedia\Rdbms\ILoadBalancer;
 
 /**
@@ -19,13 +20,16 @@ class ScoreStore {
 	/**
 	 * @param string[] $sha1s base 36
 	 * @param string $model only scores of this model count
+	 * @param IDatabase|null $db another wiki's database that holds the table, such as the
+	 *   repository wiki of a ForeignDBViaLBRepo; by default this wiki's replica
 	 * @return float[] score by SHA-1, for those that have one
 	 */
-	public function getScores( array $sha1s, string $model ): array {
+	public function getScores( array $sha1s, string $model, ?IDatabase $db = null ): array {
 		if ( !$sha1s ) {
 			return [];
 		}
-		$rows = $this->loadBalancer->getConnection( DB_REPLICA )->select(
+		$db ??= $this->loadBalancer->getConnection( DB_REPLICA );
+		$rows = $db->select(
 			'nsfwoid_score',
 			[ 'nss_sha1', 'nss_score' ],
 			[ 'nss_sha1' => array_values( $sha1s ), 'nss_model' => $model ],
