@@ -463,11 +463,15 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
         assert error_code(wiki.edit("Commons database target", f"[[File:{scored}]]")) == DISALLOWED
         assert wiki.edit("Commons database drawing target", f"[[File:{drawing}]]")["edit"]["result"] == "Success"
         assert service.score_requests() == requests_before
-        assert wiki.score_of(scored) is None and wiki.score_of(drawing) is None
+        # prop=nsfwscore shows them too, as prop=imageinfo shows a foreign file's information.
+        assert [wiki.score_of(name) for name in (scored, drawing)] == \
+            [commons.score_of(name) for name in (scored, drawing)]
 
         assert error_code(wiki.edit("Commons database new target", f"[[File:{unscored}]]")) == DISALLOWED
         assert service.score_requests() == requests_before + 1
         assert wiki.score_of(unscored) is not None
+    # Back to the API repository, prop=nsfwscore reads only this wiki's table: nothing was copied into it.
+    assert wiki.score_of(scored) is None and wiki.score_of(drawing) is None
 
     source = commons.root / "data" / "commonswiki.sqlite"
     with closing(sqlite3.connect(wiki.root / "data" / "bare.sqlite")) as bare:

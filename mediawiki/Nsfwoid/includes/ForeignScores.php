@@ -7,6 +7,7 @@ use FormatJson;
 use LocalRepo;
 use MediaWiki\Config\ServiceOptions;
 use MediaWiki\Http\HttpRequestFactory;
+use Wikimedia\Rdbms\IDatabase;
 
 /**
  * Scores that a foreign repository's own wiki has stored. When Commons runs Nsfwoid, a Commons
@@ -49,17 +50,15 @@ class ForeignScores {
 	 */
 	public function getScores( array $files, string $model, float $timeout ): array {
 		$deadline = microtime( true ) + $timeout;
-		$byDatabase = $byUrl = [];
+		$byUrl = [];
 		foreach ( $files as $file ) {
 			$url = $this->apiUrls[$file->getRepoName()] ?? null;
-			if ( $file->getRepo() instanceof LocalRepo ) {
-				$byDatabase[$file->getRepoName()][] = $file;
-			} elseif ( $url !== null ) {
+			if ( $url !== null && !( $file->getRepo() instanceof LocalRepo ) ) {
 				$byUrl[$url][$file->getName()] = $file;
 			}
 		}
 		$scores = [];
-		foreach ( $byDatabase as $repoFiles ) {
+		foreach ( $this->byDatabase( $files ) as $repoFiles ) {
 			$scores += $this->fromDatabase( $repoFiles, $model );
 		}
 		foreach ( $byUrl as $url => $filesByName ) {
@@ -78,18 +77,58 @@ class ForeignScores {
 	}
 
 	/**
+	 * The rows, whatever their model, that the wikis of database repositories stored for these
+	 * files, for readers such as the API. Files of other repositories are left out.
+	 *
+	 * @param File[] $files
+	 * @return array[] by SHA-1 (base 36), as ScoreStore::getRows()
+	 */
+	public function getRows( array $files ): array {
+		$rows = [];
+		foreach ( $this->byDatabase( $files ) as $repoFiles ) {
+			$db = self::tableDatabase( $repoFiles[0] );
+			if ( $db ) {
+				$rows += $this->store->getRows( self::sha1s( $repoFiles ), $db );
+			}
+		}
+		return $rows;
+	}
+
+	/**
+	 * @param File[] $files
+	 * @return File[][] the files of repositories that have their own database, by repository
+	 */
+	private function byDatabase( array $files ): array {
+		$byRepo = [];
+		foreach ( $files as $file ) {
+			if ( !$file->isLocal() && $file->getRepo() instanceof LocalRepo ) {
+				$byRepo[$file->getRepoName()][] = $file;
+			}
+		}
+		return $byRepo;
+	}
+
+	/**
 	 * @param File[] $files of one repository that has its own database
 	 * @param string $model
 	 * @return float[] score by SHA-1 (base 36)
 	 */
 	private function fromDatabase( array $files, string $model ): array {
-		$db = $files[0]->getRepo()->getReplicaDB();
-		// A failed query would leave the connection's transaction in error, so the repository's
-		// wiki, which may not run Nsfwoid, is not asked for a table it lacks.
-		if ( !$db->tableExists( 'nsfwoid_score', __METHOD__ ) ) {
-			return [];
-		}
-		return $this->store->getScores( array_map( static fn ( File $file ) => $file->getSha1(), $files ), $model, $db );
+		$db = self::tableDatabase( $files[0] );
+		return $db ? $this->store->getScores( self::sha1s( $files ), $model, $db ) : [];
+	}
+
+	/**
+	 * The replica of the file's repository, if its wiki has the table. A failed query would leave
+	 * the connection's transaction in error, so a wiki that does not run Nsfwoid is not asked.
+	 */
+	private static function tableDatabase( File $file ): ?IDatabase {
+		$db = $file->getRepo()->getReplicaDB();
+		return $db->tableExists( 'nsfwoid_score', __METHOD__ ) ? $db : null;
+	}
+
+	private static function sha1s( array $files ): array {
+		return array_map( static fn ( File $file ) => $file->getSha1(), $files );
 	}
 
 	/**

@@ -46,13 +46,15 @@ class ScoreStore {
 	 * The stored rows of these SHA-1s, whatever their model, for readers such as the API.
 	 *
 	 * @param string[] $sha1s base 36
+	 * @param IDatabase|null $db as for getScores()
 	 * @return array[] by SHA-1: score, sha1, model, timestamp (ISO 8601)
 	 */
-	public function getRows( array $sha1s ): array {
+	public function getRows( array $sha1s, ?IDatabase $db = null ): array {
 		if ( !$sha1s ) {
 			return [];
 		}
-		$rows = $this->loadBalancer->getConnection( DB_REPLICA )->select(
+		$db ??= $this->loadBalancer->getConnection( DB_REPLICA );
+		$rows = $db->select(
 			'nsfwoid_score',
 			[ 'nss_sha1', 'nss_score', 'nss_model', 'nss_timestamp' ],
 			[ 'nss_sha1' => array_values( $sha1s ) ],
