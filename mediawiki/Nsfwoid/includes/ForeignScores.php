@@ -53,13 +53,16 @@ class ForeignScores {
 		$byUrl = [];
 		foreach ( $files as $file ) {
 			$url = $this->apiUrls[$file->getRepoName()] ?? null;
-			if ( $url !== null && !( $file->getRepo() instanceof LocalRepo ) ) {
+			if ( $url !== null && !self::hasOwnDatabase( $file ) ) {
 				$byUrl[$url][$file->getName()] = $file;
 			}
 		}
 		$scores = [];
-		foreach ( $this->byDatabase( $files ) as $repoFiles ) {
-			$scores += $this->fromDatabase( $repoFiles, $model );
+		foreach ( self::byDatabase( $files ) as $repoFiles ) {
+			$db = self::tableDatabase( $repoFiles[0] );
+			if ( $db ) {
+				$scores += $this->store->getScores( self::sha1s( $repoFiles ), $model, $db );
+			}
 		}
 		foreach ( $byUrl as $url => $filesByName ) {
 			foreach ( array_chunk( $filesByName, self::TITLES_PER_QUERY, true ) as $chunk ) {
@@ -85,7 +88,7 @@ class ForeignScores {
 	 */
 	public function getRows( array $files ): array {
 		$rows = [];
-		foreach ( $this->byDatabase( $files ) as $repoFiles ) {
+		foreach ( self::byDatabase( $files ) as $repoFiles ) {
 			$db = self::tableDatabase( $repoFiles[0] );
 			if ( $db ) {
 				$rows += $this->store->getRows( self::sha1s( $repoFiles ), $db );
@@ -98,10 +101,10 @@ class ForeignScores {
 	 * @param File[] $files
 	 * @return File[][] the files of repositories that have their own database, by repository
 	 */
-	private function byDatabase( array $files ): array {
+	private static function byDatabase( array $files ): array {
 		$byRepo = [];
 		foreach ( $files as $file ) {
-			if ( !$file->isLocal() && $file->getRepo() instanceof LocalRepo ) {
+			if ( self::hasOwnDatabase( $file ) ) {
 				$byRepo[$file->getRepoName()][] = $file;
 			}
 		}
@@ -109,13 +112,11 @@ class ForeignScores {
 	}
 
 	/**
-	 * @param File[] $files of one repository that has its own database
-	 * @param string $model
-	 * @return float[] score by SHA-1 (base 36)
+	 * Whether the file is of a foreign repository reached through its wiki's database
+	 * (ForeignDBViaLBRepo, ForeignDBRepo: both are LocalRepos of another wiki).
 	 */
-	private function fromDatabase( array $files, string $model ): array {
-		$db = self::tableDatabase( $files[0] );
-		return $db ? $this->store->getScores( self::sha1s( $files ), $model, $db ) : [];
+	private static function hasOwnDatabase( File $file ): bool {
+		return !$file->isLocal() && $file->getRepo() instanceof LocalRepo;
 	}
 
 	/**
