@@ -56,6 +56,7 @@ setup(
             # Pinned: a new ruff release can add findings, and CI must not change under us.
             "ruff==0.17.6",
             "schemathesis>=4,<5",
+            "trustme>=1.1",
         ],
         "bench": [
             "matplotlib>=3.8",

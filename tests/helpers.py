@@ -353,8 +353,8 @@ def fast_path_deviation(model, data: bytes, rng: np.random.Generator, draws: int
 
 
 class ForwardProxy:
-    """A loopback HTTP forward proxy, as a cluster's egress proxy is: it relays GETs of plain-http URLs, one
-    connection each, and records the URL of every request it relays."""
+    """A loopback HTTP forward proxy, as a cluster's egress proxy is: it relays GETs of plain-http URLs and tunnels
+    CONNECTs (https), one connection each, and records the target of every request: a URL, or host:port."""
 
     def __init__(self) -> None:
         self.requests: list[str] = []
@@ -371,20 +371,36 @@ class ForwardProxy:
             head = await client_reader.readuntil(b"\r\n\r\n")
             request_line, _, header_block = head.partition(b"\r\n")
             method, target, version = request_line.split(b" ")
-            url = urllib.parse.urlsplit(target.decode())
             self.requests.append(target.decode())
+            if method == b"CONNECT":
+                host, _, port = target.decode().rpartition(":")
+                upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+                client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+                return
+            url = urllib.parse.urlsplit(target.decode())
             headers = [line for line in header_block.split(b"\r\n") if line and not line.lower().startswith(
                 (b"connection:", b"keep-alive:", b"proxy-"))]
             upstream_reader, upstream_writer = await asyncio.open_connection(url.hostname, url.port or 80)
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
             upstream_writer.write(b"\r\n".join([b" ".join([method, path.encode(), version]), *headers,
                                                 b"Connection: close", b"", b""]))
-            while chunk := await upstream_reader.read(64 * 1024):
-                client_writer.write(chunk)
-                await client_writer.drain()
+            await _pipe(upstream_reader, client_writer)
             upstream_writer.close()
         finally:
             client_writer.close()
 
     def close(self) -> None:
         self._server.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until the reader's end, then close the writer."""
+    try:
+        while chunk := await reader.read(64 * 1024):
+            writer.write(chunk)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()

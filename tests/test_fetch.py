@@ -3,8 +3,12 @@
 import asyncio
 import ipaddress
 import socket
+import ssl
 
+import aiohttp
 import pytest
+import trustme
+from aiohttp import web
 
 from nsfwoid.errors import InvalidUrl, UrlNotAllowed
 from nsfwoid.fetch import checked_url, host_allowed, is_public_address
@@ -238,3 +242,46 @@ async def test_through_a_proxy_it_connects_and_the_allowlist_still_applies(make_
         await helpers.problem_of(await client.post("/", data={"url": url}), 403, "url-not-allowed")
     assert forward_proxy.requests == [image, redirect]
     assert recorder.connections == 0
+
+
+async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificates_checked(aiohttp_server,
+                                                                                          forward_proxy, tmp_path):
+    """Image hosts speak https (upload.wikimedia.org does). Through NSFWOID_HTTP_PROXY the service asks the proxy for
+    a CONNECT tunnel and checks the host's certificate itself, against the system's CAs (SSL_CERT_FILE here, read
+    as a process starts: so a service process)."""
+    trusted_ca, other_ca = trustme.CA(), trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    trusted_ca.cert_pem.write_to_path(str(ca_file))
+    brick = (helpers.FIDELITY / "brick.jpg").read_bytes()
+
+    async def send_brick(_):
+        return web.Response(body=brick, content_type="image/jpeg")
+
+    async def image_host(ca: trustme.CA):
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(context)
+        app = web.Application()
+        app.router.add_get("/brick.jpg", send_brick)
+        return await aiohttp_server(app, ssl=context)
+
+    trusted, untrusted = await image_host(trusted_ca), await image_host(other_ca)
+    service, base = await asyncio.to_thread(
+        helpers.start_service, NSFWOID_HTTP_PROXY=forward_proxy.url, NSFWOID_ALLOWED_HOSTS="localhost",
+        SSL_CERT_FILE=str(ca_file))
+    try:
+        async with aiohttp.ClientSession(base) as session:
+            url = f"https://localhost:{trusted.port}/brick.jpg"
+            async with session.post("/", data={"url": url}, headers={"Accept": "application/json"}) as response:
+                assert response.status == 200, await response.text()
+                score = (await response.json())["score"]
+            assert score == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+            assert forward_proxy.requests == [f"localhost:{trusted.port}"]
+
+            url = f"https://localhost:{untrusted.port}/brick.jpg"
+            async with session.post("/", data={"url": url}) as response:
+                body = await helpers.problem_of(response, 502, "upstream-error")
+            assert "CERTIFICATE_VERIFY_FAILED" in body["detail"]
+            assert forward_proxy.requests == [f"localhost:{trusted.port}", f"localhost:{untrusted.port}"]
+    finally:
+        service.terminate()
+        await asyncio.to_thread(service.wait, 30)
