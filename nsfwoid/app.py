@@ -15,20 +15,19 @@ from .errors import InternalError, Problem, http_problem_response, problem_from_
 from .fetch import create_session
 from .inputs import client_max_size
 from .kserve import add_kserve_routes
-from .logging import TRACE_ID, TRACE_ID_KEY, get_logger
+from .logging import REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
-from .request_parser import fail_bodies_on_broken_framing
+from .protocol import adapt_aiohttp_protocol
 from .scoring import running_scorer, self_test
 from .state import RUNTIME, SETTINGS, Runtime, Status
 
-REQUEST_ID_HEADER = "X-Request-Id"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
 def create_app(settings: Settings) -> web.Application:
     settings.check_serving()
-    fail_bodies_on_broken_framing()
+    adapt_aiohttp_protocol()
     app = web.Application(
         client_max_size=client_max_size(settings),
         middlewares=[observe_middleware],
@@ -137,9 +136,7 @@ def _method_label(request: web.Request) -> str:
 
 
 def _count(request: web.Request, status: int, started: float) -> None:
-    labels = (_method_label(request), _route_label(request), str(status))
-    metrics.HTTP_REQUESTS.labels(*labels).inc()
-    metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    metrics.count_request(_method_label(request), _route_label(request), status, time.perf_counter() - started)
 
 
 def _problem(problem: Problem, trace_id: str) -> web.Response:

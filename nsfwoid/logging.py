@@ -16,6 +16,7 @@ SERVICE_NAME = "nsfwoid"
 ECS_VERSION = "1.11.0"
 TRACE_ID = "trace.id"  # the ECS field
 TRACE_ID_KEY = web.RequestKey("trace_id", str)
+REQUEST_ID_HEADER = "X-Request-Id"  # a trace id the client gives, and the one each answer carries
 
 
 def _add_service_name(_, __, event: dict) -> dict:

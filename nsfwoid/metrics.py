@@ -37,3 +37,9 @@ FRAMES_SCORED = Histogram(
 )
 SCORES = Histogram("nsfwoid_score", "NSFW scores returned", buckets=SCORE_BUCKETS)
 MODEL_INFO = Info("nsfwoid_model", "The model being served")
+
+
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    labels = (method, route, str(status))
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_REQUEST_DURATION.labels(*labels).observe(seconds)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
@@ -192,6 +193,22 @@ async def problem_of(response, status: int, name: str) -> dict:
     assert {"type", "title", "status", "detail", "instance"} <= set(body)
     assert body["type"].endswith("#" + name) and body["status"] == status and body["detail"]
     return body
+
+
+async def scrape(client) -> dict:
+    """The service's /metrics, by metric family name."""
+    response = await client.get("/metrics")
+    assert response.status == 200 and response.content_type == "text/plain"
+    return {family.name: family for family in text_string_to_metric_families(await response.text())}
+
+
+def sample_value(family, suffix: str = "", **labels) -> float:
+    """The sum of the family's samples (name + suffix) that have these labels."""
+    total = 0.0
+    for sample in family.samples:
+        if sample.name == family.name + suffix and all(sample.labels.get(k) == v for k, v in labels.items()):
+            total += sample.value
+    return total
 
 
 async def until(condition, seconds: float = 10) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import aiohttp
 import pytest
 
-from nsfwoid.errors import ALL_PROBLEMS
+from nsfwoid.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE
 from nsfwoid.state import RUNTIME, Status
 
 from . import helpers
@@ -481,6 +481,39 @@ async def test_broken_chunked_framing_gets_a_prompt_400(make_client, broken, con
     assert problem["type"].endswith("invalid-request") and "cannot be read" in problem["detail"]
     assert b"\0" not in body and b"zz" not in body  # the reason, never the bytes
     assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
+
+
+@pytest.mark.parametrize("request_bytes, reason", [
+    (b"GET /healthz?token=SECRET HTTP/1.1\r\nHost: x\r\nX-Long: SECRET" + b"a" * 20_000 + b"\r\n\r\n",
+     "the request line or a header is over the size limit"),
+    (b"GARBAGE /?token=SECRET HTTP/1.1\r\nHost: x\r\n\r\n", "an unknown method"),
+    (b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Length: 6\n\nSECRET", "a malformed request line"),
+    (b"GET /?token=SECRET HTTP/1.1\r\nHost: x\r\nBad Name: SECRET\r\n\r\n", "it breaks HTTP/1.1's syntax"),
+], ids=["header over the size limit", "unknown method", "bare LF", "space in a header name"])
+async def test_requests_aiohttp_cannot_parse_get_a_problem(client, request_bytes, reason):
+    """aiohttp answers these itself, before the application and its middlewares: still problem+json, counted, and
+    with the reason, never the request's bytes."""
+    before = await helpers.scrape(client)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request_bytes)
+    answer = await asyncio.wait_for(reader.read(), 10)  # to the end: the connection is closed
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert head.split(b" ")[1] == b"400", head
+    assert headers[b"Content-Type"].split(b";")[0] == PROBLEM_CONTENT_TYPE.encode()
+    problem = json.loads(body)
+    assert problem["type"].endswith("#invalid-request") and problem["status"] == 400
+    assert problem["detail"] == f"not a well-formed HTTP/1.1 request: {reason}"
+    assert problem["instance"].endswith(headers[b"X-Request-Id"].decode())
+    assert b"SECRET" not in answer
+    after = await helpers.scrape(client)
+    for family, suffix, labels in [("nsfwoid_errors", "_total", {"type": "invalid-request"}),
+                                   ("nsfwoid_http_requests", "_total",
+                                    {"method": "other", "route": "unmatched", "status": "400"})]:
+        moved = helpers.sample_value(after[family], suffix, **labels) - helpers.sample_value(before[family], suffix,
+                                                                                              **labels)
+        assert moved == 1, family
 
 
 async def test_expect_continue_over_the_cap_gets_413_without_100(make_client):

@@ -13,7 +13,6 @@ from pathlib import Path
 import jsonschema
 import yaml
 from aiohttp import hdrs
-from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid.logging import configure_logging
 
@@ -24,31 +23,17 @@ SCHEMAS = helpers.DATA / "schemas"
 BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
-async def scrape(client) -> dict:
-    response = await client.get("/metrics")
-    assert response.status == 200 and response.content_type == "text/plain"
-    return {family.name: family for family in text_string_to_metric_families(await response.text())}
-
-
-def sample_value(family, suffix: str = "", **labels) -> float:
-    total = 0.0
-    for sample in family.samples:
-        if sample.name == family.name + suffix and all(sample.labels.get(k) == v for k, v in labels.items()):
-            total += sample.value
-    return total
-
-
 def metric_delta(before: dict, after: dict, name: str, suffix: str = "", **labels) -> float:
     """How much a metric's matching samples moved between two scrapes."""
-    return sample_value(after[name], suffix, **labels) - sample_value(before[name], suffix, **labels)
+    return helpers.sample_value(after[name], suffix, **labels) - helpers.sample_value(before[name], suffix, **labels)
 
 
 async def test_metrics_are_exported_and_move(client, upstream, model):
-    before = await scrape(client)
+    before = await helpers.scrape(client)
     url = str(upstream.make_url("/image/brick.jpg"))
     assert (await client.post("/", data={"url": url})).status == 200
     assert (await client.post("/", data=b"nope", headers={"Content-Type": "image/png"})).status == 415
-    after = await scrape(client)
+    after = await helpers.scrape(client)
     expected = {
         "nsfwoid_http_requests": "counter", "nsfwoid_http_request_duration_seconds": "histogram",
         "nsfwoid_fetch_duration_seconds": "histogram", "nsfwoid_fetch_bytes": "histogram",
@@ -72,16 +57,16 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     assert delta("nsfwoid_preprocess_duration_seconds", "_count") == 2 - 1
     info = after["nsfwoid_model_info"].samples[0].labels
     assert info["name"] == "open_nsfw" and info["provider"] == model.provider and len(info["sha256"]) == 64
-    assert sample_value(after["nsfwoid_inflight_requests"]) == 0
+    assert helpers.sample_value(after["nsfwoid_inflight_requests"]) == 0
 
 
 async def test_methods_outside_rfc_9110_and_patch_are_labelled_other(client):
     """A client must not add series without end: aiohttp's pure-Python parser takes any token as a method,
     and its C parser every method that llhttp knows (WebDAV's among them)."""
-    before = await scrape(client)
+    before = await helpers.scrape(client)
     for method in ("PROPFIND", "MKCOL", "NSFWOIDA", "NSFWOIDB"):
         assert (await client.request(method, "/")).status in (400, 405)
-    after = await scrape(client)
+    after = await helpers.scrape(client)
     assert {sample.labels["method"] for sample in after["nsfwoid_http_requests"].samples} <= {*hdrs.METH_ALL, "other"}
     # PROPFIND and MKCOL, which both parsers take
     assert metric_delta(before, after, "nsfwoid_http_requests", "_total", method="other") >= 2
