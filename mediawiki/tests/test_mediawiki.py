@@ -6,6 +6,7 @@ their bytes, and so their SHA-1, new. A file's score is thus known in advance, a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import sqlite3
@@ -149,20 +150,52 @@ def test_a_filter_stops_an_edit_adding_a_high_scoring_file_and_not_a_low_one(wik
     assert wiki.edit("Edit target", "Text.\n[[File:Edit low.jpg]] more")["edit"]["result"] == "Success"
 
 
-def test_the_added_files_share_the_parse_of_the_edit(wiki, filters):
-    """Every edit that a filter on added_files_nsfw_score checks needs the files of its new text. The variable takes
-    them from the parse that AbuseFilter and the save share, so an edit's page text is parsed once, not twice."""
-    parses = wiki.root / "parses.log"
+@contextlib.contextmanager
+def counting_parses(wiki, title: str):
+    """A log with a line for each parse of the page's text (not of interface messages) during the block."""
+    parses = wiki.root / f"parses of {title}.log"
     with wiki.settings(f"""$wgHooks["ParserAfterParse"][] = static function ( $parser ) {{
-    if ( $parser->getTitle()->getPrefixedText() === "Shared parse target"
-        && !$parser->getOptions()->getInterfaceMessage() ) {{
+    if ( $parser->getTitle()->getPrefixedText() === "{title}" && !$parser->getOptions()->getInterfaceMessage() ) {{
         file_put_contents( "{parses}", "parse\\n", FILE_APPEND );
     }}
 }};"""):
+        yield parses
+
+
+def test_the_added_files_share_the_parse_of_the_edit(wiki, filters):
+    """Every edit that a filter on added_files_nsfw_score checks needs the files of its new text. The variable takes
+    them from the parse that AbuseFilter and the save share, so an edit's page text is parsed once, not twice."""
+    with counting_parses(wiki, "Shared parse target") as parses:
         wiki.upload("Shared parse.jpg", (FIDELITY / LOW).read_bytes())
         assert wiki.edit("Shared parse target", "[[File:Shared parse.jpg]]")["edit"]["result"] == "Success"
     assert wiki.score_of("Shared parse.jpg") is not None  # the variable was computed
     assert parses.read_text().count("parse") == 1
+
+
+def test_once_other_filters_have_used_the_edit_s_parse_the_added_files_are_found_by_a_parse_of_their_own(
+        wiki, filters, threshold):
+    """The variable reaches the edit's shared parse through the lazy variables of AbuseFilter that hold it
+    (all_links, old_links, new_pst, new_html). When filters before it have computed all four, none is left: the new
+    text is parsed once more, as an anonymous reader sees it, and the files it adds are still found."""
+    wiki.upload("Second parse.png", image("second parse"))
+    wiki.run_jobs()
+    first = wiki.add_filter("Reads the edit's parse before the score", (
+        'action == "edit" & length(all_links) >= 0 & length(old_links) >= 0 & length(new_pst) >= 0'
+        f' & length(new_html) >= 0 & added_files_nsfw_score > {threshold:.9f}'))
+    # The README's filter reads the score first on every edit: for this edit, only the new filter runs.
+    with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as database:
+        others = [str(af_id) for af_id, in database.execute(
+            "SELECT af_id FROM abuse_filter WHERE af_enabled = 1 AND af_id <> ?", (first,))]
+    assert others
+    enable = "UPDATE abuse_filter SET af_enabled = {} WHERE af_id IN ({})"
+    wiki.php("maintenance/sql.php", "--query", enable.format(0, ",".join(others)))
+    try:
+        with counting_parses(wiki, "Second parse target") as parses:
+            assert error_code(wiki.edit("Second parse target", "[[File:Second parse.png]]")) == DISALLOWED
+    finally:
+        wiki.php("maintenance/sql.php", "--query", enable.format(1, ",".join(others)))
+        wiki.php("maintenance/sql.php", "--query", enable.format(0, first))
+    assert parses.read_text().count("parse") == 2
 
 
 def test_a_stored_score_stops_the_edit_while_the_service_is_stopped(wiki, service, filters):
