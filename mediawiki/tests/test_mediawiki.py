@@ -491,7 +491,9 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
             "hasSharedCache" => false, "fetchDescription" => false, "descBaseUrl" => "{commons.url}/index.php/File:",
         ] ];"""
 
-    with wiki.settings(repository("commonswiki")):
+    sql_log = wiki.root / "database-repository-sql.log"
+    with wiki.settings(repository("commonswiki")
+                       + f'$wgDebugDumpSql = true;\n$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
         requests_before = service.score_requests()
         assert error_code(wiki.edit("Commons database target", f"[[File:{scored}]]")) == DISALLOWED
         assert wiki.edit("Commons database drawing target", f"[[File:{drawing}]]")["edit"]["result"] == "Success"
@@ -503,6 +505,10 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
         assert error_code(wiki.edit("Commons database new target", f"[[File:{unscored}]]")) == DISALLOWED
         assert service.score_requests() == requests_before + 1
         assert wiki.score_of(unscored) is not None
+    # Three edits and three API queries read Commons' table; this server asked whether it has one once.
+    table_checks = [line for line in sql_log.read_text().splitlines()
+                    if "tableExists" in line and "name='nsfwoid_score'" in line]
+    assert len(table_checks) == 1, table_checks
     # Back to the API repository, prop=nsfwscore reads only this wiki's table: nothing was copied into it.
     assert wiki.score_of(scored) is None and wiki.score_of(drawing) is None
 

@@ -2,6 +2,7 @@
 
 namespace MediaWiki\Extension\Nsfwoid;
 
+use BagOStuff;
 use File;
 use FormatJson;
 use LocalRepo;
@@ -26,12 +27,21 @@ class ForeignScores {
 	/** The API's limit of titles per query, for a client without apihighlimits. */
 	private const TITLES_PER_QUERY = 50;
 
+	/** How long this server trusts what it found of a repository wiki's table, seconds. */
+	private const TABLE_CHECK_TTL = BagOStuff::TTL_HOUR;
+
 	/** @var string[] API URL by repository name */
 	private array $apiUrls = [];
 	private HttpRequestFactory $httpRequestFactory;
 	private ScoreStore $store;
+	private BagOStuff $localServerCache;
 
-	public function __construct( ServiceOptions $options, HttpRequestFactory $httpRequestFactory, ScoreStore $store ) {
+	public function __construct(
+		ServiceOptions $options,
+		HttpRequestFactory $httpRequestFactory,
+		ScoreStore $store,
+		BagOStuff $localServerCache
+	) {
 		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
 		foreach ( $options->get( 'ForeignFileRepos' ) as $info ) {
 			if ( isset( $info['name'], $info['apibase'] ) ) {
@@ -40,6 +50,7 @@ class ForeignScores {
 		}
 		$this->httpRequestFactory = $httpRequestFactory;
 		$this->store = $store;
+		$this->localServerCache = $localServerCache;
 	}
 
 	/**
@@ -59,7 +70,7 @@ class ForeignScores {
 		}
 		$scores = [];
 		foreach ( self::byDatabase( $files ) as $repoFiles ) {
-			$db = self::tableDatabase( $repoFiles[0] );
+			$db = $this->tableDatabase( $repoFiles[0] );
 			if ( $db ) {
 				$scores += $this->store->getScores( self::sha1s( $repoFiles ), $model, $db );
 			}
@@ -89,7 +100,7 @@ class ForeignScores {
 	public function getRows( array $files ): array {
 		$rows = [];
 		foreach ( self::byDatabase( $files ) as $repoFiles ) {
-			$db = self::tableDatabase( $repoFiles[0] );
+			$db = $this->tableDatabase( $repoFiles[0] );
 			if ( $db ) {
 				$rows += $this->store->getRows( self::sha1s( $repoFiles ), $db );
 			}
@@ -121,11 +132,18 @@ class ForeignScores {
 
 	/**
 	 * The replica of the file's repository, if its wiki has the table. A failed query would leave
-	 * the connection's transaction in error, so a wiki that does not run Nsfwoid is not asked.
+	 * the connection's transaction in error, so a wiki that does not run Nsfwoid is not asked. The
+	 * answer is kept on this server for an hour: edits do not each pay a metadata query.
 	 */
-	private static function tableDatabase( File $file ): ?IDatabase {
+	private function tableDatabase( File $file ): ?IDatabase {
 		$db = $file->getRepo()->getReplicaDB();
-		return $db->tableExists( 'nsfwoid_score', __METHOD__ ) ? $db : null;
+		$hasTable = $this->localServerCache->getWithSetCallback(
+			$this->localServerCache->makeGlobalKey( 'nsfwoid-score-table', $db->getDomainID() ),
+			self::TABLE_CHECK_TTL,
+			// An int: false would read as a miss, and not be kept.
+			static fn () => (int)$db->tableExists( 'nsfwoid_score', __METHOD__ )
+		);
+		return $hasTable ? $db : null;
 	}
 
 	private static function sha1s( array $files ): array {

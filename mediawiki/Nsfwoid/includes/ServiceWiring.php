@@ -38,7 +38,8 @@ return [
 		return new ForeignScores(
 			new ServiceOptions( ForeignScores::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
 			$services->getHttpRequestFactory(),
-			$services->get( 'Nsfwoid.ScoreStore' )
+			$services->get( 'Nsfwoid.ScoreStore' ),
+			$services->getLocalServerObjectCache()
 		);
 	},
 	'Nsfwoid.PendingUploads' => static function (): PendingUploads {
