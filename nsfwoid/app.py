@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 
 from . import metrics, routes
 from .config import Settings
-from .errors import InternalError, Problem, http_problem_response, problem_from_http, problem_response
+from .errors import InternalError, Problem, counted_problem_response, http_problem_response, problem_from_http
 from .fetch import create_session
 from .inputs import client_max_size
 from .kserve import add_kserve_routes
@@ -100,12 +100,12 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     try:
         response = await handler(request)
     except Problem as problem:
-        response = _problem(problem, trace_id)
+        response = counted_problem_response(problem, trace_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         problem = problem_from_http(exc)
-        response = _problem(problem, trace_id) if problem else http_problem_response(exc, trace_id)
+        response = counted_problem_response(problem, trace_id) if problem else http_problem_response(exc, trace_id)
     except ConnectionResetError:  # the client hung up, mid-body or while waiting: nobody to answer
         get_logger().info("client closed the connection")
         response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
@@ -118,8 +118,8 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
         raise
     except Exception:
         get_logger().exception("unhandled error")
-        response = _problem(InternalError("internal error; the log line with this request's trace id has the cause"),
-                            trace_id)
+        problem = InternalError("internal error; the log line with this request's trace id has the cause")
+        response = counted_problem_response(problem, trace_id)
     finally:
         structlog.contextvars.unbind_contextvars(TRACE_ID)
     if request.body_exists and not request.content.is_eof():
@@ -138,7 +138,3 @@ def _method_label(request: web.Request) -> str:
 def _count(request: web.Request, status: int, started: float) -> None:
     metrics.count_request(_method_label(request), _route_label(request), status, time.perf_counter() - started)
 
-
-def _problem(problem: Problem, trace_id: str) -> web.Response:
-    metrics.ERRORS.labels(problem.name).inc()
-    return problem_response(problem, trace_id)

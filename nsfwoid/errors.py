@@ -7,6 +7,8 @@ from typing import ClassVar
 
 from aiohttp import web
 
+from . import metrics
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://www.mediawiki.org/wiki/Nsfwoid/errors#"
 INSTANCE_PREFIX = "urn:nsfwoid:request:"
@@ -138,6 +140,12 @@ def problem_response(problem: Problem, trace_id: str | None = None) -> web.Respo
         content_type=PROBLEM_CONTENT_TYPE,
         headers=problem.headers(),
     )
+
+
+def counted_problem_response(problem: Problem, trace_id: str) -> web.Response:
+    """A request's answer with this problem, counted in nsfwoid_errors_total."""
+    metrics.ERRORS.labels(problem.name).inc()
+    return problem_response(problem, trace_id)
 
 
 def problem_from_http(exc: web.HTTPException) -> Problem | None:

@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import (
 )
 
 from . import metrics
-from .errors import InternalError, InvalidRequest, Problem, problem_response
+from .errors import InternalError, InvalidRequest, Problem, counted_problem_response
 from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY
 
 AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aiohttp was built with it
@@ -77,10 +77,9 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
             problem = InvalidRequest(f"not a well-formed HTTP/1.1 request: {reason}")
         else:
             problem = InternalError("internal error")  # past the middleware: logged by aiohttp, without the trace id
-        response = problem_response(problem, trace_id)
+        response = counted_problem_response(problem, trace_id)
         response.headers[REQUEST_ID_HEADER] = trace_id
         response.force_close()
-        metrics.ERRORS.labels(problem.name).inc()
         metrics.count_request("other", "unmatched", problem.status, 0.0)
         return response
 

@@ -211,6 +211,11 @@ def sample_value(family, suffix: str = "", **labels) -> float:
     return total
 
 
+def metric_delta(before: dict, after: dict, name: str, suffix: str = "", **labels) -> float:
+    """How much a metric's matching samples moved between two scrapes."""
+    return sample_value(after[name], suffix, **labels) - sample_value(before[name], suffix, **labels)
+
+
 async def until(condition, seconds: float = 10) -> None:
     """Wait until condition() is true; fail after `seconds`."""
     deadline = time.monotonic() + seconds

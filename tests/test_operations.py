@@ -23,11 +23,6 @@ SCHEMAS = helpers.DATA / "schemas"
 BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
-def metric_delta(before: dict, after: dict, name: str, suffix: str = "", **labels) -> float:
-    """How much a metric's matching samples moved between two scrapes."""
-    return helpers.sample_value(after[name], suffix, **labels) - helpers.sample_value(before[name], suffix, **labels)
-
-
 async def test_metrics_are_exported_and_move(client, upstream, model):
     before = await helpers.scrape(client)
     url = str(upstream.make_url("/image/brick.jpg"))
@@ -45,7 +40,7 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     for name, kind in expected.items():
         assert after[name].type == kind, name
 
-    delta = functools.partial(metric_delta, before, after)
+    delta = functools.partial(helpers.metric_delta, before, after)
 
     assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="200") == 1
     assert delta("nsfwoid_http_requests", "_total", method="POST", route="/", status="415") == 1
@@ -69,7 +64,7 @@ async def test_methods_outside_rfc_9110_and_patch_are_labelled_other(client):
     after = await helpers.scrape(client)
     assert {sample.labels["method"] for sample in after["nsfwoid_http_requests"].samples} <= {*hdrs.METH_ALL, "other"}
     # PROPFIND and MKCOL, which both parsers take
-    assert metric_delta(before, after, "nsfwoid_http_requests", "_total", method="other") >= 2
+    assert helpers.metric_delta(before, after, "nsfwoid_http_requests", "_total", method="other") >= 2
 
 
 def test_metric_names_follow_prometheus_conventions():
