@@ -439,6 +439,21 @@ def test_jobs_and_the_backfill_score_a_thumbnail_of_what_the_service_cannot_read
     assert wiki.score_of("Thumbnail document.pdf") is None
 
 
+def test_a_bitmap_no_wider_than_the_thumbnail_and_over_the_limit_is_scored_by_a_thumbnail_a_pixel_narrower(
+        wiki, service, tmp_path):
+    """A 512 px JPEG with 70 MiB after its end: MediaWiki answers a 1280 px thumbnail of it with the file itself,
+    which is too large to send. A 511 px one it renders, and that is scored under the file's SHA-1."""
+    (tmp_path / "Narrow photo.jpg").write_bytes((FIDELITY / "brick.jpg").read_bytes() + bytes(70 * 2**20))
+    wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
+
+    backfill = wiki.php(SCORE_FILES, "--start", "Narrow", "--limit", "1").stdout
+    assert "scored 1, refused 0, skipped 0" in backfill, backfill
+    stored = wiki.score_of("Narrow photo.jpg")
+    thumbnail = next((wiki.root / "images" / "thumb").glob("*/*/Narrow_photo.jpg/511px-*"))
+    assert stored["score"] == pytest.approx(service.score(thumbnail.read_bytes())["score"], abs=1e-6)
+    assert stored["score"] == pytest.approx(service.score((FIDELITY / "brick.jpg").read_bytes())["score"], abs=0.01)
+
+
 def test_a_commons_file_is_scored_by_url(wiki, commons, service, filters):
     data = image("commons")
     assert commons.upload("Commons high.png", data)["upload"]["result"] == "Success"

@@ -126,13 +126,18 @@ class FileScorer {
 	 */
 	private function scoreThumbnail( File $file, float $timeout ): ServiceScore {
 		$name = $file->getName();
-		$thumbnail = $file->transform( [ 'width' => $this->thumbnailWidth ], File::RENDER_NOW );
+		$width = $this->thumbnailWidth;
+		if ( !$file->mustRender() && $file->getWidth() <= $width ) {
+			// MediaWiki answers a bitmap no wider than the thumbnail asked for with the file itself,
+			// which is over the limit: one pixel narrower, it is rendered, and its padding left out.
+			$width = $file->getWidth() - 1;
+		}
+		$thumbnail = $width > 0 ? $file->transform( [ 'width' => $width ], File::RENDER_NOW ) : false;
 		if ( !$thumbnail || $thumbnail->isError() || !$thumbnail->getStoragePath() ) {
 			$why = $thumbnail && $thumbnail->isError() ? ': ' . $thumbnail->toText() : '';
 			throw new ScoringException( "MediaWiki could not render a thumbnail of $name$why", false );
 		}
-		// Sized before it is read: a bitmap narrower than the thumbnail is not scaled, and may
-		// stand for its own thumbnail.
+		// Sized before it is read: a thumbnail is not bounded in bytes.
 		$backend = $file->getRepo()->getBackend();
 		$size = $backend->getFileSize( [ 'src' => $thumbnail->getStoragePath() ] );
 		if ( !is_int( $size ) || $size > $this->maxFileSize ) {
