@@ -9,6 +9,7 @@ import collections
 import itertools
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ import aiohttp
 from tqdm import tqdm
 
 from .config import Settings
-from .errors import PayloadTooLarge, Problem, UpstreamBusy, UpstreamError, UpstreamNotFound
+from .errors import PayloadTooLarge, Problem, UnsupportedMediaType, UpstreamBusy, UpstreamError, UpstreamNotFound
 from .fetch import create_session, fetch
 from .model import Model
 from .sandbox import sha1_hex
@@ -30,6 +31,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".
 RETRY_BASE_SECONDS = 1.0
 RETRY_AFTER_CAP_SECONDS = 300.0
 READ_AHEAD_LINES = 256
+# Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes.
+NAME_ERRORS = "surrogateescape"
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,11 @@ def listed(options: BatchOptions) -> Iterator[str]:
     yield from options.targets
     if options.from_file is None:
         return
-    stream = sys.stdin if options.from_file == "-" else open(options.from_file, encoding="utf-8")
+    if options.from_file == "-":
+        sys.stdin.reconfigure(errors=NAME_ERRORS)
+        stream = sys.stdin
+    else:
+        stream = open(options.from_file, encoding="utf-8", errors=NAME_ERRORS)
     with stream:
         for line in stream:
             line = line.strip()
@@ -120,7 +127,7 @@ def resume_point(output: Path, jsonl: bool) -> set[str]:
         if complete < stream.seek(0, os.SEEK_END):
             stream.truncate(complete)
     done = set()
-    with output.open(encoding="utf-8", errors="replace") as lines:
+    with output.open(encoding="utf-8", errors=NAME_ERRORS) as lines:
         for line in lines:
             if jsonl:
                 try:
@@ -146,9 +153,13 @@ def _end_of_last_line(stream: IO[bytes], block: int = 1 << 16) -> int:
 
 
 def read_file(path: str, cap: int) -> tuple[bytes, str]:
-    """A local target: the file's bytes and their hex SHA-1, refused before reading when it is over the cap."""
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
+    """A local target: the file's bytes and their hex SHA-1, refused before reading when it is over the cap, or
+    when it is no regular file (a FIFO with no writer would hold its open, and the run, forever)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise UnsupportedMediaType("not a regular file")
+        size = status.st_size
         if size > cap:
             raise PayloadTooLarge(f"the file is {size} bytes, over the limit of {cap}")
         data = stream.read(cap + 1)
@@ -342,7 +353,11 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
     """
     done = resume_point(options.output, options.jsonl) if options.resume and options.output else set()
     total = known_total(options)
-    out = options.output.open("a", encoding="utf-8") if options.output else sys.stdout
+    if options.output:
+        out = options.output.open("a", encoding="utf-8", errors=NAME_ERRORS)
+    else:
+        sys.stdout.reconfigure(errors=NAME_ERRORS)
+        out = sys.stdout
     try:
         async with (
             create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,

@@ -33,7 +33,7 @@ async def run_score(*args: str, stdin: bytes | None = None, env: dict | None = N
         sys.executable, "-m", "nsfwoid", "score", *args, env={**os.environ, **(env or {})},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
-    return process.returncode, stdout.decode(), stderr.decode()
+    return process.returncode, stdout.decode(errors="surrogateescape"), stderr.decode()
 
 
 def jsonl(text: str) -> list[dict]:
@@ -116,6 +116,35 @@ async def test_jsonl_records_scores_and_errors(photos, tmp_path):
     assert records[str(photos / "missing.jpg")]["error"]["type"] == "upstream-not-found"
     assert records["http://2130706433/a.jpg"]["error"] == {
         "type": "invalid-url", "status": 400, "detail": records["http://2130706433/a.jpg"]["error"]["detail"]}
+
+
+async def test_names_that_are_not_utf_8_pass_as_bytes_and_a_fifo_is_refused(tmp_path):
+    """A file name is bytes: one that is not UTF-8 is walked, listed, written and resumed as those bytes, whatever
+    the locale. A FIFO named like an image is refused at once: opening it would wait forever for a writer."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    odd = os.fsdecode(os.fsencode(root) + b"/caf\xe9.jpg")
+    shutil.copy(helpers.FIDELITY / "brick.jpg", odd)
+    fifo = root / "pipe.jpg"
+    os.mkfifo(fifo)
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}  # standard input and output as a UTF-8 locale sets them up
+    output, listing = tmp_path / "scores.txt", tmp_path / "list.txt"
+    refused = f"{fifo}: unsupported-media-type: not a regular file"
+
+    code, _, err = await run_score("--output", str(output), str(root), env=strict, timeout=60)
+    assert code == 1 and refused in err
+    score, name = output.read_bytes().split(b"\t")
+    assert name == os.fsencode(odd) + b"\n"
+    assert float(score) == pytest.approx(EXPECTED["brick.jpg"], abs=0.005)
+
+    listing.write_bytes(os.fsencode(odd) + b"\n" + os.fsencode(fifo) + b"\n")
+    code, _, err = await run_score("--from", str(listing), "--output", str(output), "--resume", env=strict,
+                                   timeout=60)
+    assert code == 1 and refused in err and "1 skipped as already done" in err
+    assert output.read_bytes().count(b"\n") == 1
+
+    code, out, _ = await run_score("--from", "-", stdin=os.fsencode(odd) + b"\n", env=strict, timeout=60)
+    assert code == 0 and out == f"{score.decode()}\t{odd}\n"
 
 
 async def test_targets_from_standard_input(photos):
