@@ -358,6 +358,7 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
     else:
         sys.stdout.reconfigure(errors=NAME_ERRORS)
         out = sys.stdout
+    tally = None
     try:
         async with (
             create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,
@@ -374,5 +375,6 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
     finally:
         if out is not sys.stdout:
             out.close()
-    print(tally.summary(), file=sys.stderr, flush=True)
+        if tally is not None:  # also when the run was stopped
+            print(tally.summary(), file=sys.stderr, flush=True)
     return 1 if tally.failed else 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -179,10 +181,42 @@ async def serve(settings: Settings) -> None:
 
 async def score_targets(settings: Settings, options: BatchOptions) -> int:
     """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load or fails
-    its self-test."""
+    its self-test, 128 + the signal's number when SIGINT or SIGTERM stopped the run."""
+    with cancelled_by_signals(asyncio.current_task()) as received:
+        try:
+            model = await asyncio.to_thread(load_model, settings)
+            return await score_batch(settings, options, model)
+        except ModelError as exc:
+            print(f"nsfwoid: {exc}", file=sys.stderr)
+            return 2
+        except asyncio.CancelledError:
+            if not received:
+                raise
+    resume = "; the same command with --resume goes on from here" if options.output else ""
+    print(f"nsfwoid: stopped by {received[0].name}{resume}", file=sys.stderr, flush=True)
+    return 128 + received[0]
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def cancelled_by_signals(task: asyncio.Task) -> Iterator[list[signal.Signals]]:
+    """The first SIGINT or SIGTERM cancels the task, which stops as a run does (its workers killed, its summary
+    written), and is then in the list; a second has its usual effect."""
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def cancel(signum: signal.Signals) -> None:
+        received.append(signum)
+        for other in STOP_SIGNALS:
+            loop.remove_signal_handler(other)
+        task.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, cancel, signum)
     try:
-        model = await asyncio.to_thread(load_model, settings)
-        return await score_batch(settings, options, model)
-    except ModelError as exc:
-        print(f"nsfwoid: {exc}", file=sys.stderr)
-        return 2
+        yield received
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)

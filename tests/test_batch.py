@@ -15,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 
@@ -32,7 +33,12 @@ async def run_score(*args: str, stdin: bytes | None = None, env: dict | None = N
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nsfwoid", "score", *args, env={**os.environ, **(env or {})},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    except TimeoutError:  # a run that hangs fails its test, and is not left running
+        process.kill()
+        await process.wait()
+        raise
     return process.returncode, stdout.decode(errors="surrogateescape"), stderr.decode()
 
 
@@ -224,7 +230,9 @@ def test_a_kept_problem_holds_no_frames():
     assert (kept.name, kept.detail) == ("image-too-large", "decoding took too long")
 
 
-async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
+async def resumable_run(aiohttp_server, tmp_path, lines: int = 10):
+    """A run scoring 80 slow URLs into an output file, started and let write `lines` lines: (its process, its
+    URLs, its arguments, its output)."""
     host = await Host(delay=0.05).start(aiohttp_server)
     urls = [host.url(f"brick.jpg~{i}") for i in range(80)]
     listing, output = tmp_path / "urls.txt", tmp_path / "scores.jsonl"
@@ -233,12 +241,17 @@ async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tm
             "--per-host", "4"]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nsfwoid", "score", *args, env={**os.environ, **LOOPBACK},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 10):
+    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < lines):
         await asyncio.sleep(0.05)
+    return process, urls, args, output
+
+
+async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
+    process, urls, args, output = await resumable_run(aiohttp_server, tmp_path)
     process.send_signal(signal.SIGKILL)
-    await process.wait()
+    await process.communicate()
     written = output.read_text().count("\n")
     assert 10 <= written < len(urls)  # killed in the middle
     with output.open("a") as stream:
@@ -249,6 +262,26 @@ async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tm
     assert sorted(r["target"] for r in records) == sorted(urls)  # each exactly once
     assert all(r["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005) for r in records)
     assert f"{written} skipped as already done" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_sigint_and_sigterm_stop_a_run_cleanly(aiohttp_server, tmp_path, signum):
+    """Ctrl-C, or Kubernetes stopping a pod, ends the run at once: its decode workers killed, its summary and how
+    to go on written, no traceback, and 128 + the signal's number as exit status. Resumed, it finishes."""
+    process, urls, args, output = await resumable_run(aiohttp_server, tmp_path)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers  # the decode workers and their forkserver
+    process.send_signal(signum)
+    _, err = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 128 + signum
+    *_, summary, stopped = err.decode().splitlines()
+    written = output.read_text().count("\n")
+    assert summary.startswith(f"nsfwoid: {written} targets: {written} scored") and written < len(urls)
+    assert stopped == f"nsfwoid: stopped by {signum.name}; the same command with --resume goes on from here"
+    assert "Traceback" not in err.decode() and "Warning" not in err.decode()
+    assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+    code, _, _ = await run_score(*args, env=LOOPBACK)
+    assert code == 0 and sorted(r["target"] for r in jsonl(output.read_text())) == sorted(urls)
 
 
 async def test_busy_hosts_are_retried_honouring_retry_after(aiohttp_server):

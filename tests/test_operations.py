@@ -254,6 +254,11 @@ def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     assert {"--from", "--jsonl", "--output", "--resume"} <= set(args)
     assert "$(SHARD_INDEX)" in args[args.index("--output") + 1]
     assert container["resources"]["requests"] and container["resources"]["limits"]
+    # Exit status 2 (a usage or model error, as test_exit_status shows) fails the Job; an eviction costs nothing.
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob",
+            "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]}} in rules
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
     deployment = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml").read_text())
                       if d["kind"] == "Deployment")
     served = deployment["spec"]["template"]["spec"]
