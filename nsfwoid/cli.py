@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import package_version
 from .app import create_app
-from .batch import BatchOptions, parse_shard, score_batch
+from .batch import BatchOptions, parse_shard, score_batch, unusable_paths
 from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
 from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("score: give targets, or --from FILE")
         if args.resume and args.output is None:
             parser.error("score: --resume needs --output")
+        if why := unusable_paths(args.from_file, args.output):
+            parser.error(f"score: {why}")
     try:
         settings = settings_from_args(args)
         if args.command == "serve":

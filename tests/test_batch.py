@@ -357,6 +357,12 @@ async def test_exit_status(photos, tmp_path):
     assert (await run_score())[0] == 2  # no targets
     assert (await run_score("--resume", str(photos)))[0] == 2  # --resume without --output
     assert (await run_score("--shard", "3/3", str(photos)))[0] == 2
+    # A list that cannot be read or an output that cannot be written: one line, before any work.
+    for args, why in ((["--from", str(tmp_path / "missing.txt")], "--from {}: No such file or directory"),
+                      (["--from", str(tmp_path)], "--from {}: Is a directory"),
+                      (["--output", str(tmp_path), str(photos)], "--output {}: Is a directory")):
+        code, _, err = await run_score(*args)
+        assert code == 2 and err.splitlines()[-1] == "nsfwoid: error: score: " + why.format(args[1]), err
     bad_model = tmp_path / "weights.onnx"
     bad_model.write_bytes(b"no")
     assert (await run_score("--model-path", str(bad_model), str(photos / "brick.jpg")))[0] == 2
