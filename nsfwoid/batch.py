@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -257,6 +258,10 @@ class Progress:
             self.bar.close()
 
 
+class OutputFailed(Exception):
+    """The output cannot be written (a full disk): the run stops, as nothing more it did would be kept."""
+
+
 class Batch:
     """One run: the shared session, scorer, per-run caches and the output."""
 
@@ -357,8 +362,14 @@ class Batch:
             self.progress.message(f"nsfwoid: {target}: {problem.name}: {problem.detail}")
 
     def _write(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = self.options.output or "standard output"
+            raise OutputFailed(f"cannot write to {where}: {exc.strerror or exc}") from None
 
 
 async def score_batch(settings: Settings, options: BatchOptions, model: Model) -> int:
@@ -389,7 +400,8 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
                 progress.close()
     finally:
         if out is not sys.stdout:
-            out.close()
+            with contextlib.suppress(OSError):  # only a failed write, reported already, leaves a line to flush
+                out.close()
         if tally is not None:  # also when the run was stopped
             print(tally.summary(), file=sys.stderr, flush=True)
     return 1 if tally.failed else 0

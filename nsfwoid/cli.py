@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import package_version
 from .app import create_app
-from .batch import BatchOptions, parse_shard, score_batch, unusable_paths
+from .batch import BatchOptions, OutputFailed, parse_shard, score_batch, unusable_paths
 from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
 from .logging import AccessLogger, configure_logging, get_logger
 from .model import ModelError, load_model
@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         except BrokenPipeError:  # `nsfwoid score … | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
+        except OutputFailed as exc:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second try at exit
+            print(f"nsfwoid: {exc}", file=sys.stderr)
+            sys.exit(2)
 
 
 DRAIN_POLL_SECONDS = 0.05
@@ -183,7 +187,8 @@ async def serve(settings: Settings) -> None:
 
 async def score_targets(settings: Settings, options: BatchOptions) -> int:
     """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load or fails
-    its self-test, 128 + the signal's number when SIGINT or SIGTERM stopped the run."""
+    its self-test, 128 + the signal's number when SIGINT or SIGTERM stopped the run. An output that cannot be
+    written raises OutputFailed."""
     with cancelled_by_signals(asyncio.current_task()) as received:
         try:
             model = await asyncio.to_thread(load_model, settings)

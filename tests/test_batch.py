@@ -368,6 +368,19 @@ async def test_exit_status(photos, tmp_path):
     assert (await run_score("--model-path", str(bad_model), str(photos / "brick.jpg")))[0] == 2
 
 
+async def test_an_output_that_cannot_be_written_stops_the_run(photos):
+    """A full disk: the run stops with one line and exit status 2, which fails the backfill Job at once."""
+    code, _, err = await run_score("--output", "/dev/full", str(photos / "brick.jpg"))
+    assert code == 2 and err.splitlines()[-1] == "nsfwoid: cannot write to /dev/full: No space left on device"
+    with open("/dev/full", "wb") as full:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nsfwoid", "score", str(photos / "brick.jpg"), stdout=full, stderr=subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert stderr.decode().splitlines()[-1] == "nsfwoid: cannot write to standard output: No space left on device"
+    assert "Traceback" not in err + stderr.decode()
+
+
 async def test_output_file_lines_are_flushed_as_they_finish(photos, tmp_path):
     output = tmp_path / "out.txt"
     code, out, _ = await run_score("--output", str(output), str(photos / "brick.jpg"), str(photos / "retina.jpg"))
