@@ -97,15 +97,16 @@ def listed(options: BatchOptions) -> Iterator[str]:
 def unusable_paths(from_file: str | None, output: Path | None) -> str | None:
     """Why --from cannot be read or --output cannot be appended to, found before any work: said as a usage error,
     not as a traceback mid-run. A FIFO given to --from is left to be opened once, when it is read."""
-    for flag, path, mode in (("--from", from_file, "rb"), ("--output", output, "ab")):
-        if path is None or path == "-":
-            continue
-        try:
-            if flag == "--from" and stat.S_ISFIFO(os.stat(path).st_mode):
-                continue
-            open(path, mode).close()
-        except OSError as exc:
-            return f"{flag} {path}: {exc.strerror}"
+    try:
+        if from_file not in (None, "-") and not stat.S_ISFIFO(os.stat(from_file).st_mode):
+            open(from_file, "rb").close()
+    except OSError as exc:
+        return f"--from {from_file}: {exc.strerror}"
+    try:
+        if output is not None:
+            open(output, "ab").close()
+    except OSError as exc:
+        return f"--output {output}: {exc.strerror}"
     return None
 
 

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DRAIN_POLL_SECONDS = 0.05
 # After the drain: how long aiohttp waits for handlers still running once the listener is closed. It waits
 # twice (for handlers, then for connections), and the drain has waited already.
@@ -171,7 +172,7 @@ async def serve(settings: Settings) -> None:
     log.info("listening", **{"server.address": settings.host, "server.port": settings.port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     runtime = app[RUNTIME]
@@ -202,9 +203,6 @@ async def score_targets(settings: Settings, options: BatchOptions) -> int:
     resume = "; the same command with --resume goes on from here" if options.output else ""
     print(f"nsfwoid: stopped by {received[0].name}{resume}", file=sys.stderr, flush=True)
     return 128 + received[0]
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
