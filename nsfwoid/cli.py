@@ -26,6 +26,9 @@ from .state import RUNTIME, Status
 # process-per-core ceiling runs, rather than one run spread over every core, whose threads wait on each other
 # while the decode workers take cores from them (README, "Scoring many images"). Flags and NSFWOID_* still win.
 SCORE_DEFAULTS = {"inference_runs": 0, "batch_wait_ms": 25.0}
+# `nsfwoid score`'s exit status when no retry would do better: argparse's for a usage error, also a model that
+# fails and an output that cannot be written. The backfill Job fails at once on it.
+CANNOT_RUN = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,12 +136,17 @@ def main(argv: list[str] | None = None) -> None:
         try:
             sys.exit(asyncio.run(score_targets(settings, batch_options(args))))
         except BrokenPipeError:  # `nsfwoid score … | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _discard_stdout()
             sys.exit(1)
         except OutputFailed as exc:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second try at exit
+            _discard_stdout()
             print(f"nsfwoid: {exc}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(CANNOT_RUN)
+
+
+def _discard_stdout() -> None:
+    """Python's flush of stdout at exit would fail again, and print a traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -196,7 +204,7 @@ async def score_targets(settings: Settings, options: BatchOptions) -> int:
             return await score_batch(settings, options, model)
         except ModelError as exc:
             print(f"nsfwoid: {exc}", file=sys.stderr)
-            return 2
+            return CANNOT_RUN
         except asyncio.CancelledError:
             if not received:
                 raise

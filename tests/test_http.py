@@ -417,13 +417,14 @@ async def test_a_client_hanging_up_mid_body_is_499_not_500():
     assert "SECRET" not in log and not [e for e in lines if e["log.level"] == "error"]
 
 
-async def raw_exchange(client, request: bytes) -> bytes:
-    """Send bytes as they are, and read the status line and headers of the answer."""
+async def raw_exchange(client, request: bytes, *, to_the_end: bool = False) -> bytes:
+    """Send bytes as they are, and read the status line and headers of the answer; or, `to_the_end`, all the
+    service sends until it closes the connection."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     try:
         writer.write(request)
         await writer.drain()
-        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return await asyncio.wait_for(reader.read() if to_the_end else reader.readuntil(b"\r\n\r\n"), 10)
     finally:
         writer.close()
 
@@ -494,10 +495,7 @@ async def test_requests_aiohttp_cannot_parse_get_a_problem(client, request_bytes
     """aiohttp answers these itself, before the application and its middlewares: still problem+json, counted, and
     with the reason, never the request's bytes."""
     before = await helpers.scrape(client)
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(request_bytes)
-    answer = await asyncio.wait_for(reader.read(), 10)  # to the end: the connection is closed
-    writer.close()
+    answer = await raw_exchange(client, request_bytes, to_the_end=True)  # the service closes the connection
     head, _, body = answer.partition(b"\r\n\r\n")
     headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
     assert head.split(b" ")[1] == b"400", head
