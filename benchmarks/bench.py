@@ -7,13 +7,17 @@ Needs `pip install -e '.[cpu,bench]'`. The corpora are generated from the fideli
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime loads, in this process and every child it starts (peer library, ceiling sessions, services).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import argparse
 import asyncio
 import contextlib
 import itertools
 import json
 import multiprocessing
-import os
 import platform
 import re
 import subprocess

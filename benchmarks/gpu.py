@@ -7,9 +7,13 @@ the cores bound the service, not the GPU. `cpu_bound` says where.
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime loads, in this process and every child it starts (peer library, ceiling sessions, services).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import dataclasses
 import itertools
-import os
 import tempfile
 from pathlib import Path
 

@@ -6,6 +6,11 @@ Then 64 clients each send a 24 MiB body at once, to show what NSFWOID_IMAGE_MEMO
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime loads, in this process and every child it starts (peer library, ceiling sessions, services).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import argparse
 import asyncio
 import base64

@@ -13,8 +13,9 @@ from . import metrics, routes
 from .config import Settings
 from .errors import InternalError, Problem, counted_problem_response, http_problem_response, problem_from_http
 from .fetch import create_session
-from .inputs import client_max_size
+from .inputs import check_expectation, client_max_size
 from .kserve import add_kserve_routes
+from .liftwing import add_liftwing_routes
 from .logging import REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
 from .protocol import adapt_aiohttp_protocol
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(model_ctx)
     routes.add_routes(app)
     add_kserve_routes(app)
+    add_liftwing_routes(app)
     return app
 
 
@@ -98,6 +100,7 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     request[TRACE_ID_KEY] = trace_id
     structlog.contextvars.bind_contextvars(**{TRACE_ID: trace_id})
     try:
+        check_expectation(request, request.app[SETTINGS])
         response = await handler(request)
     except Problem as problem:
         response = counted_problem_response(problem, trace_id)

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import aiohttp
 from tqdm import tqdm
 
 from .config import Settings
-from .errors import PayloadTooLarge, Problem, UnsupportedMediaType, UpstreamBusy, UpstreamError, UpstreamNotFound
+from .errors import FileNotFound, FileUnreadable, PayloadTooLarge, Problem, UnsupportedMediaType, UpstreamBusy
 from .fetch import create_session, fetch
 from .model import Model
 from .sandbox import sha1_hex
@@ -34,6 +35,10 @@ RETRY_AFTER_CAP_SECONDS = 300.0
 READ_AHEAD_LINES = 256
 # Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes.
 NAME_ERRORS = "surrogateescape"
+# Beside --output: the finished targets that the output does not hold (under --min-score; failed, in text output),
+# so that --resume never does them again. One `STATUS<TAB>NAME<TAB>TARGET` line each.
+UNWRITTEN_SUFFIX = ".resume"
+SCORED = 200  # the status a scored target is recorded with
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class BatchOptions:
     per_host: int = 2
     retries: int = 3
     min_score: float | None = None
+    retry_failed: bool = False  # --resume tries again the targets that failed for good (4xx) too
     shard: tuple[int, int] | None = None  # (I, N): only targets whose number modulo N is I
     progress_every: float = 5.0  # seconds between progress lines when stderr is no terminal
 
@@ -124,36 +130,72 @@ def selected(options: BatchOptions) -> Iterator[str]:
     return in_shard(expand(listed(options)), options.shard)
 
 
-def known_total(options: BatchOptions) -> int | None:
-    """How many targets there are, when that can be counted without walking a tree or reading stdin."""
-    if options.from_file == "-" or any("://" not in t and os.path.isdir(t) for t in options.targets):
+def count_targets(options: BatchOptions, stop: threading.Event) -> int | None:
+    """How many targets there are, walking every directory and reading every list once more: run in a thread
+    beside the scoring, so that progress has a total and an ETA once it is done. None for standard input, which
+    can be read only once, or when `stop` is set first."""
+    if options.from_file == "-":
         return None
     if options.from_file is not None and not os.path.isfile(options.from_file):
+        return None  # a FIFO: it too can be read only once
+    count = 0
+    try:
+        for _ in selected(options):
+            if stop.is_set():
+                return None
+            count += 1
+    except (OSError, UnicodeError):  # the run itself reports what it cannot read
         return None
-    return sum(1 for _ in selected(options))
+    return count
 
 
 # Output: one line per target, written and flushed as soon as it is done.
 
-def resume_point(output: Path, jsonl: bool) -> set[str]:
-    """The targets already in the output, read line by line. A line cut short by a kill is dropped first."""
-    if not output.exists():
-        return set()
-    with output.open("r+b") as stream:
+def unwritten_path(output: Path) -> Path:
+    return output.with_name(output.name + UNWRITTEN_SUFFIX)
+
+
+def resume_point(output: Path, jsonl: bool) -> dict[str, int]:
+    """The targets finished earlier, each with the status it finished with (SCORED, or its problem's): from the
+    output's lines, and from the unwritten file beside it. A line cut short by a kill is dropped first. Where a
+    target has several lines (it failed, and was tried again), the lowest status counts: a success anywhere."""
+    finished: dict[str, int] = {}
+
+    def note(target: str, status: int) -> None:
+        finished[target] = min(status, finished.get(target, status))
+
+    for path in (output, unwritten_path(output)):
+        for line in _complete_lines(path):
+            if path != output:
+                status, _, target = line.split("\t", 2)
+                note(target, int(status))
+            elif jsonl:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                    note(record["target"], int(record["error"]["status"]) if "error" in record else SCORED)
+            elif "\t" in line:
+                note(line.split("\t", 1)[1], SCORED)
+    return finished
+
+
+def _complete_lines(path: Path) -> Iterator[str]:
+    """The file's lines, without their newlines, once a last line cut short by a kill is dropped."""
+    if not path.exists():
+        return
+    with path.open("r+b") as stream:
         complete = _end_of_last_line(stream)
         if complete < stream.seek(0, os.SEEK_END):
             stream.truncate(complete)
-    done = set()
-    with output.open(encoding="utf-8", errors=NAME_ERRORS) as lines:
+    with path.open(encoding="utf-8", errors=NAME_ERRORS) as lines:
         for line in lines:
-            if jsonl:
-                try:
-                    done.add(json.loads(line)["target"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-            elif "\t" in line:
-                done.add(line.rstrip("\n").split("\t", 1)[1])
-    return done
+            yield line.rstrip("\n")
+
+
+def to_do_again(status: int, retry_failed: bool) -> bool:
+    """Whether --resume does a finished target again: a transient failure (5xx: the host or the service was
+    down, busy or slow) always; a failure for good (4xx: the image or the file cannot be scored) with
+    --retry-failed only; a scored target never."""
+    return status >= 500 or (status >= 400 and retry_failed)
 
 
 def _end_of_last_line(stream: IO[bytes], block: int = 1 << 16) -> int:
@@ -199,12 +241,19 @@ def error_record(target: str, problem: Problem) -> dict:
     return {"target": target, "error": {"type": problem.name, "status": problem.status, "detail": problem.detail}}
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 error", "2 errors"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass
 class Tally:
     started: float = field(default_factory=time.monotonic)
+    total: int | None = None  # the targets selected, once counted
     scored: int = 0
     duplicates: int = 0  # scored as identical bytes seen earlier in the run
-    skipped: int = 0  # already in the output (--resume)
+    skipped: int = 0  # finished in an earlier run (--resume)
+    retried: int = 0  # failed in an earlier run, and tried again (--resume)
     below: int = 0  # scored under --min-score, so not written
     errors: collections.Counter = field(default_factory=collections.Counter)
 
@@ -219,9 +268,23 @@ class Tally:
     def rate(self) -> float:
         return (self.scored + self.failed) / max(time.monotonic() - self.started, 1e-9)
 
+    def eta(self) -> str | None:
+        """The time left, as H:MM:SS, once the total is known and something was done."""
+        rate = self.rate()
+        if self.total is None or rate <= 0:
+            return None
+        seconds = int(max(self.total - self.done, 0) / rate)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
     def summary(self) -> str:
-        line = (f"nsfwoid: {self.done} targets: {self.scored} scored ({self.duplicates} identical to an earlier "
-                f"one), {self.failed} failed, {self.skipped} skipped as already done; {self.rate():.1f}/s")
+        # "58 of 203 targets" for a run that stopped before the end.
+        of = f" of {self.total}" if self.total is not None and self.done < self.total else ""
+        line = (f"nsfwoid: {self.done}{of} target{'' if self.done == 1 and not of else 's'}: {self.scored} scored "
+                f"({self.duplicates} identical to an earlier one), {self.failed} failed, {self.skipped} skipped as "
+                f"already done")
+        if self.retried:
+            line += f", {self.retried} tried again after failing before"
+        line += f"; {self.rate():.1f}/s"
         if self.below:
             line += f"; {self.below} under --min-score not written"
         if self.errors:
@@ -230,12 +293,19 @@ class Tally:
 
 
 class Progress:
-    """A progress bar on a terminal (tqdm); elsewhere a line every few seconds."""
+    """A progress bar on a terminal (tqdm); elsewhere a line every few seconds. Both show a total and an ETA once
+    the targets are counted."""
 
-    def __init__(self, tally: Tally, total: int | None, stream: IO[str], every: float) -> None:
-        self.tally, self.total, self.stream, self.every = tally, total, stream, every
-        self.bar = tqdm(total=total, unit="img", file=stream, dynamic_ncols=True) if stream.isatty() else None
+    def __init__(self, tally: Tally, stream: IO[str], every: float) -> None:
+        self.tally, self.stream, self.every = tally, stream, every
+        self.bar = tqdm(total=tally.total, unit="img", file=stream, dynamic_ncols=True) if stream.isatty() else None
         self.last_line = time.monotonic()
+
+    def set_total(self, total: int | None) -> None:
+        self.tally.total = total
+        if self.bar is not None and total is not None:
+            self.bar.total = total
+            self.bar.refresh()
 
     def update(self) -> None:
         if self.bar is not None:
@@ -243,9 +313,11 @@ class Progress:
             self.bar.set_postfix(errors=self.tally.failed, refresh=False)
         elif time.monotonic() - self.last_line >= self.every:
             self.last_line = time.monotonic()
-            of = f"/{self.total}" if self.total is not None else ""
-            print(f"nsfwoid: progress: {self.tally.done}{of} targets, {self.tally.rate():.1f}/s, "
-                  f"{self.tally.failed} errors", file=self.stream, flush=True)
+            tally = self.tally
+            of = f"/{tally.total}" if tally.total is not None else ""
+            eta = f", ETA {eta}" if (eta := tally.eta()) else ""
+            print(f"nsfwoid: progress: {tally.done}{of} targets, {tally.rate():.1f}/s, "
+                  f"{counted(tally.failed, 'error')}{eta}", file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         """A line on stderr that does not tear the bar."""
@@ -272,17 +344,21 @@ class Batch:
         self.out, self.tally, self.progress = out, tally, progress
         # Identical bytes are scored once per run: SHA-1 → the task scoring them, then its result or problem.
         self.by_sha1: dict[str, asyncio.Future | Scored | Problem] = {}
+        self.unwritten: IO[str] | None = None  # opened on its first line
 
-    async def run(self, targets: Iterator[str], done: set[str]) -> None:
+    async def run(self, targets: Iterator[str], finished: dict[str, int]) -> None:
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.options.concurrency)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.options.concurrency)]
         try:
             while chunk := await asyncio.to_thread(lambda: list(itertools.islice(targets, READ_AHEAD_LINES))):
                 for target in chunk:
-                    if target in done:
-                        self.tally.skipped += 1
-                        self.progress.update()
-                        continue
+                    status = finished.get(target)
+                    if status is not None:
+                        if not to_do_again(status, self.options.retry_failed):
+                            self.tally.skipped += 1
+                            self.progress.update()
+                            continue
+                        self.tally.retried += 1
                     await queue.put(target)
             for _ in workers:
                 await queue.put(None)
@@ -330,9 +406,9 @@ class Batch:
         try:
             return await asyncio.to_thread(read_file, target, self.settings.max_image_bytes)
         except FileNotFoundError:
-            raise UpstreamNotFound(f"no such file: {target}") from None
+            raise FileNotFound(f"no such file: {target}") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot read {target}: {exc.strerror or exc}") from None
+            raise FileUnreadable(f"cannot read {target}: {exc.strerror or exc}") from None
 
     async def _download(self, url: str) -> bytes:
         """Retries 429 and 503 with exponential backoff, honouring Retry-After."""
@@ -350,6 +426,7 @@ class Batch:
     def _write_result(self, target: str, scored: Scored) -> None:
         if self.options.min_score is not None and scored.score < self.options.min_score:
             self.tally.below += 1
+            self._write_unwritten(SCORED, "below-min-score", target)
             return
         if self.options.jsonl:
             self._write(json.dumps(result_record(target, scored)))
@@ -361,16 +438,37 @@ class Batch:
             self._write(json.dumps(error_record(target, problem)))
         else:
             self.progress.message(f"nsfwoid: {target}: {problem.name}: {problem.detail}")
+            self._write_unwritten(problem.status, problem.name, target)
+
+    def _write_unwritten(self, status: int, name: str, target: str) -> None:
+        """A finished target that the output does not hold, beside the output, for --resume."""
+        if self.options.output is None:
+            return
+        path = unwritten_path(self.options.output)
+        try:
+            if self.unwritten is None:
+                self.unwritten = path.open("a", encoding="utf-8", errors=NAME_ERRORS)
+            self._write_to(self.unwritten, f"{status}\t{name}\t{target}", path)
+        except OSError as exc:
+            raise OutputFailed(f"cannot write to {path}: {exc.strerror or exc}") from None
 
     def _write(self, line: str) -> None:
+        self._write_to(self.out, line, self.options.output or "standard output")
+
+    @staticmethod
+    def _write_to(stream: IO[str], line: str, where: object) -> None:
         try:
-            self.out.write(line + "\n")
-            self.out.flush()
+            stream.write(line + "\n")
+            stream.flush()
         except BrokenPipeError:
             raise
         except OSError as exc:
-            where = self.options.output or "standard output"
             raise OutputFailed(f"cannot write to {where}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self.unwritten is not None:
+            with contextlib.suppress(OSError):  # only a failed write, reported already, leaves a line to flush
+                self.unwritten.close()
 
 
 async def score_batch(settings: Settings, options: BatchOptions, model: Model) -> int:
@@ -378,14 +476,14 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
 
     Raises ModelError, before any target is read, when the self-test fails.
     """
-    done = resume_point(options.output, options.jsonl) if options.resume and options.output else set()
-    total = known_total(options)
+    finished = resume_point(options.output, options.jsonl) if options.resume and options.output else {}
     if options.output:
         out = options.output.open("a", encoding="utf-8", errors=NAME_ERRORS)
     else:
         sys.stdout.reconfigure(errors=NAME_ERRORS)
         out = sys.stdout
     tally = None
+    stop_counting = threading.Event()
     try:
         async with (
             create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,
@@ -394,12 +492,19 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
             await self_test(scorer)
             # Counted from here, as the service is ready from here: the model and the decode workers are up.
             tally = Tally()
-            progress = Progress(tally, total, sys.stderr, options.progress_every)
+            progress = Progress(tally, sys.stderr, options.progress_every)
+            counting = asyncio.ensure_future(asyncio.to_thread(count_targets, options, stop_counting))
+            counting.add_done_callback(lambda task: task.cancelled() or progress.set_total(task.result()))
+            batch = Batch(settings, options, session, scorer, out, tally, progress)
             try:
-                await Batch(settings, options, session, scorer, out, tally, progress).run(selected(options), done)
+                await batch.run(selected(options), finished)
+                await counting  # the total, for the summary
             finally:
+                stop_counting.set()
+                batch.close()
                 progress.close()
     finally:
+        stop_counting.set()
         if out is not sys.stdout:
             with contextlib.suppress(OSError):  # only a failed write, reported already, leaves a line to flush
                 out.close()

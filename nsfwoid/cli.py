@@ -32,7 +32,7 @@ CANNOT_RUN = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nsfwoid", description="NSFW image scoring with open_nsfw.")
+    parser = OneLineParser(prog="nsfwoid", description="NSFW image scoring with open_nsfw.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
@@ -62,7 +62,12 @@ def add_batch_arguments(score: argparse.ArgumentParser) -> None:
                        help="read one path or URL per line from FILE; - for standard input")
     score.add_argument("--jsonl", action="store_true", help="one JSON object per target, errors included")
     score.add_argument("--output", type=Path, metavar="FILE", help="append lines to FILE, each flushed when done")
-    score.add_argument("--resume", action="store_true", help="skip the targets already in --output")
+    score.add_argument("--resume", action="store_true",
+                       help="skip the targets finished in an earlier run into --output; those that failed for a "
+                            "passing reason (5xx: a host down, busy or slow) are tried again")
+    score.add_argument("--retry-failed", action="store_true",
+                       help="with --resume, try again the targets that failed for good too (4xx: an image that "
+                            "cannot be read, a URL not allowed)")
     score.add_argument("--concurrency", type=positive_int, default=defaults.concurrency,
                        help="targets in progress at once (default %(default)s)")
     score.add_argument("--per-host", type=positive_int, default=defaults.per_host,
@@ -84,16 +89,28 @@ def shard_argument(text: str) -> tuple[int, int]:
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, naming the flag and what it accepts, and exit status 2 (CANNOT_RUN); the
+    usage itself is in --help."""
+
+    def error(self, message: str):
+        self.exit(CANNOT_RUN, f"{self.prog}: error: {message}\n")
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(
         targets=tuple(args.targets), from_file=args.from_file, jsonl=args.jsonl, output=args.output,
-        resume=args.resume, concurrency=args.concurrency, per_host=args.per_host, retries=args.retries,
+        resume=args.resume, retry_failed=args.retry_failed, concurrency=args.concurrency, per_host=args.per_host,
+        retries=args.retries,
         min_score=args.min_score, shard=args.shard, progress_every=args.progress_every,
     )
 
@@ -124,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "serve":
             settings.check_serving()
     except ConfigError as exc:
-        sys.exit(f"nsfwoid: {exc}")
+        print(f"nsfwoid: {exc}", file=sys.stderr)
+        sys.exit(CANNOT_RUN)
     if args.command == "serve":
         configure_logging(settings.log_format, settings.log_level)
         try:

@@ -14,7 +14,7 @@ from typing import Any
 ENV_PREFIX = "NSFWOID_"
 MiB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "console")
+LOG_FORMATS = ("auto", "json", "console")
 # Settings only `nsfwoid serve` reads; `nsfwoid score` has no flags for them.
 SERVE_ONLY = {"serve_only": True}
 
@@ -102,7 +102,8 @@ class Settings:
     drain_timeout: float = field(
         default=25.0, metadata={**SERVE_ONLY, "help": "how long SIGTERM waits for requests, s"}
     )
-    log_format: str = field(default="json", metadata={**SERVE_ONLY, "help": "json (ECS) or console"})
+    log_format: str = field(default="auto", metadata={
+        **SERVE_ONLY, "help": "json (ECS), console, or auto: console on a terminal, json otherwise"})
     log_level: str = field(default="info", metadata={**SERVE_ONLY, "help": "debug, info, warning or error"})
 
     def __post_init__(self) -> None:

@@ -44,6 +44,10 @@ class Problem(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def reason_phrase(self) -> str | None:
+        """The status line's reason phrase; None: the status's own."""
+        return None
+
 
 class MissingInput(Problem):
     name, status, title = "missing-input", 400, "No image given"
@@ -82,6 +86,18 @@ class MethodNotAllowed(Problem):
 
 class UpstreamNotFound(Problem):
     name, status, title = "upstream-not-found", 404, "The image URL was not found"
+
+
+class LocalFileProblem(Problem):
+    """`nsfwoid score`'s local files: problems of their own, never an HTTP answer (not in ALL_PROBLEMS)."""
+
+
+class FileNotFound(LocalFileProblem):
+    name, status, title = "file-not-found", 404, "No such local file"
+
+
+class FileUnreadable(LocalFileProblem):
+    name, status, title = "file-unreadable", 403, "The local file cannot be read"
 
 
 class PayloadTooLarge(Problem):
@@ -130,12 +146,15 @@ class InternalError(Problem):
     name, status, title = "internal-error", 500, "Internal error"
 
 
-ALL_PROBLEMS: tuple[type[Problem], ...] = tuple(Problem.__subclasses__())
+# What the service answers with; FILE_PROBLEMS only `nsfwoid score` reports.
+ALL_PROBLEMS: tuple[type[Problem], ...] = tuple(p for p in Problem.__subclasses__() if p is not LocalFileProblem)
+FILE_PROBLEMS: tuple[type[Problem], ...] = tuple(LocalFileProblem.__subclasses__())
 
 
 def problem_response(problem: Problem, trace_id: str | None = None) -> web.Response:
     return web.Response(
         status=problem.status,
+        reason=problem.reason_phrase(),
         text=json_text(problem.to_dict(trace_id)),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=problem.headers(),

@@ -191,7 +191,8 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
         raise UpstreamTimeout(f"no complete answer within {settings.fetch_timeout:g} s") from None
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, BlockedAddress):
-            raise UrlNotAllowed(f"{url.host} resolves to a non-public address") from None
+            raise UrlNotAllowed(f"{url.host} resolves to a non-public address; NSFWOID_ALLOW_PRIVATE_ADDRESSES=true "
+                                  "allows such addresses (for a trusted local host only)") from None
         raise UpstreamError(f"cannot connect to {url.host}: {exc.os_error}") from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"download from {url.host} failed: {type(exc).__name__}") from None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import Settings
-from .errors import InvalidRequest, MissingInput, PayloadTooLarge, UnsupportedMediaType, problem_response
+from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem, UnsupportedMediaType
 from .fetch import checked_url, fetch, held_size
 from .imaging import looks_like_image
 from .state import SETTINGS
@@ -122,18 +123,23 @@ def unreadable(exc: Exception) -> InvalidRequest:
     return InvalidRequest(f"the request body cannot be read: {reason}")
 
 
-async def expect_continue(request: web.Request) -> web.Response | None:
-    """`Expect: 100-continue`: refuse a declared length over the cap with 413, without `100 Continue` first."""
-    try:
-        check_declared_length(request, request.app[SETTINGS])
-    except PayloadTooLarge as problem:
-        response = problem_response(problem)
-        response.force_close()
-        return response
-    if request.headers.get("Expect", "").lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers.get('Expect')}")
-    await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
-    return None
+def check_expectation(request: web.Request, settings: Settings) -> None:
+    """`Expect`: only `100-continue` is known, and only for a declared length within the cap."""
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is None:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect}")
+    check_declared_length(request, settings)
+
+
+async def expect_continue(request: web.Request) -> None:
+    """aiohttp's expect handler, which runs before the middleware: `100 Continue` only for an expectation the
+    request passes. Any other is answered by the middleware (check_expectation), before `100 Continue` and
+    before a byte of the body, with a trace id, a log line and the metrics, as every answer is."""
+    with contextlib.suppress(Problem, web.HTTPException):
+        check_expectation(request, request.app[SETTINGS])
+        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
 
 
 def _capped(data: bytes, cap: int) -> bytes:

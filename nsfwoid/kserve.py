@@ -36,8 +36,13 @@ def add_kserve_routes(app: web.Application) -> None:
 
 
 async def model_ready(request: web.Request) -> web.Response:
+    return readiness(request, MODEL_NAME)
+
+
+def readiness(request: web.Request, name: str) -> web.Response:
+    """KServe V1's model readiness: 200 once the model has passed its self-test, else 503."""
     ready = request.app[RUNTIME].status is Status.OK
-    return json_response({"name": MODEL_NAME, "ready": ready}, status=200 if ready else 503)
+    return json_response({"name": name, "ready": ready}, status=200 if ready else 503)
 
 
 async def predict(request: web.Request) -> web.Response:
@@ -58,14 +63,19 @@ async def predict(request: web.Request) -> web.Response:
     return json_response({"predictions": predictions})
 
 
-async def _instances(request: web.Request) -> list:
+async def json_body(request: web.Request) -> object:
+    """The request's JSON body, parsed off the event loop (megabytes of base64)."""
     body = await read_body(request)
     try:
-        payload = await asyncio.to_thread(json.loads, body)  # megabytes of base64: off the event loop
+        return await asyncio.to_thread(json.loads, body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest('the body is not JSON; send {"instances": [...]}') from None
     except RecursionError:  # json's C scanner recurses once per level: a few kilobytes of "[" exhaust the stack
         raise InvalidRequest("the JSON is nested too deeply") from None
+
+
+async def _instances(request: web.Request) -> list:
+    payload = await json_body(request)
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
         raise InvalidRequest('send {"instances": [...]} with at least one instance')

@@ -33,7 +33,10 @@ class EcsFormatter(ecs_logging.StructlogFormatter):
 
 
 def configure_logging(log_format: str = "json", level: str = "info", stream: IO[str] | None = None) -> None:
+    """`auto`: the console renderer for a person at a terminal, ECS JSON for everything else (Kubernetes)."""
     stream = stream or sys.stdout
+    if log_format == "auto":
+        log_format = "console" if stream.isatty() else "json"
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
         numeric_level = logging.INFO

@@ -9,6 +9,7 @@ dies, a codec's segfault included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import multiprocessing
 import multiprocessing.forkserver
@@ -16,8 +17,10 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as DecodeTimeout
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 
 import pebble
 
@@ -60,23 +63,41 @@ def _decode(data: bytes, *, max_pixels: int, exact: bool, max_frames: int, memor
     return Decoded(frames, sha1 or sha1_hex(data), time.perf_counter() - started)
 
 
-def _start_forkserver() -> None:
-    """Start the server that decode workers are forked from, with numpy's OpenBLAS held to one thread.
+# pebble's channel locks are named POSIX semaphores, as workers forked from the forkserver open them by name.
+# Python's resource tracker removes them when the process ends. After a SIGKILL, which leaves no time to
+# unregister them, it removes them all the same, but says "resource_tracker: There appear to be 2 leaked
+# semaphore objects to clean up at shutdown": noise, since nothing is left behind. This warning is its only one.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """These variables set for the processes started inside, and restored after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _start_helper_processes() -> None:
+    """Start the resource tracker, quiet after a SIGKILL (QUIET_TRACKER), and the server that decode workers are
+    forked from, with numpy's OpenBLAS held to one thread.
 
     OpenBLAS maps a stack and a buffer, about 40 MiB of address space, for each core it may run on (a pod with a
     CPU limit sees all its node's cores) as numpy is imported. Every worker inherits them, though it never
     multiplies a matrix: on 16 cores, 750 MiB of the 768 MiB that NSFWOID_DECODE_MEMORY allows, and on 64 more
     than all of it (measured with faked core counts). With one thread, a worker starts at about 135 MiB.
     """
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
+    warnings = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), QUIET_TRACKER)))
+    with _environment(OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS=warnings):
+        resource_tracker.ensure_running()
         multiprocessing.forkserver.ensure_running()
-    finally:
-        if saved is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
 
 
 class DecodePool:
@@ -88,7 +109,7 @@ class DecodePool:
         # holds onnxruntime and the model; and quickly, forked from a server that has imported them once.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["nsfwoid.imaging", "nsfwoid.sandbox"])
-        _start_forkserver()
+        _start_helper_processes()
         self._pool = pebble.ProcessPool(
             max_workers=settings.decode_thread_count,
             initializer=_start_worker,

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+# No test process, nor any service or CLI it starts, sends onnxruntime's telemetry (docs/security.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import asyncio
 import dataclasses
 

@@ -5,6 +5,8 @@ so it would send arbitrary bytes as "valid" data; these strategies send real pho
 format nsfwoid reads.
 """
 
+import base64
+
 import schemathesis
 from hypothesis import strategies as st
 
@@ -18,3 +20,5 @@ for media_type in ("image/*", "application/octet-stream"):
     schemathesis.openapi.media_type(media_type, st.sampled_from(IMAGES))
 # The multipart `file` field.
 schemathesis.openapi.format("binary", st.sampled_from(IMAGES))
+# Lift Wing's retired nsfw-model: an instance's image in base64.
+schemathesis.openapi.format("image-base64", st.sampled_from([base64.b64encode(image).decode() for image in IMAGES]))

@@ -44,7 +44,7 @@ def test_score_reports_bad_inputs(tmp_path):
     assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith("0.")
     errors = result.stderr.splitlines()
     assert any("notes.txt: unsupported-media-type" in e for e in errors)
-    assert any("missing.jpg: upstream-not-found: no such file" in e for e in errors)
+    assert any("missing.jpg: file-not-found: no such file" in e for e in errors)
     assert any("invalid-url" in e for e in errors)
 
 
@@ -199,9 +199,22 @@ def test_each_command_lists_only_the_flags_it_uses():
 
 
 @pytest.mark.parametrize("args, env", [(["--log-level", "verbose"], {}), ([], {"NSFWOID_LOG_LEVEL": "verbose"})])
-def test_unknown_log_levels_are_refused(args, env):
+def test_unknown_log_levels_are_refused_in_one_line(args, env):
+    """The flag or variable, the value and the values accepted, in one line; the usage is for --help."""
     result = run_cli("serve", *args, env=env)
-    assert result.returncode != 0 and "verbose" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "verbose" in result.stderr and "LOG_LEVEL" in result.stderr.upper().replace("-", "_")
+    assert all(level in result.stderr for level in ("debug", "info", "warning", "error"))
+
+
+@pytest.mark.parametrize("command, args, flag", [
+    ("serve", ["--log-format", "xml"], "--log-format"), ("serve", ["--port", "eighty"], "--port"),
+    ("score", ["--concurrency", "0", "a.jpg"], "--concurrency"), ("score", ["--shard", "3/2", "a.jpg"], "--shard"),
+])
+def test_bad_flag_values_are_one_line_naming_the_flag(command, args, flag):
+    result = run_cli(command, *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"nsfwoid {command}: error: argument {flag}: ") and "usage:" not in result.stderr
 
 
 def test_request_deadline_must_outlast_the_download():
@@ -276,3 +289,37 @@ async def test_drain_timeout_bounds_the_exit(aiohttp_server):
     finally:
         if server.poll() is None:
             server.kill()
+
+
+@pytest.mark.parametrize("on_a_terminal", [True, False], ids=["terminal", "pipe"])
+def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_terminal):
+    """NSFWOID_LOG_FORMAT unset: console lines on a TTY, ECS JSON on a pipe (as in Kubernetes)."""
+    import pty
+
+    env = {key: value for key, value in os.environ.items() if key != "NSFWOID_LOG_FORMAT"}
+    env.update(NSFWOID_HOST="127.0.0.1", NSFWOID_PORT=str(helpers.free_port()), NSFWOID_LOG_LEVEL="info")
+    if on_a_terminal:
+        reader, writer = pty.openpty()
+    else:
+        reader, writer = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=env, stdout=writer,
+                               stderr=subprocess.DEVNULL)
+    os.close(writer)
+    seen = b""
+    try:
+        while b"listening" not in seen:
+            chunk = os.read(reader, 4096)
+            assert chunk, seen
+            seen += chunk
+    finally:
+        process.terminate()
+        process.wait(30)
+        os.close(reader)
+    line = next(line for line in seen.decode(errors="replace").splitlines() if "listening" in line)
+    if on_a_terminal:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", line)  # the console renderer's colours
+        assert not plain.startswith("{") and re.search(r"\[info +\] listening +server\.address=127\.0\.0\.1", plain)
+    else:
+        entry = json.loads(line)
+        assert (entry["message"], entry["log.level"], entry["ecs.version"]) == ("listening", "info", "1.11.0")
+        assert entry["service"] == {"name": "nsfwoid"} and next(iter(entry)) == "@timestamp"

@@ -90,6 +90,14 @@ async def test_guard_refuses_without_connecting(guarded, recorder, template):
     assert recorder.connections == 0
 
 
+@pytest.mark.parametrize("template", [t for t in REFUSED_403 if "@" not in t])
+async def test_a_refused_address_names_the_setting_that_allows_it(guarded, recorder, template):
+    """As the refusal of a host off the allowlist names NSFWOID_ALLOWED_HOSTS."""
+    url = template.format(port=recorder.port)
+    problem = await helpers.problem_of(await guarded.post("/", data={"url": url}), 403, "url-not-allowed")
+    assert "non-public address" in problem["detail"] and "NSFWOID_ALLOW_PRIVATE_ADDRESSES" in problem["detail"]
+
+
 @pytest.mark.parametrize("template", REFUSED_400)
 async def test_numeric_ipv4_spellings_are_refused(guarded, recorder, template):
     url = template.format(port=recorder.port)

@@ -519,3 +519,23 @@ async def test_expect_continue_over_the_cap_gets_413_without_100(make_client):
     head = await raw_exchange(client, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                               b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 100 Continue")
+
+
+@pytest.mark.parametrize("path, route", [("/", "/"), ("/v1/models/open_nsfw:predict", "/v1/models/open_nsfw:predict")])
+async def test_expect_continue_refusal_has_a_trace_id_an_instance_and_is_counted(make_client, path, route):
+    """curl sends `Expect: 100-continue` with a large file: its 413 goes through the same path as every answer."""
+    client = await make_client(max_image_bytes=10_000)
+    before = await helpers.scrape(client)
+    answer = await raw_exchange(client, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n".encode()
+                                + b"Expect: 100-continue\r\nX-Request-Id: big-upload-1\r\n"
+                                + b"Content-Length: 30000000\r\n\r\n", to_the_end=True)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert head.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    assert headers[b"X-Request-Id"] == b"big-upload-1"
+    problem = json.loads(body)
+    assert problem["type"].endswith("#payload-too-large") and problem["instance"].endswith("big-upload-1")
+    after = await helpers.scrape(client)
+    assert helpers.metric_delta(before, after, "nsfwoid_errors", "_total", type="payload-too-large") == 1
+    assert helpers.metric_delta(before, after, "nsfwoid_http_requests", "_total",
+                                method="POST", route=route, status="413") == 1

@@ -6,8 +6,12 @@ Wikimedia Commons as the first one's ForeignAPIRepo. InstantCommons is never tur
 
 from __future__ import annotations
 
-import contextlib
 import os
+
+# No test process, nor any service or CLI it starts, sends onnxruntime's telemetry (docs/security.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import contextlib
 import re
 import subprocess
 import time
