@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
-from nsfwoid.config import ConfigError, Settings, available_cores, describe
+from nsfwoid.config import ConfigError, Settings, available_cores
 
 from . import helpers
 
@@ -121,21 +121,6 @@ def test_thread_counts_follow_the_cgroup_cpu_quota(tmp_path, cpu_max, limit):
         path.write_text(cpu_max)
     affinity = len(os.sched_getaffinity(0))
     assert available_cores(path) == (min(affinity, limit) if limit else affinity)
-
-
-def test_ci_runs_the_readme_test_command():
-    root = helpers.DATA.parent.parent
-    readme = (root / "README.md").read_text()
-    ci_lines = (root / ".ci" / "run").read_text().strip().splitlines()
-    test_command = next(line for line in ci_lines if "pytest" in line)
-    assert f"```sh\n{test_command}\n```" in readme
-    assert ci_lines[-1] == ".venv/bin/ruff check ."  # lint after the tests
-
-
-def test_readme_configuration_table_is_complete():
-    readme = (helpers.DATA.parent.parent / "README.md").read_text()
-    for variable, _, _ in describe():
-        assert f"`{variable}`" in readme, variable
 
 
 def get(url, timeout=5.0):

@@ -262,7 +262,8 @@ def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     deployment = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml").read_text())
                       if d["kind"] == "Deployment")
     served = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"] == served["securityContext"]
+    # The Deployment's, and the volume's files given to the pods' group, so that uid 900 may write shard files.
+    assert pod["securityContext"] == {**served["securityContext"], "runAsGroup": 900, "fsGroup": 900}
     assert container["securityContext"] == served["containers"][0]["securityContext"]
     # The arguments are ones `nsfwoid score` takes.
     from nsfwoid.cli import build_parser
