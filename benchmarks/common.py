@@ -151,7 +151,7 @@ async def load(
 def problem_type(body: bytes) -> str:
     """The stable name at the end of a problem+json answer's type, or what the body is instead."""
     try:
-        return json.loads(body)["type"].rsplit("#", 1)[-1]
+        return json.loads(body)["type"].rsplit(":", 1)[-1]
     except (ValueError, KeyError, TypeError, AttributeError):
         return "not problem+json"
 

@@ -10,8 +10,10 @@ import structlog
 from aiohttp import hdrs, web
 
 from . import metrics, routes
+from .admission import RUNTIME, SETTINGS, Runtime, Status
+from .answers import counted_problem_response, http_problem_response, problem_from_http
 from .config import Settings
-from .errors import InternalError, Problem, counted_problem_response, http_problem_response, problem_from_http
+from .errors import InternalError, Problem
 from .fetch import create_session
 from .inputs import check_expectation, client_max_size
 from .kserve import add_kserve_routes
@@ -20,7 +22,6 @@ from .logging import REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import load_model
 from .protocol import adapt_aiohttp_protocol
 from .scoring import running_scorer, self_test
-from .state import RUNTIME, SETTINGS, Runtime, Status
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")

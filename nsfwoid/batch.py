@@ -23,7 +23,7 @@ import aiohttp
 from tqdm import tqdm
 
 from .config import Settings
-from .errors import FileNotFound, FileUnreadable, PayloadTooLarge, Problem, UnsupportedMediaType, UpstreamBusy
+from .errors import FileNotFound, FileUnreadable, Problem, UnsupportedMediaType, UpstreamBusy, check_size
 from .fetch import create_session, fetch
 from .model import Model
 from .sandbox import sha1_hex
@@ -219,8 +219,7 @@ def read_file(path: str, cap: int) -> tuple[bytes, str]:
         if not stat.S_ISREG(status.st_mode):
             raise UnsupportedMediaType("not a regular file")
         size = status.st_size
-        if size > cap:
-            raise PayloadTooLarge(f"the file is {size} bytes, over the limit of {cap}")
+        check_size(size, cap, "the file")
         data = stream.read(cap + 1)
     return data, sha1_hex(data)
 
@@ -238,7 +237,8 @@ def detached(problem: Problem) -> Problem:
 
 
 def error_record(target: str, problem: Problem) -> dict:
-    return {"target": target, "error": {"type": problem.name, "status": problem.status, "detail": problem.detail}}
+    """The problem as problem+json and KServe give it: `type` is its URN."""
+    return {"target": target, "error": problem.to_dict()}
 
 
 def counted(count: int, noun: str) -> str:

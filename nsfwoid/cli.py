@@ -12,15 +12,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from aiohttp import web
-
 from . import package_version
-from .app import create_app
 from .batch import BatchOptions, OutputFailed, parse_shard, score_batch, unusable_paths
 from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
-from .logging import AccessLogger, configure_logging, get_logger
+from .logging import configure_logging
 from .model import ModelError, load_model
-from .state import RUNTIME, Status
+from .server import STOP_SIGNALS, CannotListen, serve
 
 # `nsfwoid score` is for throughput, not latency: one single-threaded model run per core, at once, as the
 # process-per-core ceiling runs, rather than one run spread over every core, whose threads wait on each other
@@ -165,51 +162,6 @@ def main(argv: list[str] | None = None) -> None:
 def _discard_stdout() -> None:
     """Python's flush of stdout at exit would fail again, and print a traceback."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-DRAIN_POLL_SECONDS = 0.05
-# After the drain: how long aiohttp waits for handlers still running once the listener is closed. It waits
-# twice (for handlers, then for connections), and the drain has waited already.
-SHUTDOWN_GRACE_SECONDS = 0.25
-
-
-class CannotListen(Exception):
-    """The address is in use, or not ours to bind."""
-
-
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: /healthz 503 while the requests in progress finish, still
-    listening, so that probes see the 503; then stop listening."""
-    log = get_logger()
-    app = create_app(settings)
-    # handler_cancellation: a client that hangs up cancels its handler, and so kills its decode worker.
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-        handler_cancellation=True,
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
-    log.info("listening", **{"server.address": settings.host, "server.port": settings.port})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    runtime = app[RUNTIME]
-    if runtime.status is Status.OK:
-        runtime.status = Status.DRAINING
-    log.info("draining", inflight=runtime.scoring_slots.taken, drain_timeout=settings.drain_timeout)
-    deadline = loop.time() + settings.drain_timeout
-    while runtime.busy and loop.time() < deadline:
-        await asyncio.sleep(DRAIN_POLL_SECONDS)
-    await runner.cleanup()
-    log.info("stopped")
 
 
 async def score_targets(settings: Settings, options: BatchOptions) -> int:

@@ -1,22 +1,25 @@
-"""The error taxonomy. Every error a client can cause is a Problem, rendered as RFC 9457 problem+json."""
+"""The error taxonomy: each error a client can cause is a Problem, with a stable name, a status and a title.
+
+Nothing here knows HTTP's machinery: decode workers raise these without importing aiohttp or prometheus-client.
+nsfwoid/answers.py renders them as RFC 9457 problem+json.
+
+Each problem is identified by its `type`, `urn:nsfwoid:problem:NAME`, in problem+json answers, in KServe's
+per-instance errors and in `nsfwoid score`'s JSON lines alike: a stable name, not a link; docs/api.md
+describes each.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 
-from aiohttp import web
-
-from . import metrics
-
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-TYPE_BASE = "https://www.mediawiki.org/wiki/Nsfwoid/errors#"
+TYPE_PREFIX = "urn:nsfwoid:problem:"
 INSTANCE_PREFIX = "urn:nsfwoid:request:"
 
 
-def json_text(body: object) -> str:
-    """JSON as every answer sends it: one line, ending with a newline, like the text answers."""
-    return json.dumps(body) + "\n"
+def problem_type(name: str) -> str:
+    """The `type` of the problem called `name`."""
+    return TYPE_PREFIX + name
 
 
 class Problem(Exception):
@@ -32,7 +35,7 @@ class Problem(Exception):
 
     @property
     def type_uri(self) -> str:
-        return TYPE_BASE + self.name
+        return problem_type(self.name)
 
     def to_dict(self, trace_id: str | None = None) -> dict:
         """RFC 9457 members; `instance` names the request, as its trace id appears in the logs."""
@@ -151,36 +154,8 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = tuple(p for p in Problem.__subclasses_
 FILE_PROBLEMS: tuple[type[Problem], ...] = tuple(LocalFileProblem.__subclasses__())
 
 
-def problem_response(problem: Problem, trace_id: str | None = None) -> web.Response:
-    return web.Response(
-        status=problem.status,
-        reason=problem.reason_phrase(),
-        text=json_text(problem.to_dict(trace_id)),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=problem.headers(),
-    )
-
-
-def counted_problem_response(problem: Problem, trace_id: str) -> web.Response:
-    """A request's answer with this problem, counted in nsfwoid_errors_total."""
-    metrics.ERRORS.labels(problem.name).inc()
-    return problem_response(problem, trace_id)
-
-
-def problem_from_http(exc: web.HTTPException) -> Problem | None:
-    """aiohttp's own errors (unknown route, wrong method, body too large) as our problems."""
-    if isinstance(exc, web.HTTPNotFound):
-        return NotFound("no such route; see /openapi.yaml")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(f"allowed here: {exc.headers.get('Allow', '')}", exc.headers.get("Allow", ""))
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return PayloadTooLarge(exc.text or "request body too large")
-    return None
-
-
-def http_problem_response(exc: web.HTTPException, trace_id: str | None = None) -> web.Response:
-    """Any other HTTP error in the same problem+json shape; `about:blank` means the status says it all."""
-    body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason}
-    if trace_id:
-        body["instance"] = INSTANCE_PREFIX + trace_id
-    return web.Response(status=exc.status, text=json_text(body), content_type=PROBLEM_CONTENT_TYPE)
+def check_size(size: int, cap: int, what: str) -> None:
+    """The one over-the-cap check: PayloadTooLarge, 413, when `what` (a body, a download, a file) has more
+    than `cap` bytes."""
+    if size > cap:
+        raise PayloadTooLarge(f"{what} is over the limit of {cap} bytes")

@@ -11,11 +11,11 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .admission import SETTINGS
 from .config import Settings
-from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem, UnsupportedMediaType
+from .errors import InvalidRequest, MissingInput, Problem, UnsupportedMediaType, check_size
 from .fetch import checked_url, fetch, held_size
 from .imaging import looks_like_image
-from .state import SETTINGS
 
 URLENCODED = "application/x-www-form-urlencoded"
 FORM_TYPES = (URLENCODED, "multipart/form-data")
@@ -105,9 +105,8 @@ def body_bytes(request: web.Request, settings: Settings) -> int:
 
 
 def check_declared_length(request: web.Request, settings: Settings) -> None:
-    declared = request.content_length
-    if declared is not None and declared > client_max_size(settings):
-        raise PayloadTooLarge(f"declared length {declared} bytes is over the limit of {settings.max_image_bytes}")
+    if request.content_length is not None:
+        check_size(request.content_length, client_max_size(settings), "the declared length")
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -143,8 +142,7 @@ async def expect_continue(request: web.Request) -> None:
 
 
 def _capped(data: bytes, cap: int) -> bytes:
-    if len(data) > cap:
-        raise PayloadTooLarge(f"the image is over the limit of {cap} bytes")
+    check_size(len(data), cap, "the image")
     return data
 
 

@@ -16,14 +16,14 @@ import time
 
 from aiohttp import web
 
+from .admission import RUNTIME, SETTINGS, Status, receiving, request_deadline
+from .answers import json_response
 from .config import Settings
-from .errors import InvalidRequest, MissingInput, PayloadTooLarge, Problem
+from .errors import InvalidRequest, MissingInput, Problem, check_size
 from .inputs import RequestInput, body_bytes, expect_continue, image_of, read_body
 from .logging import TRACE_ID_KEY
 from .model import MODEL_NAME
-from .routes import json_response, receiving, request_deadline
 from .scoring import log_scored
-from .state import RUNTIME, SETTINGS, Status
 
 MODEL_PATH = f"/v1/models/{MODEL_NAME}"
 # A call holds its body, the parsed JSON with its base64 text, and the decoded images: about three times its size.
@@ -112,8 +112,7 @@ async def _instance_input(instance: object, settings: Settings) -> RequestInput:
             raise InvalidRequest('"image.b64" is not valid base64') from None
         if not data:
             raise MissingInput('"image.b64" is empty')
-        if len(data) > settings.max_image_bytes:
-            raise PayloadTooLarge(f"the image is over the limit of {settings.max_image_bytes} bytes")
+        check_size(len(data), settings.max_image_bytes, "the image")
         return RequestInput(data, None, "body")
     url = instance.get("url")
     if isinstance(url, str) and url.strip():

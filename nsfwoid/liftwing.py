@@ -15,12 +15,12 @@ import binascii
 
 from aiohttp import web
 
-from .errors import InvalidImage, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .admission import RUNTIME, SETTINGS, receiving, request_deadline
+from .answers import json_response
+from .errors import InvalidImage, InvalidRequest, UnsupportedMediaType, check_size
 from .inputs import body_bytes, expect_continue
 from .kserve import BODY_COPIES, json_body, readiness
-from .routes import json_response, receiving, request_deadline
 from .scoring import log_scored
-from .state import RUNTIME, SETTINGS
 
 ALIAS = "nsfw-model"
 MODEL_PATH = f"/v1/models/{ALIAS}"
@@ -78,8 +78,7 @@ async def first_image(payload: object, cap: int) -> bytes:
         raise RetiredModelRefusal(BAD_PADDING) from None
     except ValueError:  # characters that are not ASCII
         raise RetiredModelRefusal(NOT_THE_FORMAT) from None
-    if len(data) > cap:
-        raise PayloadTooLarge(f"the image is over the limit of {cap} bytes")
+    check_size(len(data), cap, "the image")
     return data
 
 

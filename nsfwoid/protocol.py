@@ -27,7 +27,8 @@ from aiohttp.http_exceptions import (
 )
 
 from . import metrics
-from .errors import InternalError, InvalidRequest, Problem, counted_problem_response
+from .answers import counted_problem_response
+from .errors import InternalError, InvalidRequest, Problem
 from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY
 
 AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aiohttp was built with it

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from importlib import resources
 
 import mimeparse
@@ -14,11 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import NAME, package_version
-from .config import Settings
-from .errors import Overloaded, RequestTimeout, json_text
+from .admission import RUNTIME, SETTINGS, Status, receiving, request_deadline
+from .answers import json_response, json_text
 from .inputs import body_bytes, expect_continue, image_of, read_input
 from .scoring import format_score, log_scored
-from .state import RUNTIME, SETTINGS, Status
 
 DESCRIPTION = "Scores how likely an image is to be NSFW, with Yahoo's open_nsfw model"
 HOME = "https://www.mediawiki.org/wiki/Nsfwoid"
@@ -35,10 +31,6 @@ def wants_json(request: web.Request) -> bool:
         return bool(accept) and mimeparse.best_match(ANSWER_TYPES, accept) == "application/json"
     except ValueError:  # an unreadable Accept header: the default answer
         return False
-
-
-def json_response(body: dict, status: int = 200) -> web.Response:
-    return web.Response(text=json_text(body), status=status, content_type="application/json")
 
 
 def _package_text(name: str) -> str:
@@ -65,29 +57,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/_info", info)
     app.router.add_get("/openapi.yaml", openapi)
-
-
-@asynccontextmanager
-async def receiving(request: web.Request) -> AsyncIterator[None]:
-    """Receive the body in a slot of its own, within NSFWOID_READ_TIMEOUT: a slow upload takes no scoring slot."""
-    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    with runtime.receiving_body(settings.max_receiving):
-        try:
-            async with asyncio.timeout(settings.read_timeout):
-                yield
-        except TimeoutError:
-            raise RequestTimeout(f"the body did not arrive within {settings.read_timeout:g} s") from None
-
-
-@asynccontextmanager
-async def request_deadline(settings: Settings) -> AsyncIterator[float | None]:
-    """The scoring deadline (loop time, or None) for the block; passing it answers 503."""
-    deadline = asyncio.get_running_loop().time() + settings.request_timeout if settings.request_timeout else None
-    try:
-        async with asyncio.timeout_at(deadline):
-            yield deadline
-    except TimeoutError:
-        raise Overloaded(f"not scored within the deadline of {settings.request_timeout:g} s") from None
 
 
 async def score(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid import imaging
 from nsfwoid.config import Settings
-from nsfwoid.errors import PROBLEM_CONTENT_TYPE
+from nsfwoid.errors import PROBLEM_CONTENT_TYPE, problem_type
 
 DATA = Path(__file__).parent / "data"
 FIDELITY = DATA / "fidelity"
@@ -191,7 +191,7 @@ async def problem_of(response, status: int, name: str) -> dict:
     assert response.content_type == PROBLEM_CONTENT_TYPE
     body = await response.json(content_type=None)
     assert {"type", "title", "status", "detail", "instance"} <= set(body)
-    assert body["type"].endswith("#" + name) and body["status"] == status and body["detail"]
+    assert body["type"] == problem_type(name) and body["status"] == status and body["detail"]
     return body
 
 

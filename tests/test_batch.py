@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from nsfwoid.batch import detached, in_shard
-from nsfwoid.errors import ImageTooLarge
+from nsfwoid.errors import ImageTooLarge, problem_type
 
 from . import helpers
 
@@ -120,9 +120,10 @@ async def test_jsonl_records_scores_and_errors(photos, tmp_path):
     assert brick["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=1e-4)
     assert int(brick["sha1_base36"], 36) == int(brick["sha1"], 16) and brick["bytes"] == 34918
     assert records[str(photos / "missing.jpg")]["error"] == {
-        "type": "file-not-found", "status": 404, "detail": f"no such file: {photos / 'missing.jpg'}"}
-    assert records["http://2130706433/a.jpg"]["error"] == {
-        "type": "invalid-url", "status": 400, "detail": records["http://2130706433/a.jpg"]["error"]["detail"]}
+        "type": problem_type("file-not-found"), "title": "No such local file", "status": 404,
+        "detail": f"no such file: {photos / 'missing.jpg'}"}
+    invalid_url = records["http://2130706433/a.jpg"]["error"]
+    assert invalid_url["type"] == problem_type("invalid-url") and invalid_url["status"] == 400
 
 
 async def test_names_that_are_not_utf_8_pass_as_bytes_and_a_fifo_is_refused(tmp_path):
@@ -168,7 +169,7 @@ async def test_min_score_writes_only_high_scores(photos):
     records = jsonl(out)
     scored = [r for r in records if "score" in r]
     assert [r["target"] for r in scored] == [str(photos / "nested" / "warm_flat.png")]
-    assert [r["error"]["type"] for r in records if "error" in r] == ["invalid-image"]
+    assert [r["error"]["type"] for r in records if "error" in r] == [problem_type("invalid-image")]
     assert "1 under --min-score not written" in err
 
 
@@ -296,7 +297,8 @@ async def test_busy_hosts_are_retried_honouring_retry_after(aiohttp_server):
     assert jsonl(out)[0]["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005)
     code, out, _ = await run_score("--jsonl", "--retries", "1", host.url("retina.jpg"), env=LOOPBACK)
     assert code == 1 and host.attempts["retina.jpg"] == 2
-    assert jsonl(out)[0]["error"]["type"] == "upstream-error" and "503" in jsonl(out)[0]["error"]["detail"]
+    (error,) = (record["error"] for record in jsonl(out))
+    assert error["type"] == problem_type("upstream-error") and "503" in error["detail"]
 
 
 async def test_backoff_without_retry_after(aiohttp_server):
@@ -442,6 +444,6 @@ async def test_local_files_have_problems_of_their_own(tmp_path):
     code, out, _ = await run_score("--jsonl", str(looped), str(tmp_path / "missing.jpg"))
     errors = {r["target"]: r["error"] for r in jsonl(out)}
     assert code == 1
-    assert errors[str(looped)] == {"type": "file-unreadable", "status": 403,
-                                   "detail": f"cannot read {looped}: Too many levels of symbolic links"}
-    assert errors[str(tmp_path / "missing.jpg")]["type"] == "file-not-found"
+    assert errors[str(looped)] == {"type": problem_type("file-unreadable"), "title": "The local file cannot be read",
+                                   "status": 403, "detail": f"cannot read {looped}: Too many levels of symbolic links"}
+    assert errors[str(tmp_path / "missing.jpg")]["type"] == problem_type("file-not-found")

@@ -10,8 +10,9 @@ import pytest
 import trustme
 from aiohttp import web
 
+from nsfwoid.addresses import is_public_address
 from nsfwoid.errors import InvalidUrl, UrlNotAllowed
-from nsfwoid.fetch import checked_url, host_allowed, is_public_address
+from nsfwoid.fetch import checked_url, host_allowed
 
 from . import helpers
 

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
+from nsfwoid.admission import RUNTIME, Status
 from nsfwoid.liftwing import BAD_PADDING, NOT_AN_IMAGE, NOT_THE_FORMAT
-from nsfwoid.state import RUNTIME, Status
 
 from . import helpers
 

@@ -201,6 +201,18 @@ def test_starting_a_decode_pool_leaves_the_environment_alone():
     assert dict(os.environ) == before
 
 
+async def test_decode_workers_load_neither_aiohttp_nor_prometheus_client():
+    """A worker holds the decoder and the error taxonomy, not the HTTP layer or the metrics."""
+    pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
+    try:
+        decoded = await pool.decode((helpers.FIDELITY / "brick.jpg").read_bytes(), exact=True, timeout=30)
+        loaded = await asyncio.wrap_future(pool._pool.schedule(eval, args=("sorted(__import__('sys').modules)",)))
+    finally:
+        pool.close()
+    assert decoded.frames.count == 1 and "nsfwoid.imaging" in loaded and "nsfwoid.errors" in loaded
+    assert not [name for name in loaded if name.split(".")[0] in ("aiohttp", "prometheus_client")]
+
+
 CASES = {
     # name: (bytes, copies sent at once, the statuses allowed)
     "huge TIFF tile": (helpers.huge_tile_tiff, 2, {413}),

@@ -1,10 +1,12 @@
-"""Typed application state: the settings and what exists only while the app runs."""
+"""Admission control, and the app's typed state: the service's status, the bounded slots and bytes a request
+must take before it is received or scored, and the request's deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -13,7 +15,7 @@ from prometheus_client import Gauge
 
 from . import metrics
 from .config import MiB, Settings
-from .errors import Overloaded
+from .errors import Overloaded, RequestTimeout
 from .model import Model
 from .scoring import Scorer
 
@@ -104,3 +106,26 @@ class Runtime:
 
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
+
+
+@asynccontextmanager
+async def receiving(request: web.Request) -> AsyncIterator[None]:
+    """Receive the body in a slot of its own, within NSFWOID_READ_TIMEOUT: a slow upload takes no scoring slot."""
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    with runtime.receiving_body(settings.max_receiving):
+        try:
+            async with asyncio.timeout(settings.read_timeout):
+                yield
+        except TimeoutError:
+            raise RequestTimeout(f"the body did not arrive within {settings.read_timeout:g} s") from None
+
+
+@asynccontextmanager
+async def request_deadline(settings: Settings) -> AsyncIterator[float | None]:
+    """The scoring deadline (loop time, or None) for the block; passing it answers 503."""
+    deadline = asyncio.get_running_loop().time() + settings.request_timeout if settings.request_timeout else None
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield deadline
+    except TimeoutError:
+        raise Overloaded(f"not scored within the deadline of {settings.request_timeout:g} s") from None

@@ -1,0 +1,61 @@
+"""HTTP answers: JSON and problem+json, as every route and the middleware render them."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from . import metrics
+from .errors import (
+    INSTANCE_PREFIX,
+    PROBLEM_CONTENT_TYPE,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+)
+
+
+def json_text(body: object) -> str:
+    """JSON as every answer sends it: one line, ending with a newline, like the text answers."""
+    return json.dumps(body) + "\n"
+
+
+def json_response(body: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json_text(body), status=status, content_type="application/json")
+
+
+def problem_response(problem: Problem, trace_id: str | None = None) -> web.Response:
+    return web.Response(
+        status=problem.status,
+        reason=problem.reason_phrase(),
+        text=json_text(problem.to_dict(trace_id)),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=problem.headers(),
+    )
+
+
+def counted_problem_response(problem: Problem, trace_id: str) -> web.Response:
+    """A request's answer with this problem, counted in nsfwoid_errors_total."""
+    metrics.ERRORS.labels(problem.name).inc()
+    return problem_response(problem, trace_id)
+
+
+def problem_from_http(exc: web.HTTPException) -> Problem | None:
+    """aiohttp's own errors (unknown route, wrong method, body too large) as our problems."""
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such route; see /openapi.yaml")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"allowed here: {exc.headers.get('Allow', '')}", exc.headers.get("Allow", ""))
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(exc.text or "request body too large")
+    return None
+
+
+def http_problem_response(exc: web.HTTPException, trace_id: str | None = None) -> web.Response:
+    """Any other HTTP error in the same problem+json shape; `about:blank` means the status says it all."""
+    body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason}
+    if trace_id:
+        body["instance"] = INSTANCE_PREFIX + trace_id
+    return web.Response(status=exc.status, text=json_text(body), content_type=PROBLEM_CONTENT_TYPE)
