@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import package_version
-from .batch import BatchOptions, OutputFailed, parse_shard, score_batch, unusable_paths
+from .batch import score_batch
 from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
 from .logging import configure_logging
 from .model import ModelError, load_model
+from .output import OutputFailed
 from .server import STOP_SIGNALS, CannotListen, serve
+from .targets import BatchOptions, parse_shard, unusable_paths
 
 # `nsfwoid score` is for throughput, not latency: one single-threaded model run per core, at once, as the
 # process-per-core ceiling runs, rather than one run spread over every core, whose threads wait on each other

@@ -19,8 +19,9 @@ import psutil
 import pytest
 from aiohttp import web
 
-from nsfwoid.batch import detached, in_shard
+from nsfwoid.batch import detached
 from nsfwoid.errors import ImageTooLarge, problem_type
+from nsfwoid.targets import in_shard
 
 from . import helpers
 

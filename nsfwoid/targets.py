@@ -1,0 +1,189 @@
+"""`nsfwoid score`'s targets: what to score (arguments, lists, walked directories, a shard of them), streamed,
+never held all at once; and what an earlier run into the same output finished (--resume)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+# Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes.
+NAME_ERRORS = "surrogateescape"
+# Beside --output: the finished targets that the output does not hold (under --min-score; failed, in text output),
+# so that --resume never does them again. One `STATUS<TAB>NAME<TAB>TARGET` line each.
+UNWRITTEN_SUFFIX = ".resume"
+SCORED = 200  # the status a scored target is recorded with
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    targets: tuple[str, ...] = ()
+    from_file: str | None = None  # one path or URL per line; "-": standard input
+    jsonl: bool = False
+    output: Path | None = None
+    resume: bool = False
+    concurrency: int = 16
+    per_host: int = 2
+    retries: int = 3
+    min_score: float | None = None
+    retry_failed: bool = False  # --resume tries again the targets that failed for good (4xx) too
+    shard: tuple[int, int] | None = None  # (I, N): only targets whose number modulo N is I
+    progress_every: float = 5.0  # seconds between progress lines when stderr is no terminal
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` with 0 ≤ I < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} is not I/N") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text!r}: I must be at least 0 and less than N")
+    return index, count
+
+
+def expand(entries: Iterable[str]) -> Iterator[str]:
+    """Paths and URLs as given, with each directory replaced by the image files under it, in sorted order."""
+    for entry in entries:
+        if "://" not in entry and os.path.isdir(entry):
+            for root, dirs, files in os.walk(entry):
+                dirs.sort()
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield os.path.join(root, name)
+        else:
+            yield entry
+
+
+def listed(options: BatchOptions) -> Iterator[str]:
+    """Every target: the arguments, then the lines of --from; blank lines and # comments skipped."""
+    yield from options.targets
+    if options.from_file is None:
+        return
+    if options.from_file == "-":
+        sys.stdin.reconfigure(errors=NAME_ERRORS)
+        stream = sys.stdin
+    else:
+        stream = open(options.from_file, encoding="utf-8", errors=NAME_ERRORS)
+    with stream:
+        for line in stream:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield line
+
+
+def unusable_paths(from_file: str | None, output: Path | None) -> str | None:
+    """Why --from cannot be read or --output cannot be appended to, found before any work: said as a usage error,
+    not as a traceback mid-run. A FIFO given to --from is left to be opened once, when it is read."""
+    try:
+        if from_file not in (None, "-") and not stat.S_ISFIFO(os.stat(from_file).st_mode):
+            open(from_file, "rb").close()
+    except OSError as exc:
+        return f"--from {from_file}: {exc.strerror}"
+    try:
+        if output is not None:
+            open(output, "ab").close()
+    except OSError as exc:
+        return f"--output {output}: {exc.strerror}"
+    return None
+
+
+def in_shard(targets: Iterable[str], shard: tuple[int, int] | None) -> Iterator[str]:
+    if shard is None:
+        yield from targets
+        return
+    index, count = shard
+    for number, target in enumerate(targets):
+        if number % count == index:
+            yield target
+
+
+def selected(options: BatchOptions) -> Iterator[str]:
+    return in_shard(expand(listed(options)), options.shard)
+
+
+def count_targets(options: BatchOptions, stop: threading.Event) -> int | None:
+    """How many targets there are, walking every directory and reading every list once more: run in a thread
+    beside the scoring, so that progress has a total and an ETA once it is done. None for standard input, which
+    can be read only once, or when `stop` is set first."""
+    if options.from_file == "-":
+        return None
+    if options.from_file is not None and not os.path.isfile(options.from_file):
+        return None  # a FIFO: it too can be read only once
+    count = 0
+    try:
+        for _ in selected(options):
+            if stop.is_set():
+                return None
+            count += 1
+    except (OSError, UnicodeError):  # the run itself reports what it cannot read
+        return None
+    return count
+
+
+def unwritten_path(output: Path) -> Path:
+    return output.with_name(output.name + UNWRITTEN_SUFFIX)
+
+
+def resume_point(output: Path, jsonl: bool) -> dict[str, int]:
+    """The targets finished earlier, each with the status it finished with (SCORED, or its problem's): from the
+    output's lines, and from the unwritten file beside it. A line cut short by a kill is dropped first. Where a
+    target has several lines (it failed, and was tried again), the lowest status counts: a success anywhere."""
+    finished: dict[str, int] = {}
+
+    def note(target: str, status: int) -> None:
+        finished[target] = min(status, finished.get(target, status))
+
+    for path in (output, unwritten_path(output)):
+        for line in _complete_lines(path):
+            if path != output:
+                status, _, target = line.split("\t", 2)
+                note(target, int(status))
+            elif jsonl:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record = json.loads(line)
+                    note(record["target"], int(record["error"]["status"]) if "error" in record else SCORED)
+            elif "\t" in line:
+                note(line.split("\t", 1)[1], SCORED)
+    return finished
+
+
+def _complete_lines(path: Path) -> Iterator[str]:
+    """The file's lines, without their newlines, once a last line cut short by a kill is dropped."""
+    if not path.exists():
+        return
+    with path.open("r+b") as stream:
+        complete = _end_of_last_line(stream)
+        if complete < stream.seek(0, os.SEEK_END):
+            stream.truncate(complete)
+    with path.open(encoding="utf-8", errors=NAME_ERRORS) as lines:
+        for line in lines:
+            yield line.rstrip("\n")
+
+
+def to_do_again(status: int, retry_failed: bool) -> bool:
+    """Whether --resume does a finished target again: a transient failure (5xx: the host or the service was
+    down, busy or slow) always; a failure for good (4xx: the image or the file cannot be scored) with
+    --retry-failed only; a scored target never."""
+    return status >= 500 or (status >= 400 and retry_failed)
+
+
+def _end_of_last_line(stream: IO[bytes], block: int = 1 << 16) -> int:
+    """The offset just after the file's last newline (0 if it has none), reading backwards from the end."""
+    end = stream.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - block)
+        stream.seek(start)
+        newline = stream.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
