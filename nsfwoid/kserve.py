@@ -13,6 +13,8 @@ import binascii
 import json
 import string
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
@@ -45,12 +47,22 @@ def readiness(request: web.Request, name: str) -> web.Response:
     return json_response({"name": name, "ready": ready}, status=200 if ready else 503)
 
 
-async def predict(request: web.Request) -> web.Response:
+@asynccontextmanager
+async def received_call(request: web.Request) -> AsyncIterator[object]:
+    """A call's JSON body, received in a body slot and parsed; held against NSFWOID_IMAGE_MEMORY, at three times
+    its size, until the block ends."""
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
     with runtime.holding(min(BODY_COPIES * body_bytes(request, settings), settings.image_memory),
                          settings.image_memory):
         async with receiving(request):
-            instances = await _instances(request)
+            payload = await json_body(request)
+        yield payload
+
+
+async def predict(request: web.Request) -> web.Response:
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    async with received_call(request) as payload:
+        instances = _instances(payload)
         if len(instances) > settings.max_instances:
             raise InvalidRequest(f"{len(instances)} instances; at most {settings.max_instances} in one call")
         trace_id = request.get(TRACE_ID_KEY)
@@ -74,8 +86,7 @@ async def json_body(request: web.Request) -> object:
         raise InvalidRequest("the JSON is nested too deeply") from None
 
 
-async def _instances(request: web.Request) -> list:
-    payload = await json_body(request)
+def _instances(payload: object) -> list:
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
         raise InvalidRequest('send {"instances": [...]} with at least one instance')

@@ -15,11 +15,11 @@ import binascii
 
 from aiohttp import web
 
-from .admission import RUNTIME, SETTINGS, receiving, request_deadline
+from .admission import RUNTIME, SETTINGS, request_deadline
 from .answers import json_response
 from .errors import InvalidImage, InvalidRequest, UnsupportedMediaType, check_size
-from .inputs import body_bytes, expect_continue
-from .kserve import BODY_COPIES, json_body, readiness
+from .inputs import expect_continue
+from .kserve import readiness, received_call
 from .scoring import log_scored
 
 ALIAS = "nsfw-model"
@@ -49,10 +49,7 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    with runtime.holding(min(BODY_COPIES * body_bytes(request, settings), settings.image_memory),
-                         settings.image_memory):
-        async with receiving(request):
-            payload = await json_body(request)
+    async with received_call(request) as payload:
         data = await first_image(payload, settings.max_image_bytes)
         with runtime.admitted(1, settings.max_inflight):
             async with request_deadline(settings) as deadline:

@@ -6,9 +6,11 @@ Real images: the fidelity photographs, re-encoded in every format and mode Commo
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -426,3 +429,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+def require_root_and(tools: tuple[str, ...], what: str, needs: str) -> None:
+    """Tests that need root and these commands: skipped without them, and failed where CI=true, since CI has them."""
+    missing = "not root" if os.geteuid() != 0 else None
+    absent = [tool for tool in tools if shutil.which(tool) is None]
+    missing = missing or (f"{', '.join(absent)} not installed" if absent else None)
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true, but {what} cannot run: {missing}; it needs {needs}")
+    if missing:
+        pytest.skip(f"{missing}: {what} needs {needs}")
+
+
+def b64_instance(data: bytes) -> dict:
+    """A KServe instance of the image's bytes, TF-Serving's binary form."""
+    return {"image": {"b64": base64.b64encode(data).decode()}}

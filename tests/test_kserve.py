@@ -15,16 +15,16 @@ BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 WARM = (helpers.FIDELITY / "warm_flat.png").read_bytes()
 
 
-def b64(data: bytes) -> dict:
-    return {"image": {"b64": base64.b64encode(data).decode()}}
+b64 = helpers.b64_instance
 
 
-async def test_readiness(client):
-    response = await client.get("/v1/models/open_nsfw")
-    assert response.status == 200 and await response.json() == {"name": "open_nsfw", "ready": True}
+@pytest.mark.parametrize("name", ["open_nsfw", "nsfw-model"])  # and Lift Wing's retired model, an alias
+async def test_readiness(client, name):
+    response = await client.get(f"/v1/models/{name}")
+    assert response.status == 200 and await response.json() == {"name": name, "ready": True}
     client.app[RUNTIME].status = Status.STARTING
-    response = await client.get("/v1/models/open_nsfw")
-    assert response.status == 503 and await response.json() == {"name": "open_nsfw", "ready": False}
+    response = await client.get(f"/v1/models/{name}")
+    assert response.status == 503 and await response.json() == {"name": name, "ready": False}
     await helpers.problem_of(await client.get("/v1/models/other_model"), 404, "not-found")
 
 

@@ -4,7 +4,6 @@ import base64
 
 import pytest
 
-from nsfwoid.admission import RUNTIME, Status
 from nsfwoid.liftwing import BAD_PADDING, NOT_AN_IMAGE, NOT_THE_FORMAT
 
 from . import helpers
@@ -13,16 +12,7 @@ PREDICT = "/v1/models/nsfw-model:predict"
 BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
-def instance(data: bytes) -> dict:
-    return {"image": {"b64": base64.b64encode(data).decode()}}
-
-
-async def test_readiness_under_the_retired_name(client):
-    response = await client.get("/v1/models/nsfw-model")
-    assert response.status == 200 and await response.json() == {"name": "nsfw-model", "ready": True}
-    client.app[RUNTIME].status = Status.STARTING
-    response = await client.get("/v1/models/nsfw-model")
-    assert response.status == 503 and await response.json() == {"name": "nsfw-model", "ready": False}
+instance = helpers.b64_instance
 
 
 async def test_the_first_instance_is_scored_by_open_nsfw_in_the_retired_shape(client):

@@ -81,20 +81,9 @@ exec chroot --userspec="$user" "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$@"
 """
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root"
-    absent = [tool for tool in ("unshare", "chroot", "ip", "findmnt", "nsenter") if shutil.which(tool) is None]
-    return f"{', '.join(absent)} not installed" if absent else None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def tools():
-    missing = _missing()
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true, but the production-layout test cannot run: {missing}; it needs {NEEDS}")
-    if missing:
-        pytest.skip(f"{missing}: the production-layout test needs {NEEDS}")
+    helpers.require_root_and(("unshare", "chroot", "ip", "findmnt", "nsenter"), "the production-layout test", NEEDS)
 
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,20 +31,9 @@ NEEDS = "root, strace and iproute2 (apt-get install strace iproute2)"
 pytestmark = pytest.mark.slow
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "not root"
-    absent = [tool for tool in ("strace", "ip", "unshare", "nsenter") if shutil.which(tool) is None]
-    return f"{', '.join(absent)} not installed" if absent else None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def tools():
-    missing = _missing()
-    if missing and os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true, but the telemetry test cannot run: {missing}; it needs {NEEDS}")
-    if missing:
-        pytest.skip(f"{missing}: the telemetry test needs {NEEDS}")
+    helpers.require_root_and(("strace", "ip", "unshare", "nsenter"), "the telemetry test", NEEDS)
 
 
 class Traced:
