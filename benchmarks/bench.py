@@ -48,7 +48,7 @@ from nsfwoid.batch import read_file
 from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
 from nsfwoid.config import Settings
 from nsfwoid.model import CUDA, load_model
-from tests.helpers import fast_path_deviation
+from tests.helpers import fast_path_deviation, to_tensor
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 4, 16, 32)
@@ -115,7 +115,7 @@ def _pinned_decoding(core: int, corpus: list[bytes], seconds: float) -> tuple[fl
     imaging.configure_pillow(Settings().max_pixels)
 
     def decode(data: bytes) -> int:
-        imaging.to_tensor(data, max_pixels=10**9, exact=False)
+        to_tensor(data, max_pixels=10**9, exact=False)
         return 1
 
     for data in corpus:  # warm-up
@@ -549,7 +549,7 @@ def main() -> None:
     imaging.configure_pillow(Settings().max_pixels)
 
     corpora = make_corpora()
-    tensors = [imaging.to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
+    tensors = [to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
     result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "python": platform.python_version()}}
     if load_model(Settings()).provider == CUDA:

@@ -37,11 +37,6 @@ class Batcher:
         await self._worker
         self._executor.shutdown(wait=True)
 
-    async def score(self, tensor: np.ndarray) -> tuple[float, float]:
-        """(NSFW probability, seconds of the model run that scored it)."""
-        (result,) = await self.score_many([tensor])
-        return result
-
     async def score_many(self, tensors: Sequence[np.ndarray]) -> list[tuple[float, float]]:
         """Queue the tensors together (the frames of one image), so that they share model runs."""
         if self._worker is None or self._worker.done():

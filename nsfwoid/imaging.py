@@ -15,7 +15,20 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
 
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+# The one list of the formats nsfwoid reads: Pillow's name → the MIME types MediaWiki gives such files, and the
+# file name suffixes `nsfwoid score` walks directories for. The extension's MIME list and the schemathesis hooks
+# are checked against it (tests/test_imaging.py).
+READ_FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "JPEG": (("image/jpeg",), (".jpg", ".jpeg", ".jpe")),
+    "PNG": (("image/png",), (".png", ".apng")),
+    "GIF": (("image/gif",), (".gif",)),
+    "WEBP": (("image/webp",), (".webp",)),
+    "TIFF": (("image/tiff",), (".tif", ".tiff")),
+    "BMP": (("image/bmp", "image/x-bmp", "image/x-ms-bmp"), (".bmp",)),
+}
+FORMATS = tuple(READ_FORMATS)
+MIME_TYPES = frozenset(mime for mimes, _ in READ_FORMATS.values() for mime in mimes)
+SUFFIXES = frozenset(suffix for _, suffixes in READ_FORMATS.values() for suffix in suffixes)
 RESIZE = 256
 CROP = 224
 CROP_OFFSET = (RESIZE - CROP) // 2
@@ -62,10 +75,6 @@ class Frames:
     indices: tuple[int, ...]
     count: int  # frames (or pages) in the whole image
 
-    @property
-    def tensors(self) -> np.ndarray:
-        return model_input(self.crops)
-
 
 def sample_indices(count: int, max_frames: int) -> list[int]:
     """Up to max_frames frame numbers spread evenly over count frames, always the first and the last."""
@@ -108,11 +117,6 @@ def to_frames(data: bytes, *, max_pixels: int, exact: bool, max_frames: int = 1,
         crops.append(crop)
         indices.append(index)
     return Frames(np.stack(crops), tuple(indices), count)
-
-
-def to_tensor(data: bytes, *, max_pixels: int, exact: bool) -> np.ndarray:
-    """The first frame's 224×224×3 BGR mean-subtracted float32 input, as the reference computes it."""
-    return to_frames(data, max_pixels=max_pixels, exact=exact).tensors[0]
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -217,18 +221,8 @@ def _grey_to_eight_bits(image: Image.Image) -> np.ndarray:
     return eight_bits
 
 
-def preprocess(rgb: Image.Image) -> np.ndarray:
-    """Yahoo's classify_nsfw.py: 256×256 bilinear, JPEG round trip, centre crop 224, BGR minus mean."""
-    return reference_tensor(reference_resize(rgb))
-
-
 def reference_resize(rgb: Image.Image) -> Image.Image:
     return rgb.resize((RESIZE, RESIZE), Image.Resampling.BILINEAR)
-
-
-def reference_tensor(resized: Image.Image) -> np.ndarray:
-    """The steps after the resize: JPEG round trip, centre crop, BGR minus mean."""
-    return model_input(reference_crop(resized)[np.newaxis])[0]
 
 
 def reference_crop(resized: Image.Image) -> np.ndarray:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+from .imaging import SUFFIXES
+
 # Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes.
 NAME_ERRORS = "surrogateescape"
 # Beside --output: the finished targets that the output does not hold (under --min-score; failed, in text output),
@@ -57,7 +58,7 @@ def expand(entries: Iterable[str]) -> Iterator[str]:
             for root, dirs, files in os.walk(entry):
                 dirs.sort()
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    if Path(name).suffix.lower() in SUFFIXES:
                         yield os.path.join(root, name)
         else:
             yield entry

@@ -10,9 +10,9 @@ import base64
 import schemathesis
 from hypothesis import strategies as st
 
+from nsfwoid.imaging import FORMATS
 from tests import helpers
 
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 IMAGES = [helpers.encode(helpers.photo(name, (96, 72)), fmt)
           for name in ("brick.jpg", "warm_flat.png") for fmt in FORMATS]
 

@@ -20,7 +20,7 @@ async def test_batched_scores_equal_unbatched(model):
         return model.run(batch)
 
     async with Batcher(run, max_batch=8, wait_seconds=0.2) as batcher:
-        results = await asyncio.gather(*(batcher.score(t) for t in inputs))
+        results = await asyncio.gather(*(helpers.score_one(batcher, t) for t in inputs))
     one_by_one = [model.run(t[None])[0] for t in inputs]
     assert max(sizes) == 8 and sum(sizes) == len(inputs)  # 11 inputs: a batch of 8, then 3
     np.testing.assert_allclose([score for score, _ in results], one_by_one, rtol=0, atol=1e-6)
@@ -30,7 +30,7 @@ async def test_a_lone_request_waits_at_most_batch_wait(model):
     async with Batcher(model.run, max_batch=32, wait_seconds=0.05) as batcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        score, seconds = await batcher.score(helpers.fixture_tensors()[0])
+        score, seconds = await helpers.score_one(batcher, helpers.fixture_tensors()[0])
         assert loop.time() - started < 0.05 + seconds + 0.5
         assert 0 <= score <= 1
 
@@ -38,7 +38,7 @@ async def test_a_lone_request_waits_at_most_batch_wait(model):
 async def test_queued_work_is_finished_on_exit(model):
     inputs = helpers.fixture_tensors()[:5]
     async with Batcher(model.run, max_batch=2, wait_seconds=0) as batcher:
-        pending = [asyncio.create_task(batcher.score(t)) for t in inputs]
+        pending = [asyncio.create_task(helpers.score_one(batcher, t)) for t in inputs]
         await asyncio.sleep(0)
     assert all(task.done() and 0 <= task.result()[0] <= 1 for task in pending)
 
@@ -48,7 +48,7 @@ async def test_model_failure_reaches_every_waiter():
         raise RuntimeError("boom")
 
     async with Batcher(broken, max_batch=4, wait_seconds=0.01) as batcher:
-        scored = (batcher.score(t) for t in helpers.fixture_tensors()[:3])
+        scored = (helpers.score_one(batcher, t) for t in helpers.fixture_tensors()[:3])
         results = await asyncio.gather(*scored, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
 
@@ -64,7 +64,7 @@ async def test_parallel_runs_go_at_once(parallel):
         return np.full(len(batch), 0.5, dtype=np.float32)
 
     async with Batcher(run, max_batch=1, wait_seconds=0, parallel=parallel) as batcher:
-        scored = (batcher.score(t) for t in helpers.fixture_tensors()[:2])
+        scored = (helpers.score_one(batcher, t) for t in helpers.fixture_tensors()[:2])
         results = await asyncio.gather(*scored, return_exceptions=True)
     if parallel == 2:
         assert [score for score, _ in results] == [0.5, 0.5]

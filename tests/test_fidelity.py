@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from nsfwoid import imaging
 from nsfwoid.model import CUDA, ModelError, load_model
 from nsfwoid.scoring import SELFTEST_EXPECTED, SELFTEST_IMAGE, running_scorer, self_test
 
@@ -23,7 +22,7 @@ def test_every_fixture_is_listed():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_exact_path_matches_reference(model, name):
     data = (helpers.FIDELITY / name).read_bytes()
-    tensor = imaging.to_tensor(data, max_pixels=helpers.TEST_SETTINGS.max_pixels, exact=True)
+    tensor = helpers.to_tensor(data, max_pixels=helpers.TEST_SETTINGS.max_pixels, exact=True)
     assert tensor.shape == (224, 224, 3) and tensor.dtype.name == "float32"
     (score,) = model.run(tensor[None])
     assert score == pytest.approx(EXPECTED[name], abs=1e-4)

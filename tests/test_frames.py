@@ -183,7 +183,7 @@ def test_cli_scores_every_frame(tmp_path, model):
                                  str(path)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         scores[max_frames] = float(result.stdout.split("\t")[0])
-    stills = [float(model.run(imaging.to_tensor(helpers.encode(frame, "PNG"), max_pixels=10**8, exact=True)[None])[0])
+    stills = [float(model.run(helpers.to_tensor(helpers.encode(frame, "PNG"), max_pixels=10**8, exact=True)[None])[0])
               for frame in helpers.decoded_frames(path.read_bytes())]
     assert scores["8"] == pytest.approx(max(stills), abs=1e-4)
     assert scores["1"] == pytest.approx(stills[0], abs=1e-4)

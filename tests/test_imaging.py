@@ -19,11 +19,11 @@ OTHER = helpers.photo("grass_1600.jpg", (400, 300))
 
 
 def tensor(data: bytes, exact: bool = True) -> np.ndarray:
-    return imaging.to_tensor(data, max_pixels=LIMIT, exact=exact)
+    return helpers.to_tensor(data, max_pixels=LIMIT, exact=exact)
 
 
 def reference(image: Image.Image) -> np.ndarray:
-    return imaging.preprocess(image.convert("RGB"))
+    return helpers.preprocess(image.convert("RGB"))
 
 
 FORMATS = {
@@ -118,8 +118,8 @@ def test_tiff_layouts_that_make_libtiff_allocate_are_refused_before_decoding(dat
 def test_pixel_limit_is_configurable():
     data = helpers.encode(BASE, "PNG")
     with pytest.raises(ImageTooLarge):
-        imaging.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
-    assert imaging.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
+        helpers.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
+    assert helpers.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
 
 
 @pytest.mark.parametrize("data", [b"", b"hello, world", b"<html></html>", b"%PDF-1.4\n"])
@@ -143,7 +143,7 @@ def test_preprocess_is_bit_identical_to_the_reference_steps():
         reencoded = Image.open(io.BytesIO(helpers.encode(resized, "JPEG")))
         pixels = np.asarray(reencoded, dtype=np.float32)[16:240, 16:240, :]
         expected = pixels[:, :, ::-1] - np.array([104, 117, 123], dtype=np.float32)
-        actual = imaging.preprocess(rgb)
+        actual = helpers.preprocess(rgb)
         assert actual.dtype == np.float32 and actual.flags.c_contiguous
         np.testing.assert_array_equal(actual, expected)
 
@@ -211,3 +211,23 @@ def test_deep_greys_convert_in_bands_without_a_float64_copy(mode):
     np.testing.assert_array_equal(np.asarray(converted)[..., 0], expected)
     # One native-width copy of the values, the 8-bit result and a band: far under one float64 copy (48 MB).
     assert peak < values.nbytes + height * width * 4 + 8 * 1024 * 1024, peak
+
+
+def test_every_list_of_formats_read_is_the_one_in_imaging():
+    """The MediaWiki extension sends only what the service reads, `nsfwoid score` walks for it, and the contract
+    test sends each of them."""
+    import re
+    from pathlib import Path
+
+    from nsfwoid import targets
+
+    from . import schemathesis_hooks
+
+    php = (Path(__file__).parents[1] / "mediawiki" / "Nsfwoid" / "includes" / "FileScorer.php").read_text()
+    listed = re.search(r"MIME_TYPES = \[(.*?)\];", php, re.S).group(1)
+    assert set(re.findall(r"'([^']+)'", listed)) == imaging.MIME_TYPES
+    assert schemathesis_hooks.FORMATS == imaging.FORMATS
+    assert targets.SUFFIXES is imaging.SUFFIXES and {".jpg", ".png", ".tiff", ".webp"} <= imaging.SUFFIXES
+    for name, (mimes, suffixes) in imaging.READ_FORMATS.items():
+        assert imaging.looks_like_image(helpers.encode(helpers.photo("brick.jpg", (32, 24)), name)), name
+        assert mimes and suffixes, name
