@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ class Settings:
     inference_runs: int = field(
         default=1, metadata={"help": "model runs at once, each on a thread of its own; 0: one per core"}
     )
-    decode_threads: int = field(default=0, metadata={"help": "decode worker processes; 0: one per core"})
+    decode_workers: int = field(default=0, metadata={"help": "decode worker processes; 0: one per core"})
     max_batch: int = field(default=16, metadata={"help": "largest inference batch; on CUDA, every run's size"})
     batch_wait_ms: float = field(default=2.0, metadata={"help": "longest wait to fill a batch"})
     max_inflight: int = field(default=32, metadata={**SERVE_ONLY, "help": "scoring requests in progress at once"})
@@ -143,13 +144,13 @@ class Settings:
         return self.inference_threads or max(1, available_cores() // self.inference_run_count)
 
     @property
-    def decode_thread_count(self) -> int:
-        return self.decode_threads or available_cores()
+    def decode_worker_count(self) -> int:
+        return self.decode_workers or available_cores()
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, overridden by NSFWOID_* variables, overridden by non-None keyword arguments."""
-        env = os.environ if env is None else env
+        env = _renamed(os.environ if env is None else env)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
@@ -157,6 +158,23 @@ class Settings:
                 values[f.name] = _parse(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# Variables that were renamed: old name → new name. The old name still works, with a deprecation warning.
+RENAMED = {"NSFWOID_DECODE_THREADS": "NSFWOID_DECODE_WORKERS"}  # they are processes, not threads
+
+
+def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment with each renamed variable under its new name, unless the new name is set too."""
+    old_names = [old for old in RENAMED if old in env]
+    if not old_names:
+        return env
+    env = dict(env)
+    for old in old_names:
+        new = RENAMED[old]
+        warnings.warn(f"{old} is deprecated: set {new}", FutureWarning, stacklevel=3)  # shown by default
+        env.setdefault(new, env[old])
+    return env
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

@@ -101,7 +101,7 @@ def _start_helper_processes() -> None:
 
 
 class DecodePool:
-    """A pebble process pool of decode workers, one per core unless NSFWOID_DECODE_THREADS says otherwise."""
+    """A pebble process pool of decode workers, one per core unless NSFWOID_DECODE_WORKERS says otherwise."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -111,7 +111,7 @@ class DecodePool:
         context.set_forkserver_preload(["nsfwoid.imaging", "nsfwoid.sandbox"])
         _start_helper_processes()
         self._pool = pebble.ProcessPool(
-            max_workers=settings.decode_thread_count,
+            max_workers=settings.decode_worker_count,
             initializer=_start_worker,
             initargs=(settings.max_pixels, settings.decode_memory),
             context=context,

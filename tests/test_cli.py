@@ -308,3 +308,12 @@ def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_termina
         entry = json.loads(line)
         assert (entry["message"], entry["log.level"], entry["ecs.version"]) == ("listening", "info", "1.11.0")
         assert entry["service"] == {"name": "nsfwoid"} and next(iter(entry)) == "@timestamp"
+
+
+def test_decode_workers_were_called_threads_and_the_old_name_still_works():
+    with pytest.warns(FutureWarning, match="NSFWOID_DECODE_THREADS is deprecated: set NSFWOID_DECODE_WORKERS"):
+        assert Settings.load({"NSFWOID_DECODE_THREADS": "3"}).decode_workers == 3
+    with pytest.warns(FutureWarning):
+        assert Settings.load({"NSFWOID_DECODE_THREADS": "3", "NSFWOID_DECODE_WORKERS": "2"}).decode_workers == 2
+    assert Settings.load({"NSFWOID_DECODE_WORKERS": "2"}).decode_workers == 2
+    assert "--decode-workers" in run_cli("serve", "--help").stdout

@@ -227,7 +227,7 @@ CASES = {
 
 # The bound is a pod's: two decode workers and the CPU provider, as in CI, whatever the machine. More
 # workers, or a CUDA context, need more memory.
-@pytest.mark.parametrize("service", [{"NSFWOID_DECODE_THREADS": "2", "NSFWOID_PROVIDERS": "CPUExecutionProvider"}],
+@pytest.mark.parametrize("service", [{"NSFWOID_DECODE_WORKERS": "2", "NSFWOID_PROVIDERS": "CPUExecutionProvider"}],
                          indirect=True)
 @pytest.mark.parametrize("case", CASES)
 async def test_hostile_and_huge_images_stay_under_1_5_gib(service, case):
