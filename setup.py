@@ -16,7 +16,8 @@ setup(
     # links inside the package carry them into the wheel.
     package_data={"nsfwoid": ["selftest.png", "open-nsfw.onnx", "openapi.yaml", "spec.yaml"]},
     install_requires=[
-        "aiohttp>=3.12,<4",
+        # Exactly: nsfwoid/protocol.py replaces two module globals of aiohttp's (tests/test_http.py checks them).
+        "aiohttp==3.14.5",
         "ecs-logging>=2.2,<3",
         "numpy>=1.26,<3",
         "pebble==5.2.3",

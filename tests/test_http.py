@@ -301,7 +301,8 @@ async def test_a_download_counts_at_its_declared_length_else_at_the_cap(make_cli
     await helpers.until(lambda: held.taken == 0)
 
 
-async def test_every_problem_type_is_exercised():
+async def test_the_service_answers_with_these_problem_names():
+    """The names are a contract: changing one breaks clients (openapi.yaml and docs/api.md list the same)."""
     names = {p.name for p in ALL_PROBLEMS}
     assert names == {"missing-input", "invalid-url", "url-not-allowed", "upstream-not-found", "upstream-error",
                      "upstream-timeout", "payload-too-large", "unsupported-media-type", "invalid-image",
@@ -539,3 +540,22 @@ async def test_expect_continue_refusal_has_a_trace_id_an_instance_and_is_counted
     assert helpers.metric_delta(before, after, "nsfwoid_errors", "_total", type="payload-too-large") == 1
     assert helpers.metric_delta(before, after, "nsfwoid_http_requests", "_total",
                                 method="POST", route=route, status="413") == 1
+
+
+def test_aiohttp_still_has_what_protocol_py_replaces():
+    """nsfwoid/protocol.py replaces aiohttp's request parser and connection handler through two module globals. A
+    release that renamed them would quietly undo it: this fails loudly instead."""
+    import inspect
+
+    from aiohttp import http_parser, web_protocol, web_server
+
+    from nsfwoid import protocol
+
+    assert "HttpRequestParser(" in inspect.getsource(web_protocol.RequestHandler)
+    assert "RequestHandler(" in inspect.getsource(web_server.Server)
+    assert hasattr(http_parser, "HttpRequestParser")
+    assert {"request", "status", "exc", "message"} <= set(
+        inspect.signature(web_protocol.RequestHandler.handle_error).parameters)
+    protocol.adapt_aiohttp_protocol()
+    assert web_protocol.HttpRequestParser is protocol.BodyFailingRequestParser
+    assert web_server.RequestHandler is protocol.ProblemRequestHandler

@@ -326,3 +326,14 @@ def test_malformed_requests_log_one_warning_without_their_bytes():
     assert warnings and all(e["log.level"] == "warning" and "error" not in e for e in warnings)
     assert not [e for e in lines if e["log.level"] == "error"]
     assert "SECRET" not in log and "\\u00ff\\u00d8" not in log and "JFIF" not in log
+
+
+def test_blubbers_test_variant_runs_what_ci_runs():
+    blubber = yaml.safe_load((ROOT / ".pipeline" / "blubber.yaml").read_text())
+    variant = blubber["variants"]["test"]
+    installs = [step["command"] for builder in variant["builders"] for step in builder.values()]
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_command = next(line for line in ci.splitlines() if "pytest" in line)
+    assert installs[-1][1:] == ["install", "--no-cache-dir", "-e", ".[test]"] and "pip install -q -e '.[test]'" in ci
+    assert variant["entrypoint"] == [f"{blubber['lives']['in']}/.venv/bin/pytest"]
+    assert ci_command.endswith("&& .venv/bin/pytest")
