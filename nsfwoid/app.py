@@ -19,15 +19,17 @@ from .inputs import check_expectation, client_max_size
 from .kserve import add_kserve_routes
 from .liftwing import add_liftwing_routes
 from .logging import REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
-from .model import load_model
+from .model import Model, load_model
 from .protocol import adapt_aiohttp_protocol
 from .scoring import running_scorer, self_test
 
+LOADED_MODEL = web.AppKey("loaded_model", Model | None)
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, model: Model | None = None) -> web.Application:
+    """The service. `model`: one already loaded for these settings (tests share one); None: loaded at start-up."""
     settings.check_serving()
     adapt_aiohttp_protocol()
     app = web.Application(
@@ -39,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
+    app[LOADED_MODEL] = model
     app.cleanup_ctx.append(http_session_ctx)
     app.cleanup_ctx.append(model_ctx)
     routes.add_routes(app)
@@ -59,16 +62,16 @@ async def model_ctx(app: web.Application):
     settings, runtime = app[SETTINGS], app[RUNTIME]
     async with running_scorer(settings, lambda batch: runtime.model.run(batch)) as scorer:
         runtime.scorer = scorer
-        startup = asyncio.create_task(_start_model(settings, runtime))
+        startup = asyncio.create_task(_start_model(settings, runtime, app[LOADED_MODEL]))
         yield
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
 
 
-async def _start_model(settings: Settings, runtime: Runtime) -> None:
+async def _start_model(settings: Settings, runtime: Runtime, loaded: Model | None) -> None:
     log = get_logger()
     try:
-        runtime.model = await asyncio.to_thread(load_model, settings)
+        runtime.model = loaded or await asyncio.to_thread(load_model, settings)
         metrics.MODEL_INFO.info({**runtime.model.identity, "provider": runtime.model.provider})
         score = runtime.selftest_score = await self_test(runtime.scorer)
     except Exception as exc:

@@ -24,17 +24,24 @@ def pillow_settings():
     imaging.configure_pillow(helpers.TEST_SETTINGS.max_pixels)
 
 
+# The settings the model is loaded with; an app that changes one loads its own.
+MODEL_SETTINGS = {"model_path", "providers", "tf32", "inference_threads", "inference_runs"}
+
+
 @pytest.fixture(scope="session")
 def model():
     return load_model(dataclasses.replace(helpers.TEST_SETTINGS, inference_threads=2))
 
 
 @pytest.fixture
-def make_client(aiohttp_client):
+def make_client(aiohttp_client, model):
     """A client of a real running app; waits until the model has loaded and passed its self-test."""
 
     async def make(**overrides):
-        app = create_app(dataclasses.replace(helpers.TEST_SETTINGS, **overrides))
+        settings = dataclasses.replace(helpers.TEST_SETTINGS, **overrides)
+        # The session's model, where the settings would load the same one: loading one per app is most of a test.
+        shared = None if MODEL_SETTINGS & set(overrides) else model
+        app = create_app(settings, shared)
         client = await aiohttp_client(app)
         await helpers.until_healthy(client)
         return client

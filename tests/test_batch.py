@@ -25,6 +25,9 @@ from nsfwoid.targets import in_shard
 
 from . import helpers
 
+# Real `nsfwoid` processes, each with its decode workers.
+pytestmark = pytest.mark.slow
+
 EXPECTED = helpers.expected_scores()
 LOOPBACK = {"NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
 

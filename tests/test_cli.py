@@ -25,6 +25,7 @@ def run_cli(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_score_prints_one_line_per_target():
     paths = [str(helpers.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
     result = run_cli("score", "--exact", *paths)
@@ -35,6 +36,7 @@ def test_score_prints_one_line_per_target():
         assert scores[path] == pytest.approx(EXPECTED[name], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_score_reports_bad_inputs(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -48,6 +50,7 @@ def test_score_reports_bad_inputs(tmp_path):
     assert any("invalid-url" in e for e in errors)
 
 
+@pytest.mark.slow
 def test_score_url_from_local_server(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1",
                                "--directory", str(helpers.FIDELITY)], stdout=subprocess.PIPE, text=True)
@@ -102,6 +105,7 @@ def test_score_runs_the_model_once_per_core_unless_told(monkeypatch, argv, env, 
     assert settings.inference_thread_count == max(1, cores // settings.inference_run_count)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{"NSFWOID_PORT": "eighty"}, {"NSFWOID_EXACT": "maybe"},
                                  {"NSFWOID_MAX_INFLIGHT": "0"}, {"NSFWOID_LOG_FORMAT": "xml"},
                                  {"NSFWOID_HTTP_PROXY": "socks5://127.0.0.1:1080"},
@@ -131,6 +135,7 @@ def get(url, timeout=5.0):
         return exc.code, exc.read()
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     from aiohttp import web
 
@@ -167,6 +172,7 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     assert "draining" in messages and messages[-1] == "stopped"
 
 
+@pytest.mark.slow
 def test_version():
     from nsfwoid import package_version
 
@@ -175,6 +181,7 @@ def test_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+", package_version())
 
 
+@pytest.mark.slow
 def test_each_command_lists_only_the_flags_it_uses():
     serve_help, score_help = run_cli("serve", "--help").stdout, run_cli("score", "--help").stdout
     for flag in ("--host", "--port", "--max-inflight", "--drain-timeout", "--request-timeout", "--log-level"):
@@ -183,6 +190,7 @@ def test_each_command_lists_only_the_flags_it_uses():
         assert flag in serve_help and flag in score_help, flag
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, env", [(["--log-level", "verbose"], {}), ([], {"NSFWOID_LOG_LEVEL": "verbose"})])
 def test_unknown_log_levels_are_refused_in_one_line(args, env):
     """The flag or variable, the value and the values accepted, in one line; the usage is for --help."""
@@ -192,6 +200,7 @@ def test_unknown_log_levels_are_refused_in_one_line(args, env):
     assert all(level in result.stderr for level in ("debug", "info", "warning", "error"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args, flag", [
     ("serve", ["--log-format", "xml"], "--log-format"), ("serve", ["--port", "eighty"], "--port"),
     ("score", ["--concurrency", "0", "a.jpg"], "--concurrency"), ("score", ["--shard", "3/2", "a.jpg"], "--shard"),
@@ -202,6 +211,7 @@ def test_bad_flag_values_are_one_line_naming_the_flag(command, args, flag):
     assert result.stderr.startswith(f"nsfwoid {command}: error: argument {flag}: ") and "usage:" not in result.stderr
 
 
+@pytest.mark.slow
 def test_request_deadline_must_outlast_the_download():
     with pytest.raises(ConfigError, match="REQUEST_TIMEOUT"):
         Settings(request_timeout=5, fetch_timeout=10).check_serving()
@@ -212,6 +222,7 @@ def test_request_deadline_must_outlast_the_download():
     assert run_cli("score", "--fetch-timeout", "60", str(helpers.FIDELITY / "brick.jpg")).returncode == 0
 
 
+@pytest.mark.slow
 def test_the_memory_for_images_must_hold_the_largest_image():
     with pytest.raises(ConfigError, match="IMAGE_MEMORY"):
         Settings(image_memory=2**20, max_image_bytes=2**21).check_serving()
@@ -219,6 +230,7 @@ def test_the_memory_for_images_must_hold_the_largest_image():
     assert result.returncode != 0 and "IMAGE_MEMORY" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_port_in_use_is_one_clear_line():
     server, base = helpers.start_service()
     try:
@@ -243,6 +255,7 @@ def test_console_logs_have_colour_only_on_a_terminal(tmp_path):
     assert "to a file" in written and "answer=42" in written and "\x1b[" not in written
 
 
+@pytest.mark.slow
 async def test_drain_timeout_bounds_the_exit(aiohttp_server):
     from aiohttp import web
 
@@ -276,6 +289,7 @@ async def test_drain_timeout_bounds_the_exit(aiohttp_server):
             server.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_a_terminal", [True, False], ids=["terminal", "pipe"])
 def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_terminal):
     """NSFWOID_LOG_FORMAT unset: console lines on a TTY, ECS JSON on a pipe (as in Kubernetes)."""
@@ -310,6 +324,7 @@ def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_termina
         assert entry["service"] == {"name": "nsfwoid"} and next(iter(entry)) == "@timestamp"
 
 
+@pytest.mark.slow
 def test_decode_workers_were_called_threads_and_the_old_name_still_works():
     with pytest.warns(FutureWarning, match="NSFWOID_DECODE_THREADS is deprecated: set NSFWOID_DECODE_WORKERS"):
         assert Settings.load({"NSFWOID_DECODE_THREADS": "3"}).decode_workers == 3

@@ -57,6 +57,7 @@ def test_openapi_covers_every_route():
     assert served == documented
 
 
+@pytest.mark.slow
 def test_openapi_is_served(service):
     response = requests.get(service + "/openapi.yaml", timeout=5)
     assert response.status_code == 200 and yaml.safe_load(response.text) == OPENAPI
@@ -68,6 +69,7 @@ def test_openapi_is_served(service):
 SCHEMATHESIS_SEED = "1"
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_nothing_with_every_check(service):
     """The schemathesis CLI, every check and phase, against the running service: nothing may be reported."""
     command = [str(Path(sys.executable).with_name("schemathesis")), "run", str(ROOT / "openapi.yaml"),
@@ -163,6 +165,7 @@ def commons_fixture():
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_x_amples_pass_against_a_running_instance(commons_fixture):
     process, base = helpers.start_service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
@@ -182,6 +185,7 @@ def test_x_amples_pass_against_a_running_instance(commons_fixture):
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_x_ample_runner_can_fail(service):
     wrong = {"title": "wrong", "request": {}, "response": {"status": 200, "body": {"status": "broken"}}}
     assert run_x_ample(service, SPEC, "/healthz", "get", wrong)

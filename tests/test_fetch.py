@@ -253,6 +253,7 @@ async def test_through_a_proxy_it_connects_and_the_allowlist_still_applies(make_
     assert recorder.connections == 0
 
 
+@pytest.mark.slow
 async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificates_checked(aiohttp_server,
                                                                                           forward_proxy, tmp_path):
     """Image hosts speak https (upload.wikimedia.org does). Through NSFWOID_HTTP_PROXY the service asks the proxy for

@@ -174,6 +174,7 @@ def test_tiff_pages_are_each_held_to_the_pixel_limit(model):
     assert imaging.to_frames(data, max_pixels=100 * 100, exact=True, max_frames=1).indices == (0,)
 
 
+@pytest.mark.slow
 def test_cli_scores_every_frame(tmp_path, model):
     path = tmp_path / "clean_first.gif"
     path.write_bytes(clean_first_animation("GIF"))

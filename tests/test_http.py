@@ -391,6 +391,7 @@ async def test_service_stays_healthy_after_bad_input(client):
     assert (await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})).status == 200
 
 
+@pytest.mark.slow
 async def test_a_client_hanging_up_mid_body_is_499_not_500():
     """Against `nsfwoid serve` itself: its runner, not the test server's, decides what a hang-up does."""
     process, base = await asyncio.to_thread(helpers.start_service, stdout=subprocess.PIPE,

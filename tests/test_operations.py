@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 from aiohttp import hdrs
 
@@ -214,6 +215,7 @@ def test_pipelinelib_config_is_valid():
     assert any(s["build"] == "production" and s["publish"]["image"] for s in pipelines["publish"]["stages"])
 
 
+@pytest.mark.slow
 def test_kubernetes_manifests_validate_strictly():
     path = ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml"
     result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
@@ -234,6 +236,7 @@ def test_kubernetes_manifests_validate_strictly():
     assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
 
 
+@pytest.mark.slow
 def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     path = ROOT / "deploy" / "kubernetes" / "backfill-job.yaml"
     result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
@@ -273,6 +276,7 @@ def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     assert parsed.shard == (1, 64) and parsed.resume and parsed.jsonl
 
 
+@pytest.mark.slow
 def test_kubernetes_validation_is_strict(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n")
@@ -299,6 +303,7 @@ def test_python_warnings_are_ecs_lines():
     assert line["ecs.version"] == "1.11.0"
 
 
+@pytest.mark.slow
 def test_malformed_requests_log_one_warning_without_their_bytes():
     import socket
 

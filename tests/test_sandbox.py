@@ -18,6 +18,9 @@ from nsfwoid import sandbox
 
 from . import helpers
 
+# Real `nsfwoid` processes, each with its decode workers.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def service(request):

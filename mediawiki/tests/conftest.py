@@ -31,6 +31,9 @@ NEEDS = "apt-get install mediawiki php-sqlite3 php-curl (see README, MediaWiki a
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(item.fspath).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.slow)  # real wikis
     if (MEDIAWIKI / "maintenance" / "install.php").exists():
         return
     if os.environ.get("CI") == "true":
