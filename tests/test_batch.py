@@ -272,6 +272,13 @@ async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tm
     assert f"{written} skipped as already done" in err
 
 
+def still_running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_sigint_and_sigterm_stop_a_run_cleanly(aiohttp_server, tmp_path, signum):
     """Ctrl-C, or Kubernetes stopping a pod, ends the run at once: its decode workers killed, its summary and how
@@ -287,7 +294,11 @@ async def test_sigint_and_sigterm_stop_a_run_cleanly(aiohttp_server, tmp_path, s
     assert summary.startswith(f"nsfwoid: {written} of {len(urls)} targets: {written} scored") and written < len(urls)
     assert stopped == f"nsfwoid: stopped by {signum.name}; the same command with --resume goes on from here"
     assert "Traceback" not in err.decode() and "Warning" not in err.decode()
-    assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+    # Each ends, given a moment: its output is closed (communicate returned) while it is still tearing down.
+    deadline = time.monotonic() + 5
+    while (left := [worker for worker in workers if still_running(worker)]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not left
     code, _, _ = await run_score(*args, env=LOOPBACK)
     assert code == 0 and sorted(r["target"] for r in jsonl(output.read_text())) == sorted(urls)
 

@@ -39,9 +39,10 @@ def svg(tag: str) -> bytes:
             '<rect width="10" height="10"/></svg>').encode()
 
 
-def big_jpeg() -> bytes:
-    """A JPEG 1600 px wide, with 70 MiB after its end: over $wgNsfwoidMaxFileSize, and so larger than a thumbnail."""
-    return (FIDELITY / "grass_1600.jpg").read_bytes() + bytes(70 * 2**20)
+def big_jpeg(tag: str) -> bytes:
+    """A JPEG 1600 px wide, with 70 MiB after its end: over $wgNsfwoidMaxFileSize, and so larger than a thumbnail.
+    Each tag gives other bytes, and so a file of its own content."""
+    return (FIDELITY / "grass_1600.jpg").read_bytes() + tag.encode() + bytes(70 * 2**20)
 
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -399,7 +400,7 @@ def test_an_edit_or_upload_sends_only_files_the_service_reads_as_they_are(wiki, 
     """Commons holds videos, PDFs and TIFFs of gigabytes. While an edit or an upload is checked, a file of a type the
     service does not read, or one over $wgNsfwoidMaxFileSize (by default the service's 25 MiB), is neither sent nor
     read into memory, which would end the edit with a fatal error; nor is a thumbnail rendered for it."""
-    (tmp_path / "Unreadable big.jpg").write_bytes(big_jpeg())
+    (tmp_path / "Unreadable big.jpg").write_bytes(big_jpeg("unreadable"))
     wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
     assert wiki.upload("Unreadable.svg", svg("unreadable"))["upload"]["result"] == "Success"
     assert commons.upload("Commons unreadable.svg", svg("commons"))["upload"]["result"] == "Success"
@@ -422,7 +423,7 @@ def test_jobs_and_the_backfill_score_a_thumbnail_of_what_the_service_cannot_read
     jobs = wiki.php("maintenance/showJobs.php", "--list").stdout
     assert "nsfwoidScore File:Thumbnail_drawing.svg" in jobs and "nsfwoidScore File:Thumbnail_document.pdf" not in jobs
     wiki.run_jobs()
-    (tmp_path / "Thumbnail photo.jpg").write_bytes(big_jpeg())
+    (tmp_path / "Thumbnail photo.jpg").write_bytes(big_jpeg("thumbnail"))
     wiki.php("maintenance/importImages.php", "--extensions=jpg", tmp_path)
 
     backfill = wiki.php(SCORE_FILES, "--start", "Thumbnail", "--batch-size", "3").stdout
@@ -629,3 +630,153 @@ def vm_steps(database: sqlite3.Connection, sql: str) -> int:
     finally:
         database.set_progress_handler(None, 100)
     return steps
+
+
+# Every new file version is scored, whichever way it came (the FileUpload hook of LocalFile::recordUpload3).
+
+def stored_rows(wiki) -> dict[str, tuple[float, str]]:
+    """nsfwoid_score, read in the wiki's own database: base-36 SHA-1 → (score, model)."""
+    with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as database:
+        return {sha1: (score, model) for sha1, score, model in database.execute(
+            "SELECT nss_sha1, nss_score, nss_model FROM nsfwoid_score")}
+
+
+def score_jobs(wiki, title: str) -> list[str]:
+    return [line for line in wiki.php("maintenance/showJobs.php", "--list").stdout.splitlines()
+            if line.startswith(f"nsfwoidScore {title} ")]
+
+
+def test_two_versions_uploaded_before_the_jobs_run_are_both_scored(wiki, service):
+    first, second = image("version one"), image("version two", fixture="logo_rgba.png")
+    wiki.upload("Two versions.png", first)
+    wiki.upload("Two versions.png", second)
+    assert len(score_jobs(wiki, "File:Two_versions.png")) == 2  # one job per version, not one per title
+    wiki.run_jobs()
+    rows = stored_rows(wiki)
+    for data in (first, second):
+        expected = service.score(data)
+        assert rows[expected["sha1_base36"]][0] == pytest.approx(expected["score"], abs=1e-6)
+
+
+def test_a_file_imported_by_importimages_is_scored(wiki, service, tmp_path):
+    data = image("imported")
+    (tmp_path / "Imported by script.png").write_bytes(data)
+    wiki.php("maintenance/importImages.php", tmp_path, "--extensions=png", "--comment=import")
+    assert score_jobs(wiki, "File:Imported_by_script.png")
+    wiki.run_jobs()
+    assert wiki.score_of("Imported by script.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_stashed_and_chunked_uploads_are_scored(wiki, service):
+    stashed = image("stashed")
+    answer = wiki.api("POST", files={"file": ("Stashed.png", stashed)}, action="upload", filename="Stashed.png",
+                      stash="1", ignorewarnings="1", token=wiki.token())
+    assert not score_jobs(wiki, "File:Stashed.png")  # in the stash, it is no file version yet
+    published = wiki.api("POST", action="upload", filename="Stashed.png", filekey=answer["upload"]["filekey"],
+                         ignorewarnings="1", token=wiki.token())
+    assert published["upload"]["result"] == "Success", published
+
+    chunked, size = image("chunked " + "x" * 4096), 0  # chunks before the last must be 1 KiB at least
+    chunk = len(chunked) // 2 + 1
+    offset, filekey = 0, None
+    while offset < len(chunked):
+        part = chunked[offset:offset + chunk]
+        params = {"filesize": str(len(chunked)), "offset": str(offset), "stash": "1", "ignorewarnings": "1",
+                  **({"filekey": filekey} if filekey else {})}
+        answer = wiki.api("POST", files={"chunk": ("Chunked.png", part)}, action="upload", filename="Chunked.png",
+                          token=wiki.token(), **params)
+        assert "upload" in answer, answer
+        filekey, offset, size = answer["upload"]["filekey"], offset + len(part), size + len(part)
+    assert size == len(chunked)
+    published = wiki.api("POST", action="upload", filename="Chunked.png", filekey=filekey, ignorewarnings="1",
+                         token=wiki.token())
+    assert published["upload"]["result"] == "Success", published
+    wiki.token()  # the jobs are pushed after the answer: php -S answers the next request once that is done
+
+    wiki.run_jobs()
+    for name, data in (("Stashed.png", stashed), ("Chunked.png", chunked)):
+        assert wiki.score_of(name)["score"] == pytest.approx(service.score(data)["score"], abs=1e-6), name
+
+
+def test_a_revert_is_a_new_version_and_is_scored_only_when_its_content_has_no_score(wiki, service):
+    first, second = image("revert one"), image("revert two", fixture="logo_rgba.png")
+    wiki.upload("Reverted.png", first)
+    wiki.run_jobs()
+    wiki.upload("Reverted.png", second)
+    wiki.run_jobs()
+    history = wiki.api(action="query", prop="imageinfo", titles="File:Reverted.png", iiprop="archivename|sha1",
+                       iilimit="2")["query"]["pages"][0]["imageinfo"]
+    archived = next(version for version in history if "archivename" in version)
+    reverted = wiki.api("POST", action="filerevert", filename="Reverted.png", archivename=archived["archivename"],
+                        comment="back", token=wiki.token())
+    assert reverted["filerevert"]["result"] == "Success", reverted
+    wiki.token()
+    # The content is the first version's, which has a score of the current model: no job, and that score.
+    assert not score_jobs(wiki, "File:Reverted.png")
+    assert wiki.score_of("Reverted.png")["score"] == pytest.approx(service.score(first)["score"], abs=1e-6)
+
+
+def test_an_upload_by_url_is_scored(wiki, service):
+    import http.server
+    import threading
+
+    data = image("by url")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        with wiki.settings("$wgAllowCopyUploads = true; $wgGroupPermissions['sysop']['upload_by_url'] = true;"):
+            answer = wiki.api("POST", action="upload", filename="By URL.png", ignorewarnings="1",
+                              url=f"http://127.0.0.1:{host.server_address[1]}/by-url.png", token=wiki.token())
+            wiki.token()
+    finally:
+        host.shutdown()
+    assert answer.get("upload", {}).get("result") == "Success", answer
+    assert score_jobs(wiki, "File:By_URL.png")
+    wiki.run_jobs()
+    assert wiki.score_of("By URL.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_an_upload_through_special_upload_is_scored(wiki, service):
+    """The form a person fills in, posted as the browser posts it."""
+    data = image("special upload")
+    form = wiki.session.get(wiki.url + "/index.php", params={"title": "Special:Upload"}, timeout=60)
+    token = re.search(r'name="wpEditToken"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="wpEditToken"', form.text)
+    posted = wiki.session.post(wiki.url + "/index.php", params={"title": "Special:Upload"}, timeout=120, data={
+        "wpEditToken": token.group(1) or token.group(2), "wpDestFile": "Through the form.png", "wpSourceType": "file",
+        "wpUploadDescription": "", "wpIgnoreWarning": "1", "wpUpload": "Upload file",
+    }, files={"wpUploadFile": ("Through the form.png", data, "image/png")})
+    assert posted.status_code == 200 and "File:Through_the_form.png" in posted.url, posted.url
+    wiki.token()
+    assert score_jobs(wiki, "File:Through_the_form.png")
+    wiki.run_jobs()
+    assert wiki.score_of("Through the form.png")["score"] == pytest.approx(service.score(data)["score"], abs=1e-6)
+
+
+def test_a_revert_to_content_without_a_score_is_scored(wiki, service):
+    unscored, second = image("never scored"), image("revert later", fixture="logo_rgba.png")
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        wiki.upload("Reverted unscored.png", unscored)
+    wiki.upload("Reverted unscored.png", second)
+    wiki.run_jobs()
+    history = wiki.api(action="query", prop="imageinfo", titles="File:Reverted unscored.png",
+                       iiprop="archivename", iilimit="2")["query"]["pages"][0]["imageinfo"]
+    archived = next(version for version in history if "archivename" in version)
+    reverted = wiki.api("POST", action="filerevert", filename="Reverted unscored.png",
+                        archivename=archived["archivename"], comment="back", token=wiki.token())
+    assert reverted["filerevert"]["result"] == "Success", reverted
+    wiki.token()
+    assert score_jobs(wiki, "File:Reverted_unscored.png")
+    wiki.run_jobs()
+    assert wiki.score_of("Reverted unscored.png")["score"] == pytest.approx(service.score(unscored)["score"], abs=1e-6)
