@@ -469,3 +469,28 @@ async def score_one(batcher, tensor: np.ndarray) -> tuple[float, float]:
     """(NSFW probability, seconds of the model run that scored it), through the batcher."""
     (result,) = await batcher.score_many([tensor])
     return result
+
+
+@contextlib.contextmanager
+def image_host(data: bytes, content_type: str):
+    """A loopback HTTP server answering every GET with these bytes: its base URL, for the block."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -143,26 +143,8 @@ def run_x_ample(base: str, spec: dict, path: str, method: str, example: dict) ->
 @pytest.fixture(scope="module")
 def commons_fixture():
     """A local stand-in for upload.wikimedia.org, serving a real photograph at every path."""
-    import http.server
-    import threading
-
-    photo = (helpers.FIDELITY / "brick.jpg").read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(photo)))
-            self.end_headers()
-            self.wfile.write(photo)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with helpers.image_host((helpers.FIDELITY / "brick.jpg").read_bytes(), "image/jpeg") as url:
+        yield url
 
 
 @pytest.mark.slow

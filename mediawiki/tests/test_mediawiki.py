@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.helpers import FIDELITY, HungService, free_port, png_with_text
+from tests.helpers import FIDELITY, HungService, free_port, image_host, png_with_text
 
 HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, about 0.29 and 0.18
 MEDIAWIKI = Path("/usr/share/mediawiki")  # also in conftest.py: tests import no test module
@@ -717,31 +717,12 @@ def test_a_revert_is_a_new_version_and_is_scored_only_when_its_content_has_no_sc
 
 
 def test_an_upload_by_url_is_scored(wiki, service):
-    import http.server
-    import threading
-
     data = image("by url")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
-    try:
-        with wiki.settings("$wgAllowCopyUploads = true; $wgGroupPermissions['sysop']['upload_by_url'] = true;"):
-            answer = wiki.api("POST", action="upload", filename="By URL.png", ignorewarnings="1",
-                              url=f"http://127.0.0.1:{host.server_address[1]}/by-url.png", token=wiki.token())
-            wiki.token()
-    finally:
-        host.shutdown()
+    with image_host(data, "image/png") as host, \
+            wiki.settings("$wgAllowCopyUploads = true; $wgGroupPermissions['sysop']['upload_by_url'] = true;"):
+        answer = wiki.api("POST", action="upload", filename="By URL.png", ignorewarnings="1",
+                          url=f"{host}/by-url.png", token=wiki.token())
+        wiki.token()
     assert answer.get("upload", {}).get("result") == "Success", answer
     assert score_jobs(wiki, "File:By_URL.png")
     wiki.run_jobs()
