@@ -11,6 +11,7 @@ import io
 import re
 import sqlite3
 import subprocess
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -280,6 +281,68 @@ def test_after_a_timeout_edits_leave_the_service_alone_for_the_backoff(wiki, fil
         assert wiki.edit("Backoff target 2", "[[File:Backoff 2.png]]")["edit"]["result"] == "Success"
         assert hung_service.connections > timed_out
     assert "edits and uploads use stored scores only for 5 s" in (wiki.root / "nsfwoid.log").read_text()
+
+
+class SlowService:
+    """A stand-in for the service that answers every scoring request `delay` seconds late, and everything else at
+    once, by passing each request on to the real service: slow, but within the edit's budget."""
+
+    def __init__(self, target: str, delay: float):
+        import http.server
+
+        self.scoring_requests = 0
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.pass_on(requests.get(target + self.path, timeout=30))
+
+            def do_POST(self):
+                stand_in.scoring_requests += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                self.pass_on(requests.post(target + self.path, data=body, timeout=30, headers={
+                    "Content-Type": self.headers["Content-Type"], "Accept": self.headers.get("Accept", "*/*")}))
+
+            def pass_on(self, answer):
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers["Content-Type"])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_answers_slower_than_half_the_budget_start_the_backoff_too(wiki, filters, service):
+    """A service that answers in 1.2 s of a 2 s budget would slow every edit that adds an unscored file by that
+    much: after one such answer, edits use stored scores only, and wait on nothing."""
+    slow = SlowService(service.url, delay=1.2)
+    try:
+        with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgNsfwoidServiceUrl = "{slow.url}";'
+                           "\n$wgNsfwoidEditTimeout = 2;\n$wgNsfwoidEditBackoff = 600;\n$wgMainCacheType = CACHE_DB;"):
+            for number in range(2):
+                wiki.upload(f"Slow {number}.png", image(f"slow {number}", fixture="logo_rgba.png"))
+            assert slow.scoring_requests == 0
+            edited = wiki.edit("Slow target 0", "[[File:Slow 0.png]]")
+            assert edited.get("edit", {}).get("result") == "Success", edited
+            assert slow.scoring_requests == 1
+            started = time.monotonic()
+            assert wiki.edit("Slow target 1", "[[File:Slow 1.png]]")["edit"]["result"] == "Success"
+            assert slow.scoring_requests == 1 and time.monotonic() - started < 1.2
+    finally:
+        slow.close()
+    assert "over half of $wgNsfwoidEditTimeout; edits and uploads use stored scores only for 600 s" in (
+        wiki.root / "nsfwoid.log").read_text()
 
 
 def test_a_refused_connection_does_not_start_the_backoff(wiki, filters):

@@ -12,18 +12,20 @@ use WANObjectCache;
  * service, all within one time budget. It fails open: what cannot be scored in time is left
  * out, and the edit is checked without it.
  *
- * A service that times out is not called again for $wgNsfwoidEditBackoff seconds, by any
- * edit that shares the object cache: a hung service then costs one edit the timeout, not every
- * edit that adds a file.
+ * A service that times out, or answers in more than half of $wgNsfwoidEditTimeout, is not
+ * called again for $wgNsfwoidEditBackoff seconds, by any edit that shares the object cache: a
+ * hung or slow service then costs one edit its wait, not every edit that adds a file.
  */
 class ScoreLookup {
 
-	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidServiceUrl', 'NsfwoidEditBackoff' ];
+	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidServiceUrl', 'NsfwoidEditBackoff', 'NsfwoidEditTimeout' ];
 
 	private const MODEL_CACHE_SECONDS = 300;
 
 	private string $serviceUrl;
 	private int $backoff;
+	/** @var float seconds: an answer slower than this starts the backoff, as a timeout does */
+	private float $slowAnswer;
 	private NsfwoidClient $client;
 	private ScoreStore $store;
 	private FileScorer $fileScorer;
@@ -43,6 +45,7 @@ class ScoreLookup {
 		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
 		$this->serviceUrl = $options->get( 'NsfwoidServiceUrl' );
 		$this->backoff = (int)$options->get( 'NsfwoidEditBackoff' );
+		$this->slowAnswer = (float)$options->get( 'NsfwoidEditTimeout' ) / 2;
 		$this->client = $client;
 		$this->store = $store;
 		$this->fileScorer = $fileScorer;
@@ -145,9 +148,10 @@ class ScoreLookup {
 	}
 
 	/**
-	 * Calls the service unless it timed out less than $wgNsfwoidEditBackoff seconds ago, and
-	 * starts that wait when this call times out. The time the wait ends is stored, rather than
-	 * left to the cache's expiry, which some caches round to whole seconds.
+	 * Calls the service unless it timed out, or answered slowly, less than $wgNsfwoidEditBackoff
+	 * seconds ago, and starts that wait when this call times out or takes over half of
+	 * $wgNsfwoidEditTimeout. The time the wait ends is stored, rather than left to the cache's
+	 * expiry, which some caches round to whole seconds.
 	 *
 	 * @param callable $call calls the service, or throws a ScoringException
 	 * @return mixed what $call returns
@@ -159,15 +163,27 @@ class ScoreLookup {
 			throw new ScoringException( 'The service timed out recently; it is not called until '
 				. '$wgNsfwoidEditBackoff has passed', true );
 		}
+		$started = microtime( true );
 		try {
-			return $call();
+			$answer = $call();
 		} catch ( ScoringException $e ) {
-			if ( $e->isTimedOut() && $this->backoff > 0 ) {
-				$this->cache->set( $key, microtime( true ) + $this->backoff, $this->backoff );
-				$this->logger->warning( 'nsfwoid timed out; edits and uploads use stored scores only for {seconds} s',
-					[ 'seconds' => $this->backoff ] );
+			if ( $e->isTimedOut() ) {
+				$this->backOff( $key, 'nsfwoid timed out' );
 			}
 			throw $e;
+		}
+		$seconds = microtime( true ) - $started;
+		if ( $seconds > $this->slowAnswer ) {
+			$this->backOff( $key, sprintf( 'nsfwoid answered in %.1f s, over half of $wgNsfwoidEditTimeout', $seconds ) );
+		}
+		return $answer;
+	}
+
+	private function backOff( string $key, string $why ): void {
+		if ( $this->backoff > 0 ) {
+			$this->cache->set( $key, microtime( true ) + $this->backoff, $this->backoff );
+			$this->logger->warning( '{why}; edits and uploads use stored scores only for {seconds} s',
+				[ 'why' => $why, 'seconds' => $this->backoff ] );
 		}
 	}
 }
