@@ -824,3 +824,53 @@ def test_a_revert_to_content_without_a_score_is_scored(wiki, service):
     assert score_jobs(wiki, "File:Reverted_unscored.png")
     wiki.run_jobs()
     assert wiki.score_of("Reverted unscored.png")["score"] == pytest.approx(service.score(unscored)["score"], abs=1e-6)
+
+
+# The review queue: list=nsfwscores, for those with the right nsfwoid-review.
+
+def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, service):
+    names = [f"Review {number}.png" for number in range(3)]
+    for number, name in enumerate(names):
+        wiki.upload(name, image(f"review {number}"))  # each scores as high as the HIGH fixture
+        time.sleep(1.1)  # one upload a second: their timestamps differ
+    wiki.upload("Review low.png", image("review low", fixture="logo_rgba.png"))
+    wiki.run_jobs()
+    high = service.score(image("review 0"))["score"]
+    threshold = f"{high - 0.01:.6f}"
+
+    listed = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="50",
+                      nsprop="title|score|sha1|timestamp|user")["query"]["nsfwscores"]
+    reviewed = [entry for entry in listed if entry["title"].startswith("File:Review")]
+    assert [entry["title"] for entry in reviewed] == [f"File:{name}" for name in reversed(names)]  # newest first
+    assert all(entry["score"] >= high - 0.01 and entry["user"] == "Admin" for entry in reviewed)
+    assert all(entry["title"] != "File:Review low.png" for entry in listed)
+    stamps = [entry["timestamp"] for entry in listed]
+    assert stamps == sorted(stamps, reverse=True)
+
+    # One at a time, through continuation, the same files in the same order.
+    pages, params = [], {"action": "query", "list": "nsfwscores", "nsminscore": threshold, "nslimit": "1"}
+    while True:
+        answer = wiki.api(**params)
+        pages += [entry["title"] for entry in answer["query"]["nsfwscores"]]
+        if "continue" not in answer:
+            break
+        params.update(answer["continue"])
+    assert pages == [entry["title"] for entry in listed]
+
+    # Oldest first, from a start time.
+    newer = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nsdir="newer",
+                     nsstart=reviewed[1]["timestamp"])["query"]["nsfwscores"]
+    assert [entry["title"] for entry in newer][:2] == [f"File:{names[1]}", f"File:{names[2]}"]
+
+    # A deleted file is never listed.
+    deleted = wiki.api("POST", action="delete", title=f"File:{names[0]}", token=wiki.token())
+    assert "delete" in deleted, deleted
+    again = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="50")["query"]["nsfwscores"]
+    assert f"File:{names[0]}" not in [entry["title"] for entry in again]
+
+    assert wiki.api(action="query", list="nsfwscores", nsminscore="2")["error"]["code"] == "badminscore"
+
+    # Without the right: the standard refusal.
+    anonymous = requests.get(wiki.url + "/api.php", timeout=60, params={
+        "action": "query", "list": "nsfwscores", "format": "json", "formatversion": "2"}).json()
+    assert anonymous["error"]["code"] == "permissiondenied", anonymous

@@ -1,0 +1,143 @@
+<?php
+
+namespace MediaWiki\Extension\Nsfwoid\Api;
+
+use ApiBase;
+use ApiQuery;
+use ApiQueryBase;
+use MediaWiki\Extension\Nsfwoid\ScoreStore;
+use Title;
+use Wikimedia\ParamValidator\ParamValidator;
+use Wikimedia\ParamValidator\TypeDef\IntegerDef;
+
+/**
+ * list=nsfwscores: the local files whose current version has a stored score at or above a
+ * threshold, newest upload first, for patrollers to review. A list of the highest-scoring files
+ * is a finding aid for explicit content, so it needs the right `nsfwoid-review`.
+ *
+ * "Current model" is the model of the newest stored score, as when the service cannot be
+ * reached: the list never waits on the service.
+ */
+class ApiQueryNsfwScores extends ApiQueryBase {
+
+	private ScoreStore $store;
+
+	public function __construct( ApiQuery $query, string $moduleName, ScoreStore $store ) {
+		parent::__construct( $query, $moduleName, 'ns' );
+		$this->store = $store;
+	}
+
+	public function execute() {
+		$this->checkUserRightsAny( 'nsfwoid-review' );
+		$params = $this->extractRequestParams();
+		$minScore = is_numeric( $params['minscore'] ) ? (float)$params['minscore'] : -1.0;
+		if ( $minScore < 0 || $minScore > 1 ) {
+			$this->dieWithError( [ 'apierror-badparameter', 'nsminscore' ], 'badminscore' );
+		}
+		$props = array_flip( $params['prop'] );
+		$model = $this->store->getNewestModel();
+		if ( $model === null ) {
+			return;
+		}
+		$db = $this->getDB();
+		$this->addTables( [ 'image', 'nsfwoid_score' ] );
+		$this->addJoinConds( [ 'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ] ] );
+		$this->addFields( [ 'img_name', 'img_timestamp', 'img_sha1', 'nss_score' ] );
+		$this->addWhere( [ 'nss_model' => $model ] );
+		$this->addWhere( 'nss_score >= ' . $db->addQuotes( $minScore ) );
+		$older = $params['dir'] === 'older';
+		// Sorted by timestamp, then by name for a stable order among uploads of the same second.
+		$this->addTimestampWhereRange( 'img_timestamp', $params['dir'], $params['start'], $params['end'], false );
+		if ( $params['continue'] !== null ) {
+			$cont = explode( '|', $params['continue'], 2 );
+			$this->dieContinueUsageIf( count( $cont ) != 2 );
+			$op = $older ? '<' : '>';
+			$timestamp = $db->addQuotes( $db->timestamp( $cont[0] ) );
+			$name = $db->addQuotes( $cont[1] );
+			$this->addWhere( "img_timestamp $op $timestamp OR (img_timestamp = $timestamp AND img_name $op= $name)" );
+		}
+		$sort = $older ? ' DESC' : '';
+		$this->addOption( 'ORDER BY', [ 'img_timestamp' . $sort, 'img_name' . $sort ] );
+		$this->addOption( 'LIMIT', $params['limit'] + 1 );
+		if ( isset( $props['user'] ) ) {
+			$this->addTables( 'actor' );
+			$this->addJoinConds( [ 'actor' => [ 'JOIN', 'actor_id = img_actor' ] ] );
+			$this->addFields( [ 'actor_name' ] );
+		}
+
+		$count = 0;
+		$result = $this->getResult();
+		foreach ( $this->select( __METHOD__ ) as $row ) {
+			if ( ++$count > $params['limit'] ) {
+				$this->setContinueEnumParameter( 'continue',
+					wfTimestamp( TS_ISO_8601, $row->img_timestamp ) . '|' . $row->img_name );
+				break;
+			}
+			$entry = [];
+			$title = Title::makeTitle( NS_FILE, $row->img_name );
+			if ( isset( $props['title'] ) ) {
+				ApiQueryBase::addTitleInfo( $entry, $title );
+			}
+			if ( isset( $props['score'] ) ) {
+				$entry['score'] = (float)$row->nss_score;
+			}
+			if ( isset( $props['sha1'] ) ) {
+				$entry['sha1'] = $row->img_sha1;
+			}
+			if ( isset( $props['timestamp'] ) ) {
+				$entry['timestamp'] = wfTimestamp( TS_ISO_8601, $row->img_timestamp );
+			}
+			if ( isset( $props['user'] ) ) {
+				// A current version cannot be revision-deleted: only older ones, which are not listed.
+				$entry['user'] = $row->actor_name;
+			}
+			if ( !$result->addValue( [ 'query', $this->getModuleName() ], null, $entry ) ) {
+				$this->setContinueEnumParameter( 'continue',
+					wfTimestamp( TS_ISO_8601, $row->img_timestamp ) . '|' . $row->img_name );
+				break;
+			}
+		}
+		$result->addIndexedTagName( [ 'query', $this->getModuleName() ], 'file' );
+	}
+
+	public function getCacheMode( $params ) {
+		return 'private';
+	}
+
+	public function getAllowedParams() {
+		return [
+			// A number from 0 to 1; MediaWiki 1.39's API has no float type.
+			'minscore' => [
+				ParamValidator::PARAM_TYPE => 'string',
+				ParamValidator::PARAM_DEFAULT => '0.5',
+			],
+			'start' => [ ParamValidator::PARAM_TYPE => 'timestamp' ],
+			'end' => [ ParamValidator::PARAM_TYPE => 'timestamp' ],
+			'dir' => [
+				ParamValidator::PARAM_TYPE => [ 'newer', 'older' ],
+				ParamValidator::PARAM_DEFAULT => 'older',
+				ApiBase::PARAM_HELP_MSG => 'api-help-param-direction',
+			],
+			'prop' => [
+				ParamValidator::PARAM_TYPE => [ 'title', 'score', 'sha1', 'timestamp', 'user' ],
+				ParamValidator::PARAM_DEFAULT => 'title|score|timestamp',
+				ParamValidator::PARAM_ISMULTI => true,
+			],
+			'limit' => [
+				ParamValidator::PARAM_TYPE => 'limit',
+				ParamValidator::PARAM_DEFAULT => 10,
+				IntegerDef::PARAM_MIN => 1,
+				IntegerDef::PARAM_MAX => ApiBase::LIMIT_SML1,
+				IntegerDef::PARAM_MAX2 => ApiBase::LIMIT_SML2,
+			],
+			'continue' => [ ApiBase::PARAM_HELP_MSG => 'api-help-param-continue' ],
+		];
+	}
+
+	protected function getExamplesMessages() {
+		return [
+			'action=query&list=nsfwscores&nsminscore=0.8&nsprop=title|score|user|timestamp'
+				=> 'apihelp-query+nsfwscores-example-simple',
+		];
+	}
+}
