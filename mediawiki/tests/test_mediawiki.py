@@ -874,3 +874,24 @@ def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, 
     anonymous = requests.get(wiki.url + "/api.php", timeout=60, params={
         "action": "query", "list": "nsfwscores", "format": "json", "formatversion": "2"}).json()
     assert anonymous["error"]["code"] == "permissiondenied", anonymous
+
+
+def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, service):
+    wiki.upload("Page review.png", image("page review"))
+    wiki.upload("Page review low.png", image("page review low", fixture="logo_rgba.png"))
+    wiki.run_jobs()
+    threshold = service.score(image("page review"))["score"] - 0.01
+    page = wiki.session.get(wiki.url + "/index.php", timeout=60,
+                            params={"title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}"})
+    assert page.status_code == 200
+    assert "File:Page_review.png" in page.text and "File:Page_review_low.png" not in page.text
+    assert 'class="nsfwoid-blurred"' in page.text and "ext.nsfwoid.review" in page.text
+    unblurred = wiki.session.get(wiki.url + "/index.php", timeout=60, params={
+        "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "blur": "0"})
+    assert "File:Page_review.png" in unblurred.text and 'class="nsfwoid-blurred"' not in unblurred.text
+    # Listed among the special pages, for those who may use it.
+    assert "Special:NsfwoidReview" in wiki.session.get(wiki.url + "/index.php", timeout=60,
+                                                       params={"title": "Special:SpecialPages"}).text
+    # A user without the right gets the standard permission error, and no file.
+    anonymous = requests.get(wiki.url + "/index.php", timeout=60, params={"title": "Special:NsfwoidReview"})
+    assert "Permission error" in anonymous.text and "File:Page_review.png" not in anonymous.text
