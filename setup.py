@@ -57,6 +57,8 @@ setup(
             # Pinned: a new ruff release can add findings, and CI must not change under us.
             "ruff==0.17.6",
             "schemathesis>=4,<5",
+            # Drives Debian's chromium through chromedriver in the MediaWiki review page's browser test.
+            "selenium==4.40.0",
             "trustme>=1.1",
         ],
         "bench": [

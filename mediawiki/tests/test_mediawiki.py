@@ -26,6 +26,8 @@ HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, a
 MEDIAWIKI = Path("/usr/share/mediawiki")  # also in conftest.py: tests import no test module
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"
 SCORE_FILES = EXTENSION / "maintenance" / "scoreFiles.php"
+# Debian's chromium and chromedriver (mediawiki/tests/install-debian-packages.sh).
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DISALLOWED = "abusefilter-disallowed"
 
 
@@ -895,3 +897,48 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
     # A user without the right gets the standard permission error, and no file.
     anonymous = requests.get(wiki.url + "/index.php", timeout=60, params={"title": "Special:NsfwoidReview"})
     assert "Permission error" in anonymous.text and "File:Page_review.png" not in anonymous.text
+
+
+def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one(wiki, service, tmp_path):
+    """Debian's chromium, driven by chromedriver: the page as a patroller sees it. Screenshots are saved beside
+    the test's temporary files."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeDriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wiki.upload("Browser review.png", image("browser review"))
+    wiki.run_jobs()
+    threshold = service.score(image("browser review"))["score"] - 0.01
+    review = f"{wiki.url}/index.php?title=Special:NsfwoidReview&minscore={threshold:.6f}"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    # Both paths given: Selenium Manager, which would look for drivers online, is never run.
+    browser = webdriver.Chrome(service=ChromeDriver(CHROMEDRIVER), options=options)
+    try:
+        browser.get(wiki.url + "/index.php")
+        for cookie in wiki.session.cookies:  # the sysop's session
+            browser.add_cookie({"name": cookie.name, "value": cookie.value, "path": "/"})
+        browser.get(review)
+        WebDriverWait(browser, 30).until(
+            lambda b: b.execute_script("return window.mw && mw.loader.getState('ext.nsfwoid.review')") == "ready")
+        link = browser.find_element(By.XPATH, "//a[contains(@href, 'Browser_review.png')]/ancestor::tr")
+        thumbnail = link.find_element(By.CSS_SELECTOR, ".nsfwoid-blurred img")
+        blurred = browser.execute_script("return getComputedStyle(arguments[0]).filter", thumbnail)
+        assert blurred.startswith("blur("), blurred
+        browser.save_screenshot(str(tmp_path / "review-blurred.png"))
+
+        thumbnail.click()
+        assert browser.execute_script("return getComputedStyle(arguments[0]).filter", thumbnail) == "none"
+        assert "Special:NsfwoidReview" in browser.current_url  # the first click reveals, and does not leave
+        browser.save_screenshot(str(tmp_path / "review-revealed.png"))
+
+        browser.delete_all_cookies()  # a reader without the right
+        browser.get(review)
+        assert "Permission error" in browser.page_source and "Browser_review.png" not in browser.page_source
+        browser.save_screenshot(str(tmp_path / "review-refused.png"))
+    finally:
+        browser.quit()
+    assert all((tmp_path / f"review-{name}.png").stat().st_size > 0 for name in ("blurred", "revealed", "refused"))
