@@ -2,6 +2,7 @@
 
 use MediaWiki\Config\ServiceOptions;
 use MediaWiki\Extension\Nsfwoid\AddedFiles;
+use MediaWiki\Extension\Nsfwoid\EditedPages;
 use MediaWiki\Extension\Nsfwoid\FileScorer;
 use MediaWiki\Extension\Nsfwoid\ForeignScores;
 use MediaWiki\Extension\Nsfwoid\NsfwoidClient;
@@ -25,6 +26,9 @@ return [
 			new ServiceOptions( NsfwoidClient::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
 			$services->getHttpRequestFactory()
 		);
+	},
+	'Nsfwoid.EditedPages' => static function (): EditedPages {
+		return new EditedPages();
 	},
 	'Nsfwoid.FileScorer' => static function ( MediaWikiServices $services ): FileScorer {
 		return new FileScorer(

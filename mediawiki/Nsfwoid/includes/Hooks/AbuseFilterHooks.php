@@ -8,15 +8,13 @@ use Config;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterBuilderHook;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterComputeVariableHook;
 use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterGenerateTitleVarsHook;
-use MediaWiki\Extension\AbuseFilter\Variables\LazyLoadedVariable;
 use MediaWiki\Extension\AbuseFilter\Variables\VariableHolder;
 use MediaWiki\Extension\Nsfwoid\AddedFiles;
+use MediaWiki\Extension\Nsfwoid\EditedPages;
 use MediaWiki\Extension\Nsfwoid\PendingUploads;
 use MediaWiki\Extension\Nsfwoid\ScoreLookup;
-use MediaWiki\User\UserIdentity;
 use RecentChange;
 use Title;
-use WikiPage;
 
 /**
  * The AbuseFilter variables added_files_nsfw_score (edits) and file_nsfw_score (uploads).
@@ -35,17 +33,20 @@ class AbuseFilterHooks implements
 	private AddedFiles $addedFiles;
 	private ScoreLookup $scoreLookup;
 	private PendingUploads $pendingUploads;
+	private EditedPages $editedPages;
 
 	public function __construct(
 		Config $config,
 		AddedFiles $addedFiles,
 		ScoreLookup $scoreLookup,
-		PendingUploads $pendingUploads
+		PendingUploads $pendingUploads,
+		EditedPages $editedPages
 	) {
 		$this->config = $config;
 		$this->addedFiles = $addedFiles;
 		$this->scoreLookup = $scoreLookup;
 		$this->pendingUploads = $pendingUploads;
+		$this->editedPages = $editedPages;
 	}
 
 	/** @inheritDoc */
@@ -74,7 +75,7 @@ class AbuseFilterHooks implements
 			if ( $vars->getComputedVariable( 'action' )->toString() === 'edit' ) {
 				$files = $this->addedFiles->getAddedFiles(
 					$parameters['title'], $vars->getComputedVariable( 'new_wikitext' )->toString(),
-					...self::editPageAndUser( $vars )
+					...$this->editedPages->get( $parameters['title'] )
 				);
 				$result = $files ? $this->scoreLookup->highestScore( $files, $timeout ) : null;
 			}
@@ -89,24 +90,5 @@ class AbuseFilterHooks implements
 			return false;
 		}
 		return true;
-	}
-
-	/**
-	 * The edit's WikiPage and user, as AbuseFilter passes them to its own lazy variables that
-	 * share the edit's parse (new_html, all_links and the like); nulls once all of those are
-	 * computed, and the parse is then not shared.
-	 *
-	 * @return array [ ?WikiPage, ?UserIdentity ]
-	 */
-	private static function editPageAndUser( VariableHolder $vars ): array {
-		foreach ( $vars->getVars() as $var ) {
-			$parameters = $var instanceof LazyLoadedVariable ? $var->getParameters() : [];
-			$page = $parameters['article'] ?? null;
-			$user = $parameters['contextUserIdentity'] ?? null;
-			if ( $page instanceof WikiPage && $user instanceof UserIdentity ) {
-				return [ $page, $user ];
-			}
-		}
-		return [ null, null ];
 	}
 }
