@@ -169,7 +169,6 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
                 await batch.run(selected(options), finished)
                 await counting  # the total, for the summary
             finally:
-                stop_counting.set()
                 output.close()
                 progress.close()
     finally:

@@ -91,7 +91,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
+        value = 0  # refused below, with the same words
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value

@@ -56,12 +56,12 @@ class Output:
         if self.options.output is None:
             return
         path = unwritten_path(self.options.output)
-        try:
-            if self.unwritten is None:
+        if self.unwritten is None:
+            try:
                 self.unwritten = path.open("a", encoding="utf-8", errors=NAME_ERRORS)
-            self._write_to(self.unwritten, f"{status}\t{name}\t{target}", path)
-        except OSError as exc:
-            raise OutputFailed(f"cannot write to {path}: {exc.strerror or exc}") from None
+            except OSError as exc:
+                raise OutputFailed(f"cannot write to {path}: {exc.strerror or exc}") from None
+        self._write_to(self.unwritten, f"{status}\t{name}\t{target}", path)
 
     def _write(self, line: str) -> None:
         self._write_to(self.out, line, self.options.output or "standard output")

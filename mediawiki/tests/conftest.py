@@ -161,13 +161,17 @@ if ( is_file( "{self.overrides}" ) ) {{
     def run_jobs(self) -> str:
         return self.php("maintenance/runJobs.php").stdout
 
-    def add_filter(self, description: str, rules: str):
-        """A filter that disallows what its rules match, saved through Special:AbuseFilter as a sysop would."""
-        form = self.session.get(self.url + "/index.php", params={"title": "Special:AbuseFilter/new"}, timeout=60)
+    def form_token(self, title: str) -> str:
+        """The edit token of the form that the page `title` shows, as a browser would post it back."""
+        form = self.session.get(self.url + "/index.php", params={"title": title}, timeout=60)
         token = re.search(r'name="wpEditToken"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="wpEditToken"',
                           form.text)
+        return token.group(1) or token.group(2)
+
+    def add_filter(self, description: str, rules: str):
+        """A filter that disallows what its rules match, saved through Special:AbuseFilter as a sysop would."""
         saved = self.session.post(self.url + "/index.php", params={"title": "Special:AbuseFilter/new"}, data={
-            "wpEditToken": token.group(1) or token.group(2), "wpFilterDescription": description,
+            "wpEditToken": self.form_token("Special:AbuseFilter/new"), "wpFilterDescription": description,
             "wpFilterRules": rules, "wpFilterNotes": "", "wpFilterEnabled": "1", "wpFilterActionDisallow": "1",
             "wpFilterDisallowMessage": "abusefilter-disallowed",
         }, timeout=60)

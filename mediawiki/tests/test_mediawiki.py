@@ -796,10 +796,8 @@ def test_an_upload_by_url_is_scored(wiki, service):
 def test_an_upload_through_special_upload_is_scored(wiki, service):
     """The form a person fills in, posted as the browser posts it."""
     data = image("special upload")
-    form = wiki.session.get(wiki.url + "/index.php", params={"title": "Special:Upload"}, timeout=60)
-    token = re.search(r'name="wpEditToken"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="wpEditToken"', form.text)
     posted = wiki.session.post(wiki.url + "/index.php", params={"title": "Special:Upload"}, timeout=120, data={
-        "wpEditToken": token.group(1) or token.group(2), "wpDestFile": "Through the form.png", "wpSourceType": "file",
+        "wpEditToken": wiki.form_token("Special:Upload"), "wpDestFile": "Through the form.png", "wpSourceType": "file",
         "wpUploadDescription": "", "wpIgnoreWarning": "1", "wpUpload": "Upload file",
     }, files={"wpUploadFile": ("Through the form.png", data, "image/png")})
     assert posted.status_code == 200 and "File:Through_the_form.png" in posted.url, posted.url
