@@ -12,7 +12,9 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import contextlib
+import copy
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -137,10 +139,20 @@ if ( is_file( "{self.overrides}" ) ) {{
     def token(self, kind: str = "csrf") -> str:
         return self.api(action="query", meta="tokens", type=kind)["query"]["tokens"][f"{kind}token"]
 
-    def login(self):
-        answer = self.api("POST", action="clientlogin", username=ADMIN, password=PASSWORD,
+    def login(self, user: str = ADMIN):
+        answer = self.api("POST", action="clientlogin", username=user, password=PASSWORD,
                           loginreturnurl=self.url + "/", logintoken=self.token("login"))
         assert answer["clientlogin"]["status"] == "PASS", answer
+
+    def as_user(self, user: str, *groups: str) -> Wiki:
+        """The same wiki through a session of its own, logged in as `user`, who is created, or added to `groups`,
+        by maintenance/createAndPromote.php."""
+        self.php("maintenance/createAndPromote.php", "--force", *(["--custom-groups", ",".join(groups)] if groups
+                                                                   else []), user, PASSWORD)
+        other = copy.copy(self)
+        other.session = requests.Session()
+        other.login(user)
+        return other
 
     def upload(self, name: str, data: bytes) -> dict:
         answer = self.api("POST", files={"file": (name, data)}, action="upload", filename=name,
@@ -265,3 +277,48 @@ $wgAbuseFilterEmergencyDisableCount = [ "default" => 1000 ];
 """, extensions="AbuseFilter")
     yield wiki
     wiki.stop()
+
+
+@pytest.fixture
+def make_wiki(tmp_path_factory, service):
+    """Wikis of a test's own, installed as `wiki` is, and stopped after the test: make_wiki(name, **options)."""
+    made = []
+
+    def make(name: str, **options) -> Wiki:
+        made.append(Wiki(tmp_path_factory.mktemp(name), name, service, **options))
+        return made[-1]
+    yield make
+    for wiki in made:
+        wiki.stop()
+
+
+DATABASE_SERVERS = {"mysql": ("mariadb", "mysql"), "postgres": ("postgresql", "psql")}
+
+
+@pytest.fixture
+def database_server():
+    """database_server(db_type, database) starts Debian's MariaDB or PostgreSQL service, drops `database` if an
+    earlier run left it, and returns a user and password that may create it (mediawiki/tests/install-debian-packages.sh
+    installs both)."""
+    user, password = "nsfwoid_test", "Nsfwoid-test-database-1"
+
+    def start(db_type: str, database: str) -> tuple[str, str]:
+        service, client = DATABASE_SERVERS[db_type]
+        if shutil.which(client) is None or os.geteuid() != 0:
+            message = f"needs root and {service} (mediawiki/tests/install-debian-packages.sh)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true, but this test {message}")
+            pytest.skip(message)
+        subprocess.run(["service", service, "start"], check=True, capture_output=True, timeout=120)
+        if db_type == "mysql":
+            sql = (f"DROP DATABASE IF EXISTS {database}; CREATE USER IF NOT EXISTS '{user}'@'localhost' "
+                   f"IDENTIFIED BY '{password}'; GRANT ALL ON *.* TO '{user}'@'localhost' WITH GRANT OPTION;")
+            subprocess.run(["mysql", "-e", sql], check=True, capture_output=True, timeout=60)
+        else:
+            sql = (f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN "
+                   f"CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'; END IF; END $$;")
+            for command in ([client, "-c", sql], ["dropdb", "--if-exists", database]):
+                subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True,
+                               timeout=60, cwd="/")
+        return user, password
+    return start

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -26,9 +28,14 @@ HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, a
 MEDIAWIKI = Path("/usr/share/mediawiki")  # also in conftest.py: tests import no test module
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"
 SCORE_FILES = EXTENSION / "maintenance" / "scoreFiles.php"
+# nsfwoid_score as the extension's first schema made it, which update.php migrates: that version's generated SQL
+# for each database (MySQL's is also what benchmarks/score_table_size.py measures).
+FIXTURES = Path(__file__).with_name("fixtures")
+FIRST_SCHEMA = FIXTURES / "first-schema-sqlite.sql"
 # Debian's chromium and chromedriver (mediawiki/tests/install-debian-packages.sh).
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DISALLOWED = "abusefilter-disallowed"
+ADMIN = "Admin"  # the wiki's first user, a sysop (conftest.py; tests import no test module)
 
 
 def image(tag: str, fixture: str = HIGH) -> bytes:
@@ -101,19 +108,48 @@ def test_every_php_file_passes_php_lint():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_generated_sql_agrees_with_tables_json(wiki, tmp_path):
+def generate_sql(wiki, script: str, source: str | Path, generated: Path, db_type: str):
+    """MediaWiki's generateSchemaSql.php or generateSchemaChangeSql.php, on an absolute path or one under
+    Nsfwoid/sql (which the generated file names as its source)."""
+    prepend = f"auto_prepend_file={Path(__file__).with_name('debian-doctrine.php')}"
+    wiki.php(f"maintenance/{script}", "--json", Path(EXTENSION.name, "sql", source), "--sql", generated,
+             "--type", db_type, cwd=EXTENSION.parent, options=("-d", prepend))
+
+
+@pytest.mark.parametrize("db_type", ["sqlite", "mysql", "postgres"])
+def test_the_sql_files_are_generated_from_the_abstract_schema(wiki, tmp_path, db_type):
     sql = EXTENSION / "sql"
+    for script, source, name in [
+            ("generateSchemaSql.php", "tables.json", "tables-generated.sql"),
+            ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_model.json", "patch-nsfwoid_model.sql"),
+            ("generateSchemaChangeSql.php", "abstractSchemaChanges/patch-nsfwoid_score-nss_model.json",
+             "patch-nsfwoid_score-nss_model.sql")]:
+        generate_sql(wiki, script, source, tmp_path / name, db_type)
+        assert (tmp_path / name).read_text() == (sql / db_type / name).read_text(), (db_type, name)
+
+
+def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(wiki, tmp_path):
+    """The change files repeat tables.json, and start from the table that a wiki on the first schema has."""
+    sql = EXTENSION / "sql"
+    tables = {table["name"]: table for table in json.loads((sql / "tables.json").read_text())}
+    change = json.loads((sql / "abstractSchemaChanges" / "patch-nsfwoid_score-nss_model.json").read_text())
+    assert change["after"] == tables["nsfwoid_score"]
+    assert [column["name"] for column in change["before"]["columns"]] == \
+        [column["name"] for column in tables["nsfwoid_score"]["columns"]]
+    assert json.loads((sql / "abstractSchemaChanges" / "patch-nsfwoid_model.json").read_text()) == \
+        [tables["nsfwoid_model"]]
+    (tmp_path / "before.json").write_text(json.dumps([change["before"]]))
+
+    def statements(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if not line.startswith("--")]
     for db_type in ("sqlite", "mysql", "postgres"):
-        generated = tmp_path / f"{db_type}.sql"
-        wiki.php("maintenance/generateSchemaSql.php", "--json", "Nsfwoid/sql/tables.json", "--sql", generated,
-                 "--type", db_type, cwd=EXTENSION.parent,
-                 options=("-d", f"auto_prepend_file={Path(__file__).with_name('debian-doctrine.php')}"))
-        assert generated.read_text() == (sql / db_type / "tables-generated.sql").read_text(), db_type
+        generate_sql(wiki, "generateSchemaSql.php", tmp_path / "before.json", tmp_path / "before.sql", db_type)
+        assert statements(tmp_path / "before.sql") == statements(FIXTURES / f"first-schema-{db_type}.sql"), db_type
 
 
-def test_update_php_installed_the_table(wiki):
+def test_update_php_installed_the_tables(wiki):
     tables = wiki.php("maintenance/sql.php", "--query", "SELECT name FROM sqlite_master WHERE type='table'").stdout
-    assert "nsfwoid_score" in tables
+    assert "nsfwoid_score" in tables and "nsfwoid_model" in tables
 
 
 def test_an_upload_is_scored_by_a_job_and_stored_by_img_sha1(wiki, service):
@@ -226,8 +262,10 @@ def test_a_score_of_another_model_counts_as_missing(wiki, service, filters):
     sha1 = service.score(data)["sha1_base36"]
     with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
         wiki.upload("Old model.png", data)
-    wiki.php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_score VALUES "
-             f"('{sha1}', 0.0, '{'0' * 64}', '20200101000000')")
+    wiki.php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_model (nsm_sha256, nsm_first_seen) VALUES "
+             f"('{'0' * 64}', '20200101000000')")
+    wiki.php("maintenance/sql.php", "--query", f"INSERT INTO nsfwoid_score SELECT '{sha1}', 0.0, nsm_id, "
+             f"'20200101000000' FROM nsfwoid_model WHERE nsm_sha256 = '{'0' * 64}'")
     assert wiki.score_of("Old model.png")["model"] == "0" * 64
 
     # Scored 0.0 by the old model, but scored again by the current one during the edit.
@@ -587,7 +625,7 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
         assert wiki.score_of(unscored) is not None
     # Three edits and three API queries read Commons' table; this server asked whether it has one once.
     table_checks = [line for line in sql_log.read_text().splitlines()
-                    if "tableExists" in line and "name='nsfwoid_score'" in line]
+                    if "tableExists" in line and "name='nsfwoid_model'" in line]
     assert len(table_checks) == 1, table_checks
     # Back to the API repository, prop=nsfwscore reads only this wiki's table: nothing was copied into it.
     assert wiki.score_of(scored) is None and wiki.score_of(drawing) is None
@@ -597,6 +635,7 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
         with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as commons_database:
             commons_database.backup(bare)
         bare.execute("DROP TABLE nsfwoid_score")
+        bare.execute("DROP TABLE nsfwoid_model")
     with wiki.settings(repository("bare")):
         assert error_code(wiki.edit("Commons database bare target", f"[[File:{scored}]]")) == DISALLOWED
         assert service.score_requests() == requests_before + 2
@@ -641,9 +680,10 @@ def test_no_query_of_the_score_table_grows_with_the_wiki(wiki, service, filters,
         wiki.php(SCORE_FILES)
     queries = {re.search(r"MediaWiki\\Extension\\Nsfwoid\\(\S+) \[\S+\] \S+: (SELECT .*)", line).groups()
                for line in sql_log.read_text().splitlines()
-               if "\\Nsfwoid\\" in line and "SELECT" in line and "nsfwoid_score" in line}
-    assert {method for method, _ in queries} >= {"ScoreStore::getNewestModel", "ScoreStore::getScores",
-                                                 "ScoreStore::getRows", "ScoreStore::getFileBatch"}
+               if "\\Nsfwoid\\" in line and "SELECT" in line and "nsfwoid_" in line}
+    assert {method for method, _ in queries} >= {"ScoreStore::getNewest", "ScoreStore::getScores",
+                                                 "ScoreStore::getRows", "ScoreStore::getFileBatch",
+                                                 "ScoreStore::findModelId"}
 
     model = service.score(image("model"))["model"]["sha256"]
     with closing(sqlite3.connect(tmp_path / "copy.sqlite")) as database:
@@ -651,6 +691,11 @@ def test_no_query_of_the_score_table_grows_with_the_wiki(wiki, service, filters,
             wikis.backup(database)
         for _, sql in queries:  # the first query of a connection also reads the schema
             database.execute(sql).fetchall()
+        # Each query finds its rows of both tables through an index: SQLite's plan names one for each.
+        for method, sql in queries:
+            plan = [row[3] for row in database.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert all(" USING " in step for step in plan if re.search(r"\bnsfwoid_(score|model)\b", step)), \
+                (method, plan)
         # First more scored files than a batch of scoreFiles.php reads, so that its batches are full from here on.
         add_scores_and_scored_files(database, model, range(1_000))
         before = {query: vm_steps(database, query[1]) for query in queries}
@@ -661,7 +706,11 @@ def test_no_query_of_the_score_table_grows_with_the_wiki(wiki, service, filters,
 
 def add_scores_and_scored_files(database: sqlite3.Connection, model: str, numbers: range):
     """For each number, a score of another model for no file of the wiki; and a file, named to sort before every
-    file of the wiki's own, with a score of the current model."""
+    file of the wiki's own, with a score of the current model (sha256)."""
+    database.execute("INSERT OR IGNORE INTO nsfwoid_model (nsm_sha256, nsm_first_seen) VALUES (?, '20200101000000')",
+                     ("0" * 64,))
+    current, other = (database.execute("SELECT nsm_id FROM nsfwoid_model WHERE nsm_sha256 = ?", (sha256,)).fetchone()[0]
+                      for sha256 in (model, "0" * 64))
     row = database.execute("SELECT * FROM image LIMIT 1").fetchone()
     columns = [column[0] for column in database.execute("SELECT * FROM image LIMIT 0").description]
     name, sha1 = columns.index("img_name"), columns.index("img_sha1")
@@ -673,10 +722,10 @@ def add_scores_and_scored_files(database: sqlite3.Connection, model: str, number
 
     with database:
         database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
-                             ((f"{n:031d}", "0" * 64) for n in numbers))
+                             ((f"{n:031d}", other) for n in numbers))
         database.executemany(f"INSERT INTO image VALUES ({', '.join('?' * len(columns))})", map(file, numbers))
         database.executemany("INSERT INTO nsfwoid_score VALUES (?, 0.5, ?, '20200101000000')",
-                             ((f"z{n:030x}", model) for n in numbers))
+                             ((f"z{n:030x}", current) for n in numbers))
 
 
 def vm_steps(database: sqlite3.Connection, sql: str) -> int:
@@ -698,11 +747,11 @@ def vm_steps(database: sqlite3.Connection, sql: str) -> int:
 
 # Every new file version is scored, whichever way it came (the FileUpload hook of LocalFile::recordUpload3).
 
-def stored_rows(wiki) -> dict[str, tuple[float, str]]:
-    """nsfwoid_score, read in the wiki's own database: base-36 SHA-1 → (score, model)."""
-    with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as database:
+def stored_rows(wiki, name: str = "testwiki") -> dict[str, tuple[float, str]]:
+    """nsfwoid_score, read in the wiki's own database: base-36 SHA-1 → (score, model's sha256)."""
+    with closing(sqlite3.connect(f"file:{wiki.root / 'data' / name}.sqlite?mode=ro", uri=True)) as database:
         return {sha1: (score, model) for sha1, score, model in database.execute(
-            "SELECT nss_sha1, nss_score, nss_model FROM nsfwoid_score")}
+            "SELECT nss_sha1, nss_score, nsm_sha256 FROM nsfwoid_score JOIN nsfwoid_model ON nsm_id = nss_model")}
 
 
 def score_jobs(wiki, title: str) -> list[str]:
@@ -875,6 +924,38 @@ def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, 
     assert anonymous["error"]["code"] == "permissiondenied", anonymous
 
 
+def test_an_uploader_whose_name_a_block_hides_is_shown_only_to_those_who_may_see_it(wiki, service):
+    """As MediaWiki's own lists of users: a hideuser block hides the uploader's name from reviewers without the
+    right `hideuser`, in the API and on the review page; the file is still listed for them."""
+    with wiki.settings('$wgGroupPermissions["suppress"]["hideuser"] = true;'):
+        wiki.as_user(ADMIN, "suppress")
+        uploader = wiki.as_user("Hidden uploader")
+        reviewer = wiki.as_user("Plain reviewer", "sysop")
+        assert uploader.upload("Hidden uploader.png", image("hidden uploader"))["upload"]["result"] == "Success"
+        wiki.run_jobs()
+        threshold = f"{service.score(image('hidden uploader'))['score'] - 0.01:.6f}"
+
+        def entry(who) -> dict:
+            listed = who.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="max",
+                             nsprop="title|user")["query"]["nsfwscores"]
+            return next(item for item in listed if item["title"] == "File:Hidden uploader.png")
+
+        assert entry(reviewer)["user"] == "Hidden uploader"
+        blocked = wiki.api("POST", action="block", user="Hidden uploader", expiry="infinite", hidename="1",
+                           reason="test", token=wiki.token())
+        assert blocked.get("block", {}).get("hidename") is True, blocked
+        assert entry(reviewer) == {"ns": 6, "title": "File:Hidden uploader.png", "userhidden": True}
+        assert entry(wiki)["user"] == "Hidden uploader"  # the sysop in `suppress` has hideuser
+
+        def review_page(who) -> str:
+            return who.session.get(who.url + "/index.php", timeout=60, params={
+                "title": "Special:NsfwoidReview", "minscore": threshold, "limit": "500"}).text
+        hidden, shown = review_page(reviewer), review_page(wiki)
+        assert "File:Hidden_uploader.png" in hidden and "Hidden uploader</a>" not in hidden
+        assert "(username removed)" in hidden
+        assert "File:Hidden_uploader.png" in shown and "Hidden uploader</a>" in shown
+
+
 def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, service):
     wiki.upload("Page review.png", image("page review"))
     wiki.upload("Page review low.png", image("page review low", fixture="logo_rgba.png"))
@@ -894,6 +975,128 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
     # A user without the right gets the standard permission error, and no file.
     anonymous = requests.get(wiki.url + "/index.php", timeout=60, params={"title": "Special:NsfwoidReview"})
     assert "Permission error" in anonymous.text and "File:Page_review.png" not in anonymous.text
+
+
+def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make_wiki, service):
+    """A wiki that stored scores on the first schema, each row naming its model by 64 bytes of hex, runs update.php:
+    every score is kept, its model becomes an id of nsfwoid_model, and the API, the review list and the filters
+    read the scores. The stored scores differ from what the service would answer, so each read shows where it
+    came from. There are more rows than a batch of the migration."""
+    old = make_wiki("oldwiki", extensions="AbuseFilter")
+    high, low = image("migrated high"), image("migrated low", fixture="logo_rgba.png")
+    with old.settings("$wgNsfwoidScoreOnUpload = false;"):
+        for name, data in (("Migrated high.png", high), ("Migrated low.png", low)):
+            assert old.upload(name, data)["upload"]["result"] == "Success"
+    current = service.score(high)["model"]["sha256"]
+    retired = "a" * 64
+    rows = {service.score(high)["sha1_base36"]: (0.97, current), service.score(low)["sha1_base36"]: (0.05, current),
+            **{f"m{n:030d}": (n / 2500, current if n % 3 else retired) for n in range(2500)}}
+    database_path = old.root / "data" / "oldwiki.sqlite"
+    with closing(sqlite3.connect(database_path)) as database, database:
+        database.executescript("DROP TABLE nsfwoid_score; DROP TABLE nsfwoid_model;"
+                               + FIRST_SCHEMA.read_text().replace("/*_*/", ""))
+        database.executemany("INSERT INTO nsfwoid_score VALUES (?, ?, ?, ?)", [
+            (sha1, score, model, "20190101000000" if model == retired else f"2024{n % 12 + 1:02d}01000000")
+            for n, (sha1, (score, model)) in enumerate(rows.items())])
+
+    migrated = old.php("maintenance/update.php", "--quick").stdout
+    assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
+    assert stored_rows(old, "oldwiki") == rows
+    with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as database:
+        models = dict(database.execute("SELECT nsm_sha256, nsm_first_seen FROM nsfwoid_model"))
+        columns = {row[1]: row[2] for row in database.execute("PRAGMA table_info(nsfwoid_score)")}
+        indexes = {row[1] for row in database.execute("PRAGMA index_list(nsfwoid_score)")}
+        stored_types = set(database.execute("SELECT DISTINCT typeof(nss_model) FROM nsfwoid_score"))
+    assert models == {retired: "20190101000000", current: "20240101000000"}  # first seen at its oldest score
+    # MediaWiki writes SMALLINT UNSIGNED as INTEGER for SQLite.
+    assert columns["nss_model"] == "INTEGER" and stored_types == {("integer",)}
+    assert "nss_model_sha1" not in indexes and "nss_timestamp" in indexes
+    # Run again, update.php changes nothing.
+    assert "already names each model by its id" in old.php("maintenance/update.php", "--quick").stdout
+    assert stored_rows(old, "oldwiki") == rows
+
+    assert old.score_of("Migrated high.png") == {**old.score_of("Migrated high.png"), "score": 0.97, "model": current}
+    listed = old.api(action="query", list="nsfwscores", nsminscore="0.9")["query"]["nsfwscores"]
+    assert [(entry["title"], entry["score"]) for entry in listed] == [("File:Migrated high.png", 0.97)]
+    old.add_filter("Explicit image added to a page", 'action == "edit" & added_files_nsfw_score > 0.9')
+    assert error_code(old.edit("Migrated high target", "[[File:Migrated high.png]]")) == DISALLOWED
+    assert old.edit("Migrated low target", "[[File:Migrated low.png]]")["edit"]["result"] == "Success"
+
+    # A new score of the current model takes its id, and gives it the name the service gives.
+    new = image("migrated new")
+    old.upload("Migrated new.png", new)
+    old.run_jobs()
+    assert stored_rows(old, "oldwiki")[service.score(new)["sha1_base36"]] == \
+        (pytest.approx(service.score(new)["score"], abs=1e-6), current)
+    with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as database:
+        names = dict(database.execute("SELECT nsm_sha256, nsm_name FROM nsfwoid_model"))
+    assert names == {retired: "", current: service.score(new)["model"]["name"]}
+
+
+MIGRATION_CHECK = """
+$store = MediaWiki\\MediaWikiServices::getInstance()->getService( 'Nsfwoid.ScoreStore' );
+$store->save( new MediaWiki\\Extension\\Nsfwoid\\ServiceScore( 0.25, 'sha1new', '{current}', 'open_nsfw' ) );
+echo json_encode( [
+    'rows' => $store->getRows( [ 'sha1high', 'sha1low', 'sha1retired', 'sha1new' ] ),
+    'current' => $store->getScores( [ 'sha1high', 'sha1low', 'sha1retired', 'sha1new' ], '{current}' ),
+    'newest' => $store->getNewestModel(),
+] ), "\\n";
+"""
+
+
+@pytest.mark.parametrize("db_type", ["mysql", "postgres"])
+def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_server, db_type, tmp_path):
+    """The same migration on the two other databases MediaWiki supports, through maintenance scripts: a wiki
+    installed on MariaDB or PostgreSQL, its table put back on the first schema (that version's generated SQL) with
+    scores of two models, update.php twice, then the extension's own reads and a new score."""
+    database = f"nsfwoid_migration_{db_type}"
+    user, password = database_server(db_type, database)
+    config = tmp_path / "LocalSettings.php"
+    env = {**os.environ, "MW_CONFIG_FILE": str(config), "MW_INSTALL_PATH": str(MEDIAWIKI)}
+
+    def php(script: str, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(["php", str(MEDIAWIKI / script), *args], env=env, cwd=MEDIAWIKI, input=stdin,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{script} {args}: {result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    php("maintenance/install.php", "--confpath", str(tmp_path), "--dbtype", db_type, "--dbserver", "localhost",
+        "--dbname", database, "--dbuser", user, "--dbpass", password, "--installdbuser", user,
+        "--installdbpass", password, "--server", "http://127.0.0.1:9",
+        "--scriptpath", "", "--lang", "en", "--pass", "Nsfwoid-test-password-1", database, "Admin")
+    with open(config, "a") as settings:
+        settings.write(f'\nwfLoadExtension( "Nsfwoid", "{EXTENSION}/extension.json" );\n')
+    php("maintenance/update.php", "--quick")
+
+    current, retired = "c" * 64, "a" * 64
+    stamps = {"20240101000000": "2024-01-01 00:00:00+00", "20240301000000": "2024-03-01 00:00:00+00",
+              "20190101000000": "2019-01-01 00:00:00+00"}
+    rows = {"sha1high": (0.97, current, "20240101000000"), "sha1low": (0.05, current, "20240301000000"),
+            "sha1retired": (0.5, retired, "20190101000000")}
+    php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_score")
+    php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_model")
+    php("maintenance/sql.php", str(FIXTURES / f"first-schema-{db_type}.sql"))
+    php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_score VALUES " + ", ".join(
+        f"('{sha1}', {score}, '{model}', '{stamps[stamp] if db_type == 'postgres' else stamp}')"
+        for sha1, (score, model, stamp) in rows.items()))
+
+    migrated = php("maintenance/update.php", "--quick")
+    assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
+    assert "Dropping nss_model_sha1 index from table nsfwoid_score...done." in migrated
+    again = php("maintenance/update.php", "--quick")
+    assert "already names each model by its id" in again and "nss_model_sha1 key doesn't exist" in again
+
+    check = " ".join(MIGRATION_CHECK.format(current=current).splitlines())  # eval.php runs each line on its own
+    read = json.loads(php("maintenance/eval.php", stdin=check).split()[-1])
+    assert {sha1: (row["score"], row["model"], row["timestamp"]) for sha1, row in read["rows"].items()} == {
+        **{sha1: (score, model, f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T00:00:00Z")
+           for sha1, (score, model, stamp) in rows.items()},
+        "sha1new": (0.25, current, read["rows"]["sha1new"]["timestamp"])}
+    assert read["current"] == {"sha1high": 0.97, "sha1low": 0.05, "sha1new": 0.25}
+    assert read["newest"] == current
+    models = json.loads(php("maintenance/sql.php", "--json", "--query",
+                            "SELECT nsm_sha256, nsm_name FROM nsfwoid_model"))
+    assert {model["nsm_sha256"]: model["nsm_name"] for model in models} == {current: "open_nsfw", retired: ""}
 
 
 def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one(wiki, service, tmp_path):

@@ -189,7 +189,9 @@ class FileScorer {
 			);
 			throw new ScoringException( "The service scored other bytes than $name", false );
 		}
-		$stored = $fileSha1 === null ? $score : new ServiceScore( $score->score, $fileSha1, $score->model );
+		$stored = $fileSha1 === null
+			? $score
+			: new ServiceScore( $score->score, $fileSha1, $score->model, $score->modelName );
 		$this->store->save( $stored );
 		return $stored;
 	}

@@ -131,17 +131,18 @@ class ForeignScores {
 	}
 
 	/**
-	 * The replica of the file's repository, if its wiki has the table. A failed query would leave
-	 * the connection's transaction in error, so a wiki that does not run Nsfwoid is not asked. The
-	 * answer is kept on this server for an hour: edits do not each pay a metadata query.
+	 * The replica of the file's repository, if its wiki has the tables (nsfwoid_model marks a wiki
+	 * that has run update.php for model ids). A failed query would leave the connection's
+	 * transaction in error, so a wiki that does not run Nsfwoid is not asked. The answer is kept on
+	 * this server for an hour: edits do not each pay a metadata query.
 	 */
 	private function tableDatabase( File $file ): ?IDatabase {
 		$db = $file->getRepo()->getReplicaDB();
 		$hasTable = $this->localServerCache->getWithSetCallback(
-			$this->localServerCache->makeGlobalKey( 'nsfwoid-score-table', $db->getDomainID() ),
+			$this->localServerCache->makeGlobalKey( 'nsfwoid-model-table', $db->getDomainID() ),
 			self::TABLE_CHECK_TTL,
 			// An int: false would read as a miss, and not be kept.
-			static fn () => (int)$db->tableExists( 'nsfwoid_score', __METHOD__ )
+			static fn () => (int)$db->tableExists( 'nsfwoid_model', __METHOD__ )
 		);
 		return $hasTable ? $db : null;
 	}

@@ -6,12 +6,18 @@ use Wikimedia\Rdbms\IDatabase;
 use Wikimedia\Rdbms\ILoadBalancer;
 
 /**
- * The table nsfwoid_score: one score per file content, keyed by the base-36 SHA-1 that
- * image.img_sha1 also holds, so that every copy and every reuse of a file shares its score.
+ * The tables nsfwoid_score and nsfwoid_model: one score per file content, keyed by the base-36
+ * SHA-1 that image.img_sha1 also holds, so that every copy and every reuse of a file shares its
+ * score. Each score names its model by a small id; nsfwoid_model maps the id to the sha256 that
+ * the service gives, which is what callers pass and get.
  */
 class ScoreStore {
 
 	private ILoadBalancer $loadBalancer;
+	/** @var int[][] model id by database domain and sha256: ids never change once given */
+	private array $modelIds = [];
+	/** @var int[] model id by sha256, of the models this process has stored scores of */
+	private array $acquiredModelIds = [];
 
 	public function __construct( ILoadBalancer $loadBalancer ) {
 		$this->loadBalancer = $loadBalancer;
@@ -19,8 +25,8 @@ class ScoreStore {
 
 	/**
 	 * @param string[] $sha1s base 36
-	 * @param string $model only scores of this model count
-	 * @param IDatabase|null $db another wiki's database that holds the table, such as the
+	 * @param string $model sha256: only scores of this model count
+	 * @param IDatabase|null $db another wiki's database that holds the tables, such as the
 	 *   repository wiki of a ForeignDBViaLBRepo; by default this wiki's replica
 	 * @return float[] score by SHA-1, for those that have one
 	 */
@@ -29,10 +35,14 @@ class ScoreStore {
 			return [];
 		}
 		$db ??= $this->loadBalancer->getConnection( DB_REPLICA );
+		$modelId = $this->findModelId( $db, $model );
+		if ( $modelId === null ) {
+			return [];
+		}
 		$rows = $db->select(
 			'nsfwoid_score',
 			[ 'nss_sha1', 'nss_score' ],
-			[ 'nss_sha1' => array_values( $sha1s ), 'nss_model' => $model ],
+			[ 'nss_sha1' => array_values( $sha1s ), 'nss_model' => $modelId ],
 			__METHOD__
 		);
 		$scores = [];
@@ -47,7 +57,7 @@ class ScoreStore {
 	 *
 	 * @param string[] $sha1s base 36
 	 * @param IDatabase|null $db as for getScores()
-	 * @return array[] by SHA-1: score, sha1, model, timestamp (ISO 8601)
+	 * @return array[] by SHA-1: score, sha1, model (sha256), timestamp (ISO 8601)
 	 */
 	public function getRows( array $sha1s, ?IDatabase $db = null ): array {
 		if ( !$sha1s ) {
@@ -55,17 +65,19 @@ class ScoreStore {
 		}
 		$db ??= $this->loadBalancer->getConnection( DB_REPLICA );
 		$rows = $db->select(
-			'nsfwoid_score',
-			[ 'nss_sha1', 'nss_score', 'nss_model', 'nss_timestamp' ],
+			[ 'nsfwoid_score', 'nsfwoid_model' ],
+			[ 'nss_sha1', 'nss_score', 'nsm_sha256', 'nss_timestamp' ],
 			[ 'nss_sha1' => array_values( $sha1s ) ],
-			__METHOD__
+			__METHOD__,
+			[],
+			[ 'nsfwoid_model' => [ 'JOIN', 'nsm_id = nss_model' ] ]
 		);
 		$found = [];
 		foreach ( $rows as $row ) {
 			$found[$row->nss_sha1] = [
 				'score' => (float)$row->nss_score,
 				'sha1' => $row->nss_sha1,
-				'model' => $row->nss_model,
+				'model' => $row->nsm_sha256,
 				'timestamp' => wfTimestamp( TS_ISO_8601, $row->nss_timestamp ),
 			];
 		}
@@ -73,22 +85,44 @@ class ScoreStore {
 	}
 
 	/**
-	 * The model of the newest stored score: the service's model when it was last reached.
+	 * The sha256 of the model of the newest stored score: the service's model when it was last
+	 * reached.
 	 */
 	public function getNewestModel(): ?string {
-		$model = $this->loadBalancer->getConnection( DB_REPLICA )->selectField(
-			'nsfwoid_score',
-			'nss_model',
+		return $this->getNewest()->nsm_sha256 ?? null;
+	}
+
+	/**
+	 * The id of that model, for readers that query nsfwoid_score themselves (the review queue).
+	 */
+	public function getNewestModelId(): ?int {
+		$newest = $this->getNewest();
+		return $newest ? (int)$newest->nss_model : null;
+	}
+
+	/**
+	 * @return \stdClass|false nss_model and nsm_sha256 of the newest score
+	 */
+	private function getNewest() {
+		return $this->loadBalancer->getConnection( DB_REPLICA )->selectRow(
+			[ 'nsfwoid_score', 'nsfwoid_model' ],
+			[ 'nss_model', 'nsm_sha256' ],
 			[],
 			__METHOD__,
-			[ 'ORDER BY' => 'nss_timestamp DESC' ]
+			[ 'ORDER BY' => 'nss_timestamp DESC' ],
+			[ 'nsfwoid_model' => [ 'JOIN', 'nsm_id = nss_model' ] ]
 		);
-		return $model === false ? null : $model;
 	}
 
 	public function save( ServiceScore $score ): void {
-		$values = [ 'nss_score' => $score->score, 'nss_model' => $score->model, 'nss_timestamp' => wfTimestampNow() ];
-		$this->loadBalancer->getConnection( DB_PRIMARY )->upsert(
+		$dbw = $this->loadBalancer->getConnection( DB_PRIMARY );
+		$values = [
+			'nss_score' => $score->score,
+			'nss_model' => $this->acquireModelId( $score->model, $score->modelName ),
+			// In the database's own form: PostgreSQL's TIMESTAMPTZ does not read MediaWiki's.
+			'nss_timestamp' => $dbw->timestamp(),
+		];
+		$dbw->upsert(
 			'nsfwoid_score', [ 'nss_sha1' => $score->sha1 ] + $values, 'nss_sha1', $values, __METHOD__
 		);
 	}
@@ -98,6 +132,9 @@ class ScoreStore {
 	 * of $model. A call reads at most $limit rows of `image`, however many of them are scored:
 	 * asking for the next unscored files instead would scan every scored one in between.
 	 *
+	 * @param string $model sha256
+	 * @param string $after
+	 * @param int $limit
 	 * @return array[] each [ 'name' => string, 'scored' => bool ], in name order
 	 */
 	public function getFileBatch( string $model, string $after, int $limit ): array {
@@ -108,7 +145,10 @@ class ScoreStore {
 			[ 'img_name > ' . $dbr->addQuotes( $after ) ],
 			__METHOD__,
 			[ 'ORDER BY' => 'img_name', 'LIMIT' => $limit ],
-			self::scoreOfModel( $model )
+			// No model has the id 0: a model with no id yet has no scores.
+			[ 'nsfwoid_score' => [ 'LEFT JOIN', [
+				'nss_sha1 = img_sha1', 'nss_model' => $this->findModelId( $dbr, $model ) ?? 0
+			] ] ]
 		);
 		$files = [];
 		foreach ( $result as $row ) {
@@ -118,9 +158,39 @@ class ScoreStore {
 	}
 
 	/**
-	 * Join conditions: each image row with its score of $model, if any.
+	 * The id of a model in $db's nsfwoid_model, or null when no score of it was ever stored there.
 	 */
-	private static function scoreOfModel( string $model ): array {
-		return [ 'nsfwoid_score' => [ 'LEFT JOIN', [ 'nss_sha1 = img_sha1', 'nss_model' => $model ] ] ];
+	private function findModelId( IDatabase $db, string $sha256 ): ?int {
+		$domain = $db->getDomainID();
+		if ( !isset( $this->modelIds[$domain][$sha256] ) ) {
+			$id = $db->selectField( 'nsfwoid_model', 'nsm_id', [ 'nsm_sha256' => $sha256 ], __METHOD__ );
+			if ( $id === false ) {
+				return null;
+			}
+			$this->modelIds[$domain][$sha256] = (int)$id;
+		}
+		return $this->modelIds[$domain][$sha256];
+	}
+
+	/**
+	 * The id of a model in this wiki's nsfwoid_model, given to it now if it has none. A model that
+	 * scores migrated from the first schema left nameless gets its name when the service gives it.
+	 */
+	private function acquireModelId( string $sha256, ?string $name ): int {
+		if ( isset( $this->acquiredModelIds[$sha256] ) ) {
+			return $this->acquiredModelIds[$sha256];
+		}
+		$dbw = $this->loadBalancer->getConnection( DB_PRIMARY );
+		$model = [ 'nsm_sha256' => $sha256 ];
+		$row = $dbw->selectRow( 'nsfwoid_model', [ 'nsm_id', 'nsm_name' ], $model, __METHOD__ );
+		if ( !$row ) {
+			$dbw->insert( 'nsfwoid_model', $model + [
+				'nsm_name' => $name ?? '', 'nsm_first_seen' => $dbw->timestamp(),
+			], __METHOD__, [ 'IGNORE' ] );
+			$row = $dbw->selectRow( 'nsfwoid_model', [ 'nsm_id', 'nsm_name' ], $model, __METHOD__ );
+		} elseif ( $row->nsm_name === '' && $name !== null && $name !== '' ) {
+			$dbw->update( 'nsfwoid_model', [ 'nsm_name' => $name ], [ 'nsm_id' => $row->nsm_id ], __METHOD__ );
+		}
+		return $this->acquiredModelIds[$sha256] = (int)$row->nsm_id;
 	}
 }

@@ -4,18 +4,20 @@ namespace MediaWiki\Extension\Nsfwoid;
 
 /**
  * One answer of the service: the score, the SHA-1 of the bytes it scored (base 36, as
- * img_sha1) and the sha256 of the model that scored them.
+ * img_sha1), and the sha256 and, where known, the name of the model that scored them.
  */
 class ServiceScore {
 
 	public float $score;
 	public string $sha1;
 	public string $model;
+	public ?string $modelName;
 
-	public function __construct( float $score, string $sha1, string $model ) {
+	public function __construct( float $score, string $sha1, string $model, ?string $modelName = null ) {
 		$this->score = $score;
 		$this->sha1 = $sha1;
 		$this->model = $model;
+		$this->modelName = $modelName;
 	}
 
 	/**
@@ -30,7 +32,8 @@ class ServiceScore {
 		if ( $score === null ) {
 			throw new ScoringException( 'The service answered without a score', true );
 		}
-		return $score;
+		$name = $json['model']['name'] ?? null;
+		return new self( $score->score, $score->sha1, $score->model, is_string( $name ) ? $name : null );
 	}
 
 	/**

@@ -5,6 +5,7 @@ namespace MediaWiki\Extension\Nsfwoid\Api;
 use ApiBase;
 use ApiQuery;
 use ApiQueryBase;
+use MediaWiki\Extension\Nsfwoid\HiddenUploaders;
 use MediaWiki\Extension\Nsfwoid\ScoreStore;
 use Title;
 use Wikimedia\ParamValidator\ParamValidator;
@@ -35,7 +36,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			$this->dieWithError( [ 'apierror-badparameter', 'nsminscore' ], 'badminscore' );
 		}
 		$props = array_flip( $params['prop'] );
-		$model = $this->store->getNewestModel();
+		$model = $this->store->getNewestModelId();
 		if ( $model === null ) {
 			return;
 		}
@@ -63,6 +64,10 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			$this->addTables( 'actor' );
 			$this->addJoinConds( [ 'actor' => [ 'JOIN', 'actor_id = img_actor' ] ] );
 			$this->addFields( [ 'actor_name' ] );
+			$hiddenUsers = HiddenUploaders::queryInfo( $db, $this->getAuthority() );
+			$this->addTables( $hiddenUsers['tables'] );
+			$this->addFields( $hiddenUsers['fields'] );
+			$this->addJoinConds( $hiddenUsers['join_conds'] );
 		}
 
 		$count = 0;
@@ -88,8 +93,13 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 				$entry['timestamp'] = wfTimestamp( TS_ISO_8601, $row->img_timestamp );
 			}
 			if ( isset( $props['user'] ) ) {
-				// A current version cannot be revision-deleted: only older ones, which are not listed.
-				$entry['user'] = $row->actor_name;
+				// A current version cannot be revision-deleted, only older ones, which are not listed; a
+				// block that hides the uploader's name hides it here too, as in prop=imageinfo.
+				if ( HiddenUploaders::isHidden( $row ) ) {
+					$entry['userhidden'] = true;
+				} else {
+					$entry['user'] = $row->actor_name;
+				}
 			}
 			if ( !$result->addValue( [ 'query', $this->getModuleName() ], null, $entry ) ) {
 				$this->setContinueEnumParameter( 'continue',

@@ -2,16 +2,24 @@
 
 namespace MediaWiki\Extension\Nsfwoid\Hooks;
 
+use MediaWiki\Extension\Nsfwoid\ModelIdMigration;
 use MediaWiki\Installer\Hook\LoadExtensionSchemaUpdatesHook;
 
 /**
- * Installs the table with update.php. No services: the installer runs this hook before they exist.
+ * Installs the tables with update.php, and migrates a wiki whose nsfwoid_score names each
+ * score's model by its sha256. No services: the installer runs this hook before they exist.
  */
 class SchemaHooks implements LoadExtensionSchemaUpdatesHook {
 
 	/** @inheritDoc */
 	public function onLoadExtensionSchemaUpdates( $updater ) {
-		$dbType = $updater->getDB()->getType();
-		$updater->addExtensionTable( 'nsfwoid_score', dirname( __DIR__, 2 ) . "/sql/$dbType/tables-generated.sql" );
+		$sql = dirname( __DIR__, 2 ) . '/sql/' . $updater->getDB()->getType();
+		// A new wiki: both tables.
+		$updater->addExtensionTable( 'nsfwoid_score', "$sql/tables-generated.sql" );
+		// A wiki on the first schema, whose index (nss_model, nss_sha1) marks it: the model table,
+		// each score's model as its id, then nss_model's new type without that index.
+		$updater->addExtensionTable( 'nsfwoid_model', "$sql/patch-nsfwoid_model.sql" );
+		$updater->addExtensionUpdate( [ [ ModelIdMigration::class, 'run' ] ] );
+		$updater->dropExtensionIndex( 'nsfwoid_score', 'nss_model_sha1', "$sql/patch-nsfwoid_score-nss_model.sql" );
 	}
 }

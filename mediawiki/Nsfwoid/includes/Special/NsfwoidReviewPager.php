@@ -4,6 +4,7 @@ namespace MediaWiki\Extension\Nsfwoid\Special;
 
 use Html;
 use IContextSource;
+use MediaWiki\Extension\Nsfwoid\HiddenUploaders;
 use MediaWiki\Linker\LinkRenderer;
 use RepoGroup;
 use TablePager;
@@ -18,14 +19,15 @@ class NsfwoidReviewPager extends TablePager {
 	private const THUMBNAIL_WIDTH = 120;
 
 	private RepoGroup $repoGroup;
-	private string $model;
+	/** @var int nsfwoid_model.nsm_id */
+	private int $model;
 	private float $minScore;
 	private ?string $since;
 	private bool $blur;
 
 	public function __construct(
 		IContextSource $context, LinkRenderer $linkRenderer, RepoGroup $repoGroup,
-		string $model, float $minScore, ?string $since, bool $blur
+		int $model, float $minScore, ?string $since, bool $blur
 	) {
 		// Before the parent's constructor, which reads the sort.
 		$this->mDefaultDirection = true;
@@ -43,14 +45,17 @@ class NsfwoidReviewPager extends TablePager {
 		if ( $this->since !== null ) {
 			$conds[] = 'img_timestamp >= ' . $db->addQuotes( $db->timestamp( $this->since ) );
 		}
+		$hiddenUsers = HiddenUploaders::queryInfo( $db, $this->getAuthority() );
 		return [
-			'tables' => [ 'image', 'nsfwoid_score', 'actor' ],
-			'fields' => [ 'img_name', 'img_timestamp', 'nss_score', 'actor_name' ],
+			'tables' => array_merge( [ 'image', 'nsfwoid_score', 'actor' ], $hiddenUsers['tables'] ),
+			'fields' => array_merge(
+				[ 'img_name', 'img_timestamp', 'nss_score', 'actor_name' ], $hiddenUsers['fields']
+			),
 			'conds' => $conds,
 			'join_conds' => [
 				'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ],
 				'actor' => [ 'JOIN', 'actor_id = img_actor' ],
-			],
+			] + $hiddenUsers['join_conds'],
 		];
 	}
 
@@ -78,6 +83,11 @@ class NsfwoidReviewPager extends TablePager {
 			case 'nss_score':
 				return htmlspecialchars( sprintf( '%.3f', $value ) );
 			case 'actor_name':
+				if ( HiddenUploaders::isHidden( $row ) ) {
+					return Html::element(
+						'span', [ 'class' => 'history-deleted' ], $this->msg( 'rev-deleted-user' )->text()
+					);
+				}
 				return $this->getLinkRenderer()->makeLink( Title::makeTitle( NS_USER, $value ), $value );
 			case 'img_timestamp':
 				return htmlspecialchars( $this->getLanguage()->userTimeAndDate( $value, $this->getUser() ) );

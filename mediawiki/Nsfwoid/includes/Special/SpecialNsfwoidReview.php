@@ -55,7 +55,7 @@ class SpecialNsfwoidReview extends SpecialPage {
 			->prepareForm()
 			->displayForm( false );
 
-		$model = $this->store->getNewestModel();
+		$model = $this->store->getNewestModelId();
 		if ( $model === null ) {
 			$output->addWikiMsg( 'nsfwoid-review-empty' );
 			return;

@@ -2,12 +2,21 @@
 -- Source: Nsfwoid/sql/tables.json
 -- Do not modify this file directly.
 -- See https://www.mediawiki.org/wiki/Manual:Schema_changes
+CREATE TABLE /*_*/nsfwoid_model (
+  nsm_id SMALLINT UNSIGNED AUTO_INCREMENT NOT NULL,
+  nsm_sha256 VARBINARY(64) NOT NULL,
+  nsm_name VARBINARY(255) DEFAULT '' NOT NULL,
+  nsm_first_seen BINARY(14) NOT NULL,
+  UNIQUE INDEX nsm_sha256 (nsm_sha256),
+  PRIMARY KEY(nsm_id)
+) /*$wgDBTableOptions*/;
+
+
 CREATE TABLE /*_*/nsfwoid_score (
   nss_sha1 VARBINARY(32) NOT NULL,
   nss_score FLOAT NOT NULL,
-  nss_model VARBINARY(64) NOT NULL,
+  nss_model SMALLINT UNSIGNED NOT NULL,
   nss_timestamp BINARY(14) NOT NULL,
-  INDEX nss_model_sha1 (nss_model, nss_sha1),
   INDEX nss_timestamp (nss_timestamp),
   PRIMARY KEY(nss_sha1)
 ) /*$wgDBTableOptions*/;

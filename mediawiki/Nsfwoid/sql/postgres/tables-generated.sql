@@ -2,14 +2,23 @@
 -- Source: Nsfwoid/sql/tables.json
 -- Do not modify this file directly.
 -- See https://www.mediawiki.org/wiki/Manual:Schema_changes
+CREATE TABLE nsfwoid_model (
+  nsm_id SMALLSERIAL NOT NULL,
+  nsm_sha256 TEXT NOT NULL,
+  nsm_name TEXT DEFAULT '' NOT NULL,
+  nsm_first_seen TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY(nsm_id)
+);
+
+CREATE UNIQUE INDEX nsm_sha256 ON nsfwoid_model (nsm_sha256);
+
+
 CREATE TABLE nsfwoid_score (
   nss_sha1 TEXT NOT NULL,
   nss_score FLOAT NOT NULL,
-  nss_model TEXT NOT NULL,
+  nss_model SMALLINT NOT NULL,
   nss_timestamp TIMESTAMPTZ NOT NULL,
   PRIMARY KEY(nss_sha1)
 );
-
-CREATE INDEX nss_model_sha1 ON nsfwoid_score (nss_model, nss_sha1);
 
 CREATE INDEX nss_timestamp ON nsfwoid_score (nss_timestamp);

@@ -2,14 +2,21 @@
 -- Source: Nsfwoid/sql/tables.json
 -- Do not modify this file directly.
 -- See https://www.mediawiki.org/wiki/Manual:Schema_changes
+CREATE TABLE /*_*/nsfwoid_model (
+  nsm_id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  nsm_sha256 BLOB NOT NULL, nsm_name BLOB DEFAULT '' NOT NULL,
+  nsm_first_seen BLOB NOT NULL
+);
+
+CREATE UNIQUE INDEX nsm_sha256 ON /*_*/nsfwoid_model (nsm_sha256);
+
+
 CREATE TABLE /*_*/nsfwoid_score (
   nss_sha1 BLOB NOT NULL,
   nss_score DOUBLE PRECISION NOT NULL,
-  nss_model BLOB NOT NULL,
+  nss_model SMALLINT UNSIGNED NOT NULL,
   nss_timestamp BLOB NOT NULL,
   PRIMARY KEY(nss_sha1)
 );
-
-CREATE INDEX nss_model_sha1 ON /*_*/nsfwoid_score (nss_model, nss_sha1);
 
 CREATE INDEX nss_timestamp ON /*_*/nsfwoid_score (nss_timestamp);
