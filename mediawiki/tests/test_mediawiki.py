@@ -924,6 +924,23 @@ def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, 
     assert anonymous["error"]["code"] == "permissiondenied", anonymous
 
 
+def test_the_review_list_judges_a_file_by_its_current_version(wiki, service):
+    """An older version's high score does not list the file; once a high-scoring version is current, it does."""
+    high, low = image("versions high"), image("versions low", fixture="logo_rgba.png")
+    threshold = f"{service.score(high)['score'] - 0.01:.6f}"
+
+    def listed() -> list[str]:
+        return [entry["title"] for entry in wiki.api(action="query", list="nsfwscores", nsminscore=threshold,
+                                                      nslimit="max")["query"]["nsfwscores"]]
+    for data in (high, low):
+        assert wiki.upload("Versions.png", data)["upload"]["result"] == "Success"
+    wiki.run_jobs()
+    assert "File:Versions.png" not in listed()
+    assert wiki.score_of("Versions.png")["sha1"] == service.score(low)["sha1_base36"]
+    assert wiki.upload("Versions.png", high)["upload"]["result"] == "Success"
+    assert "File:Versions.png" in listed()  # its content was scored already: no job needed
+
+
 def test_an_uploader_whose_name_a_block_hides_is_shown_only_to_those_who_may_see_it(wiki, service):
     """As MediaWiki's own lists of users: a hideuser block hides the uploader's name from reviewers without the
     right `hideuser`, in the API and on the review page; the file is still listed for them."""
@@ -969,6 +986,19 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
     unblurred = wiki.session.get(wiki.url + "/index.php", timeout=60, params={
         "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "blur": "0"})
     assert "File:Page_review.png" in unblurred.text and 'class="nsfwoid-blurred"' not in unblurred.text
+    # A reviewer's preference turns the blur off; blur=1 in the URL still blurs.
+    assert "Show thumbnails on" in wiki.session.get(wiki.url + "/index.php", timeout=60,
+                                                    params={"title": "Special:Preferences"}).text
+    assert wiki.api("POST", action="options", change="nsfwoid-review-unblurred=1", token=wiki.token()) == \
+        {"options": "success"}
+    try:
+        preferred, blurred = (wiki.session.get(wiki.url + "/index.php", timeout=60, params={
+            "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", **blur}).text
+            for blur in ({}, {"blur": "1"}))
+    finally:
+        wiki.api("POST", action="options", change="nsfwoid-review-unblurred", token=wiki.token())
+    assert "File:Page_review.png" in preferred and 'class="nsfwoid-blurred"' not in preferred
+    assert 'class="nsfwoid-blurred"' in blurred
     # Listed among the special pages, for those who may use it.
     assert "Special:NsfwoidReview" in wiki.session.get(wiki.url + "/index.php", timeout=60,
                                                        params={"title": "Special:SpecialPages"}).text

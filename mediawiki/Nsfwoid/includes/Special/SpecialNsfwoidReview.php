@@ -3,25 +3,29 @@
 namespace MediaWiki\Extension\Nsfwoid\Special;
 
 use HTMLForm;
+use MediaWiki\Extension\Nsfwoid\Hooks\PreferencesHooks;
 use MediaWiki\Extension\Nsfwoid\ScoreStore;
+use MediaWiki\User\UserOptionsLookup;
 use RepoGroup;
 use SpecialPage;
 
 /**
  * Special:NsfwoidReview: recent uploads at or above a score, most recent first, for patrollers to
  * look at. The scores are advice: the page links each file for a person to judge. Thumbnails are
- * blurred until a click reveals one; `blur=0` in the URL turns the blur off. Needs the right
- * `nsfwoid-review`.
+ * blurred until a click reveals one; a preference turns the blur off, and `blur=0` or `blur=1` in
+ * the URL overrides it. Needs the right `nsfwoid-review`.
  */
 class SpecialNsfwoidReview extends SpecialPage {
 
 	private ScoreStore $store;
 	private RepoGroup $repoGroup;
+	private UserOptionsLookup $userOptionsLookup;
 
-	public function __construct( ScoreStore $store, RepoGroup $repoGroup ) {
+	public function __construct( ScoreStore $store, RepoGroup $repoGroup, UserOptionsLookup $userOptionsLookup ) {
 		parent::__construct( 'NsfwoidReview', 'nsfwoid-review' );
 		$this->store = $store;
 		$this->repoGroup = $repoGroup;
+		$this->userOptionsLookup = $userOptionsLookup;
 	}
 
 	public function execute( $subPage ) {
@@ -30,7 +34,9 @@ class SpecialNsfwoidReview extends SpecialPage {
 		$this->addHelpLink( 'Extension:Nsfwoid' );
 		$output = $this->getOutput();
 		$request = $this->getRequest();
-		$blur = $request->getVal( 'blur' ) !== '0';
+		$blur = $request->getBool(
+			'blur', !$this->userOptionsLookup->getBoolOption( $this->getUser(), PreferencesHooks::UNBLURRED )
+		);
 		$output->addModuleStyles( 'ext.nsfwoid.review.styles' );
 		$output->addModules( 'ext.nsfwoid.review' );
 		$output->addWikiMsg( 'nsfwoid-review-intro' );
