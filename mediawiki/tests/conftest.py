@@ -46,15 +46,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-class Wiki:
+class Maintenance:
+    """MediaWiki's maintenance scripts, and the extension's, for the wiki whose LocalSettings.php is in `root`."""
+
+    def __init__(self, root: Path, **env: str):
+        self.root = root
+        self.env = {**os.environ, "MW_CONFIG_FILE": str(root / "LocalSettings.php"), "MW_INSTALL_PATH": str(MEDIAWIKI),
+                    **env}
+
+    def php(self, script: str | Path, *args, check: bool = True, cwd: Path = MEDIAWIKI,
+            options: tuple[str, ...] = (), stdin: str | None = None) -> subprocess.CompletedProcess:
+        """A maintenance script of MediaWiki's (a path under /usr/share/mediawiki) or of the extension."""
+        path = script if Path(script).is_absolute() else MEDIAWIKI / script
+        result = subprocess.run(["php", *options, str(path), *map(str, args)], env=self.env, cwd=cwd, input=stdin,
+                                capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+class Wiki(Maintenance):
     """One installed wiki, its `php -S` server, and a logged-in Action API session."""
 
     def __init__(self, root: Path, name: str, service: Service, settings: str = "", extensions: str = ""):
-        self.root = root
+        super().__init__(root, NSFWOID_TEST_UPLOADS=str(root / "images"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "MW_CONFIG_FILE": str(root / "LocalSettings.php"),
-                    "MW_INSTALL_PATH": str(MEDIAWIKI), "NSFWOID_TEST_UPLOADS": str(root / "images")}
         (root / "data").mkdir(parents=True)
         (root / "images").mkdir()
         self.php("maintenance/install.php", "--confpath", root, "--dbtype", "sqlite", "--dbpath", root / "data",
@@ -95,16 +112,6 @@ if ( is_file( "{self.overrides}" ) ) {{
         self.start()
         self.session = requests.Session()
         self.login()
-
-    def php(self, script: str | Path, *args, check: bool = True, cwd: Path = MEDIAWIKI,
-            options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-        """A maintenance script of MediaWiki's (a path under /usr/share/mediawiki) or of the extension."""
-        path = script if Path(script).is_absolute() else MEDIAWIKI / script
-        result = subprocess.run(["php", *options, str(path), *map(str, args)], env=self.env, cwd=cwd,
-                                capture_output=True, text=True, timeout=300)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
 
     def start_php(self, script: str | Path, *args) -> subprocess.Popen:
         """A maintenance script left running, for a test that reads its output as it goes."""
@@ -296,13 +303,27 @@ DATABASE_SERVERS = {"mysql": ("mariadb", "mysql"), "postgres": ("postgresql", "p
 
 
 @pytest.fixture
-def database_server():
-    """database_server(db_type, database) starts Debian's MariaDB or PostgreSQL service, drops `database` if an
-    earlier run left it, and returns a user and password that may create it (mediawiki/tests/install-debian-packages.sh
-    installs both)."""
+def database_wiki(tmp_path):
+    """database_wiki(db_type) starts Debian's MariaDB or PostgreSQL service (mediawiki/tests/install-debian-
+    packages.sh installs both), installs a wiki on it with Nsfwoid, runs update.php, and returns its Maintenance.
+    No web server: the tests that use it run maintenance scripts."""
     user, password = "nsfwoid_test", "Nsfwoid-test-database-1"
 
-    def start(db_type: str, database: str) -> tuple[str, str]:
+    def install(db_type: str) -> Maintenance:
+        database = f"nsfwoid_{db_type}"
+        start_server(db_type, database)
+        wiki = Maintenance(tmp_path)
+        wiki.php("maintenance/install.php", "--confpath", tmp_path, "--dbtype", db_type, "--dbserver", "localhost",
+                 "--dbname", database, "--dbuser", user, "--dbpass", password, "--installdbuser", user,
+                 "--installdbpass", password, "--server", "http://127.0.0.1:9", "--scriptpath", "", "--lang", "en",
+                 "--pass", PASSWORD, database, ADMIN)
+        with open(tmp_path / "LocalSettings.php", "a") as settings:
+            settings.write(f'\nwfLoadExtension( "Nsfwoid", "{EXTENSION}/extension.json" );\n')
+        wiki.php("maintenance/update.php", "--quick")
+        return wiki
+
+    def start_server(db_type: str, database: str):
+        """The service, a user and password that may create `database`, and no `database` an earlier run left."""
         service, client = DATABASE_SERVERS[db_type]
         if shutil.which(client) is None or os.geteuid() != 0:
             message = f"needs root and {service} (mediawiki/tests/install-debian-packages.sh)"
@@ -320,5 +341,4 @@ def database_server():
             for command in ([client, "-c", sql], ["dropdb", "--if-exists", database]):
                 subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True,
                                timeout=60, cwd="/")
-        return user, password
-    return start
+    return install

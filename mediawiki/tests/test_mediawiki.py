@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -1075,28 +1074,14 @@ echo json_encode( [
 
 
 @pytest.mark.parametrize("db_type", ["mysql", "postgres"])
-def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_server, db_type, tmp_path):
+def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_wiki, db_type):
     """The same migration on the two other databases MediaWiki supports, through maintenance scripts: a wiki
     installed on MariaDB or PostgreSQL, its table put back on the first schema (that version's generated SQL) with
     scores of two models, update.php twice, then the extension's own reads and a new score."""
-    database = f"nsfwoid_migration_{db_type}"
-    user, password = database_server(db_type, database)
-    config = tmp_path / "LocalSettings.php"
-    env = {**os.environ, "MW_CONFIG_FILE": str(config), "MW_INSTALL_PATH": str(MEDIAWIKI)}
+    wiki = database_wiki(db_type)
 
     def php(script: str, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(["php", str(MEDIAWIKI / script), *args], env=env, cwd=MEDIAWIKI, input=stdin,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{script} {args}: {result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    php("maintenance/install.php", "--confpath", str(tmp_path), "--dbtype", db_type, "--dbserver", "localhost",
-        "--dbname", database, "--dbuser", user, "--dbpass", password, "--installdbuser", user,
-        "--installdbpass", password, "--server", "http://127.0.0.1:9",
-        "--scriptpath", "", "--lang", "en", "--pass", "Nsfwoid-test-password-1", database, "Admin")
-    with open(config, "a") as settings:
-        settings.write(f'\nwfLoadExtension( "Nsfwoid", "{EXTENSION}/extension.json" );\n')
-    php("maintenance/update.php", "--quick")
+        return wiki.php(script, *args, stdin=stdin).stdout
 
     current, retired = "c" * 64, "a" * 64
     stamps = {"20240101000000": "2024-01-01 00:00:00+00", "20240301000000": "2024-03-01 00:00:00+00",

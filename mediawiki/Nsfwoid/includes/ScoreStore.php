@@ -104,7 +104,8 @@ class ScoreStore {
 	 * @return \stdClass|false nss_model and nsm_sha256 of the newest score
 	 */
 	private function getNewest() {
-		return $this->loadBalancer->getConnection( DB_REPLICA )->selectRow(
+		$dbr = $this->loadBalancer->getConnection( DB_REPLICA );
+		$newest = $dbr->selectRow(
 			[ 'nsfwoid_score', 'nsfwoid_model' ],
 			[ 'nss_model', 'nsm_sha256' ],
 			[],
@@ -112,6 +113,11 @@ class ScoreStore {
 			[ 'ORDER BY' => 'nss_timestamp DESC' ],
 			[ 'nsfwoid_model' => [ 'JOIN', 'nsm_id = nss_model' ] ]
 		);
+		if ( $newest ) {
+			// The reads that follow, such as getScores() of this model, need not look its id up again.
+			$this->modelIds[$dbr->getDomainID()][$newest->nsm_sha256] = (int)$newest->nss_model;
+		}
+		return $newest;
 	}
 
 	public function save( ServiceScore $score ): void {

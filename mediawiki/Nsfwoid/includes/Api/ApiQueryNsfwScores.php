@@ -5,7 +5,7 @@ namespace MediaWiki\Extension\Nsfwoid\Api;
 use ApiBase;
 use ApiQuery;
 use ApiQueryBase;
-use MediaWiki\Extension\Nsfwoid\HiddenUploaders;
+use MediaWiki\Extension\Nsfwoid\ReviewQueue;
 use MediaWiki\Extension\Nsfwoid\ScoreStore;
 use Title;
 use Wikimedia\ParamValidator\ParamValidator;
@@ -41,11 +41,11 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			return;
 		}
 		$db = $this->getDB();
-		$this->addTables( [ 'image', 'nsfwoid_score' ] );
-		$this->addJoinConds( [ 'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ] ] );
-		$this->addFields( [ 'img_name', 'img_timestamp', 'img_sha1', 'nss_score' ] );
-		$this->addWhere( [ 'nss_model' => $model ] );
-		$this->addWhere( 'nss_score >= ' . $db->addQuotes( $minScore ) );
+		$queue = ReviewQueue::queryInfo( $db, $this->getAuthority(), $model, $minScore );
+		$this->addTables( $queue['tables'] );
+		$this->addFields( $queue['fields'] );
+		$this->addWhere( $queue['conds'] );
+		$this->addJoinConds( $queue['join_conds'] );
 		$older = $params['dir'] === 'older';
 		// Sorted by timestamp, then by name for a stable order among uploads of the same second.
 		$this->addTimestampWhereRange( 'img_timestamp', $params['dir'], $params['start'], $params['end'], false );
@@ -60,15 +60,6 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 		$sort = $older ? ' DESC' : '';
 		$this->addOption( 'ORDER BY', [ 'img_timestamp' . $sort, 'img_name' . $sort ] );
 		$this->addOption( 'LIMIT', $params['limit'] + 1 );
-		if ( isset( $props['user'] ) ) {
-			$this->addTables( 'actor' );
-			$this->addJoinConds( [ 'actor' => [ 'JOIN', 'actor_id = img_actor' ] ] );
-			$this->addFields( [ 'actor_name' ] );
-			$hiddenUsers = HiddenUploaders::queryInfo( $db, $this->getAuthority() );
-			$this->addTables( $hiddenUsers['tables'] );
-			$this->addFields( $hiddenUsers['fields'] );
-			$this->addJoinConds( $hiddenUsers['join_conds'] );
-		}
 
 		$count = 0;
 		$result = $this->getResult();
@@ -95,7 +86,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			if ( isset( $props['user'] ) ) {
 				// A current version cannot be revision-deleted, only older ones, which are not listed; a
 				// block that hides the uploader's name hides it here too, as in prop=imageinfo.
-				if ( HiddenUploaders::isHidden( $row ) ) {
+				if ( ReviewQueue::isUploaderHidden( $row ) ) {
 					$entry['userhidden'] = true;
 				} else {
 					$entry['user'] = $row->actor_name;

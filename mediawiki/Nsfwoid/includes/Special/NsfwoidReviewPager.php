@@ -4,7 +4,7 @@ namespace MediaWiki\Extension\Nsfwoid\Special;
 
 use Html;
 use IContextSource;
-use MediaWiki\Extension\Nsfwoid\HiddenUploaders;
+use MediaWiki\Extension\Nsfwoid\ReviewQueue;
 use MediaWiki\Linker\LinkRenderer;
 use RepoGroup;
 use TablePager;
@@ -41,22 +41,11 @@ class NsfwoidReviewPager extends TablePager {
 
 	public function getQueryInfo() {
 		$db = $this->getDatabase();
-		$conds = [ 'nss_model' => $this->model, 'nss_score >= ' . $db->addQuotes( $this->minScore ) ];
+		$queue = ReviewQueue::queryInfo( $db, $this->getAuthority(), $this->model, $this->minScore );
 		if ( $this->since !== null ) {
-			$conds[] = 'img_timestamp >= ' . $db->addQuotes( $db->timestamp( $this->since ) );
+			$queue['conds'][] = 'img_timestamp >= ' . $db->addQuotes( $db->timestamp( $this->since ) );
 		}
-		$hiddenUsers = HiddenUploaders::queryInfo( $db, $this->getAuthority() );
-		return [
-			'tables' => array_merge( [ 'image', 'nsfwoid_score', 'actor' ], $hiddenUsers['tables'] ),
-			'fields' => array_merge(
-				[ 'img_name', 'img_timestamp', 'nss_score', 'actor_name' ], $hiddenUsers['fields']
-			),
-			'conds' => $conds,
-			'join_conds' => [
-				'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ],
-				'actor' => [ 'JOIN', 'actor_id = img_actor' ],
-			] + $hiddenUsers['join_conds'],
-		];
+		return $queue;
 	}
 
 	protected function getFieldNames() {
@@ -83,7 +72,7 @@ class NsfwoidReviewPager extends TablePager {
 			case 'nss_score':
 				return htmlspecialchars( sprintf( '%.3f', $value ) );
 			case 'actor_name':
-				if ( HiddenUploaders::isHidden( $row ) ) {
+				if ( ReviewQueue::isUploaderHidden( $row ) ) {
 					return Html::element(
 						'span', [ 'class' => 'history-deleted' ], $this->msg( 'rev-deleted-user' )->text()
 					);
