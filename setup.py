@@ -20,7 +20,6 @@ setup(
         "aiohttp==3.14.5",
         "ecs-logging>=2.2,<3",
         "numpy>=1.26,<3",
-        "pebble==5.2.3",
         "Pillow==13.0.0",
         "prometheus-client>=0.20,<1",
         "python-mimeparse>=2,<3",

@@ -499,8 +499,8 @@ def _cpu_by_part(process: psutil.Process) -> dict:
 def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
     """CPU ms per target, from the first target written to the last sample before the last targets (so
     before the pool and the threads wind down), of the inference threads (the `runs` busiest threads, one per
-    model run), the rest of the process (event loop, pebble's threads, reads and hashing) and the decode workers;
-    and the cores used meanwhile."""
+    model run), the rest of the process (event loop, the threads that talk to the workers, reads and hashing)
+    and the decode workers; and the cores used meanwhile."""
     start, written, first = next(sample for sample in parts if sample[1] > 0)
     end, last_written, last = [sample for sample in parts if sample[1] < parts[-1][1]][-1]
     by_thread = sorted((seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()),

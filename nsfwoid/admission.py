@@ -15,7 +15,7 @@ from prometheus_client import Gauge
 
 from . import metrics
 from .config import MiB, Settings
-from .errors import Overloaded, RequestTimeout
+from .errors import Overloaded, RequestTimeout, ServiceFailed
 from .model import Model
 from .scoring import Scorer
 
@@ -71,6 +71,11 @@ class Runtime:
     body_slots: Allowance = field(default_factory=Allowance)
     image_memory: Allowance = field(default_factory=lambda: Allowance(metrics.IMAGE_BYTES_HELD))
 
+    def fail(self, reason: str) -> None:
+        """The service cannot score, and will not recover until it is restarted: /healthz says why."""
+        self.failure = reason
+        self.status = Status.FAILED
+
     @property
     def busy(self) -> bool:
         """Whether any request is being received or scored."""
@@ -100,6 +105,8 @@ class Runtime:
             yield lambda size: held.enter_context(self.holding(size, limit))
 
     def _require_ready(self) -> None:
+        if self.status is Status.FAILED:
+            raise ServiceFailed(f"{self.failure}; /healthz says failed until the service is restarted")
         if not self.status.scores:
             raise Overloaded("the model is not ready yet")
 

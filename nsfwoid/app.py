@@ -60,7 +60,7 @@ async def http_session_ctx(app: web.Application):
 async def model_ctx(app: web.Application):
     """Loads the model and runs the self-test in the background: /healthz says 503 until it passes."""
     settings, runtime = app[SETTINGS], app[RUNTIME]
-    async with running_scorer(settings, lambda batch: runtime.model.run(batch)) as scorer:
+    async with running_scorer(settings, lambda batch: runtime.model.run(batch), runtime.fail) as scorer:
         runtime.scorer = scorer
         startup = asyncio.create_task(_start_model(settings, runtime, app[LOADED_MODEL]))
         yield
@@ -75,8 +75,7 @@ async def _start_model(settings: Settings, runtime: Runtime, loaded: Model | Non
         metrics.MODEL_INFO.info({**runtime.model.identity, "provider": runtime.model.provider})
         score = runtime.selftest_score = await self_test(runtime.scorer)
     except Exception as exc:
-        runtime.failure = str(exc)
-        runtime.status = Status.FAILED
+        runtime.fail(str(exc))
         log.critical("model failed to start", **{"error.message": str(exc), "error.type": type(exc).__name__})
         return
     runtime.status = Status.OK

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 import aiohttp
 
 from .config import Settings
-from .errors import FileNotFound, FileUnreadable, Problem, UnsupportedMediaType, UpstreamBusy, check_size
+from .errors import (
+    FileNotFound,
+    FileUnreadable,
+    Problem,
+    ServiceFailed,
+    UnsupportedMediaType,
+    UpstreamBusy,
+    check_size,
+)
 from .fetch import create_session, fetch
 from .model import Model
 from .output import Output
@@ -62,35 +70,41 @@ class Batch:
         self.by_sha1: dict[str, asyncio.Future | Scored | Problem] = {}
 
     async def run(self, targets: Iterator[str], finished: dict[str, int]) -> None:
+        """Score the targets. What ends the run early (OutputFailed, ServiceFailed) stops every task at once, and
+        is raised as itself."""
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.options.concurrency)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.options.concurrency)]
         try:
-            while chunk := await asyncio.to_thread(lambda: list(itertools.islice(targets, READ_AHEAD_LINES))):
-                for target in chunk:
-                    status = finished.get(target)
-                    if status is not None:
-                        if not to_do_again(status, self.options.retry_failed):
-                            self.tally.skipped += 1
-                            self.progress.update()
-                            continue
-                        self.tally.retried += 1
-                    await queue.put(target)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:
-                worker.cancel()
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.options.concurrency):
+                    group.create_task(self._worker(queue))
+                group.create_task(self._feed(targets, finished, queue))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _feed(self, targets: Iterator[str], finished: dict[str, int], queue: asyncio.Queue) -> None:
+        while chunk := await asyncio.to_thread(lambda: list(itertools.islice(targets, READ_AHEAD_LINES))):
+            for target in chunk:
+                status = finished.get(target)
+                if status is not None:
+                    if not to_do_again(status, self.options.retry_failed):
+                        self.tally.skipped += 1
+                        self.progress.update()
+                        continue
+                    self.tally.retried += 1
+                await queue.put(target)
+        for _ in range(self.options.concurrency):
+            await queue.put(None)
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (target := await queue.get()) is not None:
             outcome = await self._outcome(target)
+            # Counted once written: a run stopped by a full disk counts only what its output holds.
             if isinstance(outcome, Problem):
-                self.tally.errors[outcome.name] += 1
                 self.output.error(target, outcome)
+                self.tally.errors[outcome.name] += 1
             else:
-                self.tally.scored += 1
                 self.output.result(target, outcome)
+                self.tally.scored += 1
             self.progress.update()
 
     async def _outcome(self, target: str) -> Scored | Problem:
@@ -110,6 +124,8 @@ class Batch:
     async def _score(self, data: bytes, sha1: str) -> Scored | Problem:
         try:
             return await self.scorer.score(data, sha1=sha1)
+        except ServiceFailed:
+            raise  # no target can be scored: the run ends
         except Problem as problem:
             return detached(problem)
 

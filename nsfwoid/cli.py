@@ -15,6 +15,7 @@ from pathlib import Path
 from . import package_version
 from .batch import score_batch
 from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
+from .errors import ServiceFailed
 from .logging import configure_logging
 from .model import ModelError, load_model
 from .output import OutputFailed
@@ -26,8 +27,11 @@ from .targets import BatchOptions, parse_shard, unusable_paths
 # while the decode workers take cores from them (README, "Scoring many images"). Flags and NSFWOID_* still win.
 SCORE_DEFAULTS = {"inference_runs": 0, "batch_wait_ms": 25.0}
 # `nsfwoid score`'s exit status when no retry would do better: argparse's for a usage error, also a model that
-# fails and an output that cannot be written. The backfill Job fails at once on it.
+# fails and decode workers that cannot start. The backfill Job fails at once on it.
 CANNOT_RUN = 2
+# An output that cannot be written (ENOSPC, EIO, EDQUOT): the run stops at its first failed line, and the same
+# command with --resume goes on once there is space.
+OUTPUT_FAILED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         except OutputFailed as exc:
             _discard_stdout()
             print(f"nsfwoid: {exc}", file=sys.stderr)
-            sys.exit(CANNOT_RUN)
+            sys.exit(OUTPUT_FAILED)
 
 
 def _discard_stdout() -> None:
@@ -168,13 +172,13 @@ def _discard_stdout() -> None:
 
 async def score_targets(settings: Settings, options: BatchOptions) -> int:
     """Exit status: 0 when every target was scored, 1 when some failed, 2 when the model cannot load or fails
-    its self-test, 128 + the signal's number when SIGINT or SIGTERM stopped the run. An output that cannot be
-    written raises OutputFailed."""
+    its self-test or decode workers cannot start, 128 + the signal's number when SIGINT or SIGTERM stopped the
+    run. An output that cannot be written raises OutputFailed."""
     with cancelled_by_signals(asyncio.current_task()) as received:
         try:
             model = await asyncio.to_thread(load_model, settings)
             return await score_batch(settings, options, model)
-        except ModelError as exc:
+        except (ModelError, ServiceFailed) as exc:
             print(f"nsfwoid: {exc}", file=sys.stderr)
             return CANNOT_RUN
         except asyncio.CancelledError:

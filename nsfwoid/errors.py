@@ -44,8 +44,11 @@ class Problem(Exception):
             body["instance"] = INSTANCE_PREFIX + trace_id
         return body
 
+    # Seconds a client should wait before it tries again, sent as Retry-After; None: no such header.
+    retry_after_s: ClassVar[int | None] = None
+
     def headers(self) -> dict[str, str]:
-        return {}
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
     def reason_phrase(self) -> str | None:
         """The status line's reason phrase; None: the status's own."""
@@ -135,8 +138,20 @@ class Overloaded(Problem):
     name, status, title = "overloaded", 503, "Too busy, retry later"
     retry_after_s = 1
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+
+class WorkerLost(Problem):
+    """The decode worker serving this request was killed or stopped from outside (the OOM killer, an operator):
+    nothing the image did. It has been replaced; the same request, sent again, is served."""
+
+    name, status, title = "decode-worker-lost", 503, "The process decoding the image ended; retry"
+    retry_after_s = 1
+
+
+class ServiceFailed(Problem):
+    """The service cannot score and will not recover by itself (the model failed to load or its self-test,
+    decode workers cannot start): /healthz says `failed`, so that Kubernetes restarts the pod."""
+
+    name, status, title = "service-failed", 503, "The service cannot score until it is restarted"
 
 
 class UpstreamTimeout(Problem):

@@ -36,6 +36,12 @@ FRAMES_SCORED = Histogram(
     "nsfwoid_frames_scored", "Frames (or pages) scored per image; 1 for a still", buckets=FRAME_BUCKETS
 )
 SCORES = Histogram("nsfwoid_score", "NSFW scores returned", buckets=SCORE_BUCKETS)
+DECODE_WORKERS = Gauge("nsfwoid_decode_workers", "Decode worker processes alive and ready")
+DECODE_WORKERS_REPLACED = Counter(
+    "nsfwoid_decode_workers_replaced", "Decode workers replaced, by cause: the pool's own limits (timeout, "
+    "cancelled), a codec crash on an image (crash), or an end from outside (outside: the OOM killer, an operator)",
+    ["cause"],
+)
 MODEL_INFO = Info("nsfwoid_model", "The model being served")
 
 

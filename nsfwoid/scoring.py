@@ -6,7 +6,7 @@ The HTTP routes, the CLI and the start-up self-test all score through a Scorer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +124,17 @@ class Scorer:
 
 
 @asynccontextmanager
-async def running_scorer(settings: Settings, run_batch: RunBatch) -> AsyncIterator[Scorer]:
+async def running_scorer(settings: Settings, run_batch: RunBatch,
+                         on_failure: Callable[[str], None] = lambda reason: None) -> AsyncIterator[Scorer]:
     """A Scorer whose decode workers and batcher live as long as the block.
 
     On exit, queued inference is finished and the decode workers are killed. `run_batch` takes the model's
-    float input; the batcher converts the workers' uint8 crops to it, in its inference thread.
+    float input; the batcher converts the workers' uint8 crops to it, in its inference thread. `on_failure`:
+    called with the reason if decoding fails for good (the decode pool cannot start workers).
     """
-    pool = DecodePool(settings)
+    pool = DecodePool(settings, on_failure)
     try:
+        await pool.start()
         async with Batcher(lambda crops: run_batch(imaging.model_input(crops)), max_batch=settings.max_batch,
                            wait_seconds=settings.batch_wait_ms / 1000,
                            parallel=settings.inference_run_count) as batcher:

@@ -249,6 +249,16 @@ def service_processes(pid: int) -> list[psutil.Process]:
     return [process, *process.children(recursive=True)]
 
 
+def decode_workers(pid: int) -> list[psutil.Process]:
+    """The decode workers of a service or of a `nsfwoid score` run: the children of the forkserver, itself a
+    child of the process."""
+    workers = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers.extend(child.children())
+    return workers
+
+
 def worker_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU seconds of each process under the service, by pid."""
     seconds = {}

@@ -256,10 +256,13 @@ async def resumable_run(aiohttp_server, tmp_path, lines: int = 10):
 
 async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
     process, urls, args, output = await resumable_run(aiohttp_server, tmp_path)
+    workers = helpers.decode_workers(process.pid)
+    assert workers
     process.send_signal(signal.SIGKILL)
     _, killed_err = await process.communicate()
-    # The resource tracker removes the decode pool's semaphores, and says nothing of it (sandbox.QUIET_TRACKER).
     assert b"leaked semaphore" not in killed_err and b"Warning" not in killed_err, killed_err
+    # Each worker's pipe closes with the run, and the worker ends with it: nothing is left decoding.
+    await helpers.until(lambda: not [worker for worker in workers if still_running(worker)])
     written = output.read_text().count("\n")
     assert 10 <= written < len(urls)  # killed in the middle
     with output.open("a") as stream:
@@ -389,14 +392,14 @@ async def test_exit_status(photos, tmp_path):
 
 
 async def test_an_output_that_cannot_be_written_stops_the_run(photos):
-    """A full disk: the run stops with one line and exit status 2, which fails the backfill Job at once."""
+    """A full disk: the run stops with one line and exit status 3, which fails the backfill Job at once."""
     code, _, err = await run_score("--output", "/dev/full", str(photos / "brick.jpg"))
-    assert code == 2 and err.splitlines()[-1] == "nsfwoid: cannot write to /dev/full: No space left on device"
+    assert code == 3 and err.splitlines()[-1] == "nsfwoid: cannot write to /dev/full: No space left on device"
     with open("/dev/full", "wb") as full:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nsfwoid", "score", str(photos / "brick.jpg"), stdout=full, stderr=subprocess.PIPE)
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    assert process.returncode == 3
     assert stderr.decode().splitlines()[-1] == "nsfwoid: cannot write to standard output: No space left on device"
     assert "Traceback" not in err + stderr.decode()
 

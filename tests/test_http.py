@@ -83,7 +83,10 @@ async def test_healthz_503_when_the_model_fails(make_client, tmp_path):
     assert response.status == 503
     body = await response.json()
     assert body["status"] == "failed" and "sha256" in body["detail"]
-    await helpers.problem_of(await client.post("/", data=BRICK, headers=JPEG), 503, "overloaded")
+    # Not `overloaded`: no retry will help until the service is restarted.
+    response = await client.post("/", data=BRICK, headers=JPEG)
+    problem = await helpers.problem_of(response, 503, "service-failed")
+    assert "sha256" in problem["detail"] and "Retry-After" not in response.headers
 
 
 async def test_healthz_503_before_ready(make_client):
@@ -307,7 +310,7 @@ async def test_the_service_answers_with_these_problem_names():
     assert names == {"missing-input", "invalid-url", "url-not-allowed", "upstream-not-found", "upstream-error",
                      "upstream-timeout", "payload-too-large", "unsupported-media-type", "invalid-image",
                      "image-too-large", "overloaded", "not-found", "method-not-allowed", "internal-error",
-                     "invalid-request", "request-timeout"}
+                     "invalid-request", "request-timeout", "decode-worker-lost", "service-failed"}
 
 
 async def test_routing_errors_are_problems(client):

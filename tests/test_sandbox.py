@@ -197,9 +197,10 @@ def test_decode_workers_start_small_on_any_number_of_cores(service):
         assert child.memory_info().vms < sandbox.WORKER_BASELINE_BYTES, child.memory_info()
 
 
-def test_starting_a_decode_pool_leaves_the_environment_alone():
+async def test_starting_a_decode_pool_leaves_the_environment_alone():
     before = dict(os.environ)
     pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
+    await pool.start()
     pool.close()
     assert dict(os.environ) == before
 
@@ -207,9 +208,10 @@ def test_starting_a_decode_pool_leaves_the_environment_alone():
 async def test_decode_workers_load_neither_aiohttp_nor_prometheus_client():
     """A worker holds the decoder and the error taxonomy, not the HTTP layer or the metrics."""
     pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
+    await pool.start()
     try:
         decoded = await pool.decode((helpers.FIDELITY / "brick.jpg").read_bytes(), exact=True, timeout=30)
-        loaded = await asyncio.wrap_future(pool._pool.schedule(eval, args=("sorted(__import__('sys').modules)",)))
+        loaded = await pool.run(eval, b"sorted(__import__('sys').modules)", timeout=30)
     finally:
         pool.close()
     assert decoded.frames.count == 1 and "nsfwoid.imaging" in loaded and "nsfwoid.errors" in loaded
