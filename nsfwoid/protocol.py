@@ -1,5 +1,14 @@
-"""aiohttp's HTTP/1 protocol, adjusted for hostile clients: broken body framing fails the body a handler is
-reading, and a request aiohttp cannot parse gets a problem+json answer like every other 4xx.
+"""aiohttp's HTTP/1 protocol, adjusted for real clients and hostile ones: a singleton header repeated with the same
+value is one header, broken body framing fails the body a handler is reading, and a request aiohttp cannot parse
+gets a problem+json answer like every other 4xx.
+
+aiohttp's parsers refuse any repeated singleton header (Content-Type, Host, User-Agent…), even with the same value.
+Wikimedia's service-checker sends its Content-Type twice. nginx and Envoy take identical repeats as one, and so does
+RequestParser: where a request starts at a known message boundary and its whole header section has arrived, a repeat
+with the same value is dropped before aiohttp's C parser (llhttp) sees it, and a repeat with another value is refused,
+naming the header. Content-Length and Transfer-Encoding are never touched: llhttp refuses them repeated, as before,
+and decides every request's framing, so request smuggling stays impossible. (aiohttp's pure-Python parser cannot be
+used instead: it takes any token as a method and waits on an overflowing chunk size.)
 
 aiohttp's C parser (3.14) drops the body of a request whose chunked framing breaks after the handler has started
 reading it: the parser raises, aiohttp queues a 400 for after the handler, and the handler waits for a body that
@@ -18,6 +27,7 @@ from typing import Any
 
 from aiohttp import http_parser, web, web_protocol, web_server
 from aiohttp.http_exceptions import (
+    BadHttpMessage,
     BadHttpMethod,
     BadStatusLine,
     HttpProcessingError,
@@ -32,6 +42,40 @@ from .errors import InternalError, InvalidRequest, Problem
 from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY
 
 AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aiohttp was built with it
+# Singletons that may be repeated with the same value, by their lower-case names: aiohttp's SINGLETON_HEADERS but
+# those that frame a request.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+REPEATABLE = frozenset(name.encode() for name in http_parser.SINGLETON_HEADERS - FRAMING_HEADERS)
+HEADERS_END = b"\r\n\r\n"
+
+
+def header_name(name: str) -> str:
+    """A header's name as written in messages: Content-Type."""
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+class ConflictingHeader(BadHttpMessage):
+    """A singleton header given twice with different values."""
+
+
+def without_repeats(head: bytes) -> bytes:
+    """A request's head (the request line and its header lines, without the blank line) with each repeat of a
+    REPEATABLE header that has the same value dropped; a repeat with another value raises ConflictingHeader."""
+    request_line, *lines = head.split(b"\r\n")
+    seen: dict[bytes, bytes] = {}
+    kept = [request_line]
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        key = name.lower()
+        if colon and key in REPEATABLE:
+            value = value.strip(b" \t")
+            if key in seen:
+                if seen[key] != value:
+                    raise ConflictingHeader(f"{header_name(key.decode())} appears twice with different values")
+                continue
+            seen[key] = value
+        kept.append(line)
+    return b"\r\n".join(kept)
 # What each parse error means, in words of our own: aiohttp's messages quote the request's bytes.
 PARSE_ERRORS = (
     (LineTooLong, "the request line or a header is over the size limit"),
@@ -40,15 +84,30 @@ PARSE_ERRORS = (
     (InvalidURLError, "a malformed request target"),
     (InvalidHeader, "a malformed header"),
 )
+# llhttp's reasons for refusing a request's framing (the first line of its message; the rest quotes the bytes).
+FRAMING_ERRORS = {
+    "Duplicate Content-Length": "Content-Length appears more than once",
+    "Transfer-Encoding can't be present with Content-Length": "Transfer-Encoding and Content-Length together",
+    "Content-Length can't be present with Transfer-Encoding": "Transfer-Encoding and Content-Length together",
+    "Invalid `Transfer-Encoding` header value": "a Transfer-Encoding other than chunked, or chunked twice",
+    "Invalid header field char": "a malformed header name",
+}
 GENERIC_PARSE_ERROR = "it breaks HTTP/1.1's syntax"
 
 
-class BodyFailingRequestParser:
+class RequestParser:
+    """aiohttp's C request parser, with identical repeated singletons taken as one, and a body that fails when its
+    framing breaks."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._parser = AIOHTTP_REQUEST_PARSER(*args, **kwargs)
         self._body = None  # the body stream of the newest request parsed
+        self._at_boundary = True  # the next byte starts a request
 
     def feed_data(self, data: bytes):
+        starts_request = self._at_boundary
+        if starts_request and (end := data.find(HEADERS_END)) != -1:
+            data = without_repeats(data[:end]) + data[end:]
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -58,6 +117,10 @@ class BodyFailingRequestParser:
             raise
         if messages:
             self._body = messages[-1][1]
+        # A request whose head has not all arrived is not at a boundary; one whose body has ended is, unless the same
+        # data began another request's head (pipelining), whose repeats are then refused as aiohttp refuses them.
+        if data:  # aiohttp resumes a paused parser with b""
+            self._at_boundary = bool(messages or not starts_request) and (self._body is None or self._body.is_eof())
         return messages, upgraded, tail
 
     def __getattr__(self, name: str) -> Any:
@@ -74,7 +137,7 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
         request[TRACE_ID_KEY] = trace_id
         problem: Problem
         if status == 400:
-            reason = next((words for kind, words in PARSE_ERRORS if isinstance(exc, kind)), GENERIC_PARSE_ERROR)
+            reason = self._reason(exc)
             problem = InvalidRequest(f"not a well-formed HTTP/1.1 request: {reason}")
         else:
             problem = InternalError("internal error")  # past the middleware: logged by aiohttp, without the trace id
@@ -84,9 +147,21 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
         metrics.count_request("other", "unmatched", problem.status, 0.0)
         return response
 
+    @staticmethod
+    def _reason(exc: BaseException | None) -> str:
+        if isinstance(exc, ConflictingHeader):
+            return exc.message
+        if isinstance(exc, BadHttpMessage) and exc.message.startswith("Duplicate '"):
+            name = exc.message.split("'")[1].lower()  # aiohttp's "Duplicate 'Content-Length' header found."
+            if name in http_parser.SINGLETON_HEADERS:  # a name from that list alone: never the request's bytes
+                return f"{header_name(name)} appears more than once"
+        if isinstance(exc, BadHttpMessage) and exc.message.split(":\n")[0] in FRAMING_ERRORS:
+            return FRAMING_ERRORS[exc.message.split(":\n")[0]]
+        return next((words for kind, words in PARSE_ERRORS if isinstance(exc, kind)), GENERIC_PARSE_ERROR)
+
 
 def adapt_aiohttp_protocol() -> None:
-    """Every aiohttp server in this process parses requests with BodyFailingRequestParser and answers the requests
-    it cannot parse with ProblemRequestHandler."""
-    web_protocol.HttpRequestParser = BodyFailingRequestParser
+    """Every aiohttp server in this process parses requests with RequestParser and answers the requests it cannot
+    parse with ProblemRequestHandler."""
+    web_protocol.HttpRequestParser = RequestParser
     web_server.RequestHandler = ProblemRequestHandler

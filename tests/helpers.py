@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.server
 import io
 import os
 import shutil
@@ -481,10 +482,8 @@ async def score_one(batcher, tensor: np.ndarray) -> tuple[float, float]:
     return result
 
 
-@contextlib.contextmanager
-def image_host(data: bytes, content_type: str):
-    """A loopback HTTP server answering every GET with these bytes: its base URL, for the block."""
-    import http.server
+def answering(data: bytes, content_type: str) -> type[http.server.BaseHTTPRequestHandler]:
+    """A request handler answering every GET with these bytes."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -497,7 +496,13 @@ def image_host(data: bytes, content_type: str):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return Handler
+
+
+@contextlib.contextmanager
+def image_host(data: bytes, content_type: str):
+    """A loopback HTTP server answering every GET with these bytes: its base URL, for the block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), answering(data, content_type))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

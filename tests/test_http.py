@@ -560,6 +560,83 @@ def test_aiohttp_still_has_what_protocol_py_replaces():
     assert hasattr(http_parser, "HttpRequestParser")
     assert {"request", "status", "exc", "message"} <= set(
         inspect.signature(web_protocol.RequestHandler.handle_error).parameters)
+    # The singletons aiohttp refuses repeated, whose identical repeats RequestParser drops.
+    assert {"content-type", "host", "content-length", "transfer-encoding"} <= http_parser.SINGLETON_HEADERS
     protocol.adapt_aiohttp_protocol()
-    assert web_protocol.HttpRequestParser is protocol.BodyFailingRequestParser
+    assert web_protocol.HttpRequestParser is protocol.RequestParser
     assert web_server.RequestHandler is protocol.ProblemRequestHandler
+
+
+def post_with(*lines: bytes, body: bytes = BRICK) -> bytes:
+    return b"\r\n".join([b"POST / HTTP/1.1", b"Host: x", *lines, b"Content-Length: %d" % len(body), b"", body])
+
+
+async def answers_on_one_connection(client, requests: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Send each request on one kept-alive connection after the answer to the one before: (head, body) each."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    answers = []
+    try:
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            answers.append((head, await asyncio.wait_for(reader.readexactly(length), 10)))
+    finally:
+        writer.close()
+    return answers
+
+
+@pytest.mark.parametrize("repeated", [
+    [b"Content-Type: image/jpeg", b"content-type: image/jpeg"],  # as Wikimedia's service-checker sends it
+    [b"Content-Type: image/jpeg", b"Content-Type:image/jpeg  "],  # the same value, other whitespace
+    [b"Content-Type: image/jpeg", b"User-Agent: a", b"User-Agent: a", b"Host: x"],
+], ids=["Content-Type in two cases", "Content-Type with other whitespace", "User-Agent and Host"])
+async def test_a_singleton_repeated_with_the_same_value_is_one_header(client, repeated):
+    answers = await answers_on_one_connection(client, [post_with(*repeated)] * 2)  # also on a kept-alive connection
+    for head, body in answers:
+        assert head.startswith(b"HTTP/1.1 200 ") and float(body) == pytest.approx(EXPECTED["brick.jpg"], abs=1e-4)
+
+
+@pytest.mark.parametrize("lines, reason", [
+    ([b"Content-Type: image/jpeg", b"Content-Type: image/png"], "Content-Type appears twice with different values"),
+    ([b"Content-Type: image/jpeg", b"Host: y"], "Host appears twice with different values"),
+    ([b"Content-Type: image/jpeg", b"Content-Length: %d" % len(BRICK)], "Content-Length appears more than once"),
+    ([b"Content-Type: image/jpeg", b"Content-Length: 5"], "Content-Length appears more than once"),
+    ([b"Content-Type: image/jpeg", b"Transfer-Encoding: chunked"], "Transfer-Encoding and Content-Length together"),
+    ([b"Content-Type: image/jpeg", b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
+     "a Transfer-Encoding other than chunked, or chunked twice"),
+    ([b"Content-Type: image/jpeg", b"Transfer-Encoding: chunked, identity"],
+     "a Transfer-Encoding other than chunked, or chunked twice"),
+    ([b"Content-Type: image/jpeg", b"Content-Length : 5"], "a malformed header name"),  # space before the colon
+], ids=["Content-Type differs", "Host differs", "Content-Length twice, same", "Content-Length twice, differs",
+        "Content-Length and Transfer-Encoding", "Transfer-Encoding twice", "Transfer-Encoding not chunked last",
+        "space before a colon"])
+async def test_repeats_and_framing_that_could_smuggle_a_request_are_refused(client, lines, reason):
+    """A request whose framing or meaning is ambiguous gets 400 and a closed connection: nothing after it on the
+    connection can be taken for a request of its own. The detail names the header, never quotes the bytes."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await raw_exchange(client, post_with(*lines, body=BRICK + smuggled), to_the_end=True)  # then closed
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head
+    problem = json.loads(body)
+    assert problem["type"].endswith("invalid-request"), problem
+    assert problem["detail"] == f"not a well-formed HTTP/1.1 request: {reason}"
+    assert answer.count(b"\r\nX-Request-Id: ") == 1  # the smuggled GET was never answered
+
+
+async def test_a_repeat_in_a_head_that_trickles_in_keeps_aiohttps_refusal(client):
+    """Repeats are dropped only where a request's whole head arrives at once: one sent byte by byte is refused
+    as aiohttp refuses it, and named."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        for byte in post_with(b"Content-Type: image/jpeg", b"Content-Type: image/jpeg", body=b"x")[:-1]:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head
+    assert json.loads(body)["detail"] == "not a well-formed HTTP/1.1 request: Content-Type appears more than once"
