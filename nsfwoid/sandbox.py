@@ -103,23 +103,33 @@ class Worker:
             return Ended.WHILE_SERVING
 
 
-def _start_forkserver() -> None:
-    """Start the server that decode workers are forked from, with numpy's OpenBLAS held to one thread.
+# The forkserver's environment, and so its workers'.
+FORKSERVER_ENVIRONMENT = {
+    # OpenBLAS maps a stack and a buffer, about 40 MiB of address space, for each core it may run on (a pod with
+    # a CPU limit sees all its node's cores) as numpy is imported. Every worker inherits them, though it never
+    # multiplies a matrix: on 16 cores, 750 MiB of the 768 MiB that NSFWOID_DECODE_MEMORY allows, and on 64 more
+    # than all of it (measured with faked core counts). With one thread, a worker starts at about 135 MiB.
+    "OPENBLAS_NUM_THREADS": "1",
+    # The forkserver is started as `python -c`, which would put the working directory first on its path: run
+    # where a folder is called nsfwoid (a checkout's parent), it would import that folder as the package, and
+    # every worker would inherit it and die. Python 3.11's PYTHONSAFEPATH leaves it off.
+    "PYTHONSAFEPATH": "1",
+}
 
-    OpenBLAS maps a stack and a buffer, about 40 MiB of address space, for each core it may run on (a pod with a
-    CPU limit sees all its node's cores) as numpy is imported. Every worker inherits them, though it never
-    multiplies a matrix: on 16 cores, 750 MiB of the 768 MiB that NSFWOID_DECODE_MEMORY allows, and on 64 more
-    than all of it (measured with faked core counts). With one thread, a worker starts at about 135 MiB.
-    """
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+def _start_forkserver() -> None:
+    """Start the server that decode workers are forked from, in FORKSERVER_ENVIRONMENT; this process's own
+    environment is as it was after."""
+    saved = {name: os.environ.get(name) for name in FORKSERVER_ENVIRONMENT}
+    os.environ.update(FORKSERVER_ENVIRONMENT)
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        if saved is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 class DecodePool:

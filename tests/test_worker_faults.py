@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -356,3 +357,31 @@ async def test_a_full_disk_ends_a_run_at_once_and_resume_is_exact(many_photos, t
     records = [json.loads(line) for line in lines if line.endswith("}") and line.startswith("{")]
     assert sorted(r["target"] for r in records) == sorted(str(p) for p in many_photos.iterdir())
     assert len(lines) - len(records) <= 1  # at most the one line the full disk cut short
+
+
+def test_workers_import_the_package_whatever_the_working_directory(tmp_path):
+    """Run where a folder is called nsfwoid (a checkout's parent, with the README's editable install), the decode
+    workers still import the installed package, not that folder: `nsfwoid score` scores, `nsfwoid serve` is ready."""
+    (tmp_path / "nsfwoid").mkdir()
+    (tmp_path / "brick.jpg").write_bytes(BRICK)
+    script = Path(sys.executable).with_name("nsfwoid")  # the console script, as the README runs it
+    scored = subprocess.run([script, "score", "brick.jpg"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert scored.returncode == 0, scored.stderr
+    assert float(scored.stdout.split()[0]) == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=1e-4)
+    port = helpers.free_port()
+    serving = subprocess.Popen([script, "serve"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and serving.poll() is None, "nsfwoid serve never became ready"
+                time.sleep(0.2)
+    finally:
+        serving.kill()
+        serving.wait()
