@@ -36,6 +36,16 @@ def problem_response(problem: Problem, trace_id: str | None = None) -> web.Respo
     )
 
 
+def problem_bytes(problem: Problem, trace_id: str) -> bytes:
+    """A whole HTTP/1.1 answer with this problem, closing the connection: for a connection refused or cut before
+    aiohttp has a request to answer (too many connections, a head that did not arrive in time)."""
+    body = json_text(problem.to_dict(trace_id)).encode()
+    head = [f"HTTP/1.1 {problem.status} {web.Response(status=problem.status).reason}",
+            f"Content-Type: {PROBLEM_CONTENT_TYPE}", f"Content-Length: {len(body)}", "Connection: close",
+            *(f"{name}: {value}" for name, value in problem.headers().items()), "", ""]
+    return "\r\n".join(head).encode() + body
+
+
 def counted_problem_response(problem: Problem, trace_id: str) -> web.Response:
     """A request's answer with this problem, counted in nsfwoid_errors_total."""
     metrics.ERRORS.labels(problem.name).inc()

@@ -37,7 +37,9 @@ def create_app(settings: Settings, model: Model | None = None) -> web.Applicatio
         middlewares=[observe_middleware],
         # Request bodies are never decompressed (a Content-Encoding is refused with 415), and a body left unread
         # when the answer goes is not drained: the connection closes.
-        handler_args={"max_field_size": 16384, "auto_decompress": False, "lingering_time": 0},
+        handler_args={"max_field_size": 16384, "auto_decompress": False, "lingering_time": 0,
+                      "keepalive_timeout": settings.keepalive_timeout, "header_timeout": settings.header_timeout,
+                      "max_connections": settings.max_connections},
     )
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()

@@ -69,6 +69,14 @@ class Settings:
     read_timeout: float = field(
         default=10.0, metadata={**SERVE_ONLY, "help": "longest time for a request body to arrive, s (408 past it)"}
     )
+    header_timeout: float = field(default=10.0, metadata={
+        **SERVE_ONLY, "help": "longest time for a request's line and headers to arrive, from a new connection or "
+                              "the request's first byte, s; the connection is closed past it (408 if it sent any)"})
+    keepalive_timeout: float = field(
+        default=15.0, metadata={**SERVE_ONLY, "help": "how long an idle kept-alive connection stays open, s"}
+    )
+    max_connections: int = field(default=512, metadata={
+        **SERVE_ONLY, "help": "client connections open at once; one more gets 503 overloaded and is closed"})
     max_instances: int = field(
         default=50, metadata={**SERVE_ONLY, "help": "instances in one KServe :predict call (Lift Wing's limit)"}
     )
@@ -109,7 +117,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("port", "max_batch", "max_inflight", "max_image_bytes", "max_pixels", "max_frames",
-                    "max_instances", "decode_timeout", "decode_memory", "max_receiving", "read_timeout")
+                    "max_instances", "decode_timeout", "decode_memory", "max_receiving", "read_timeout",
+                    "header_timeout", "keepalive_timeout", "max_connections")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

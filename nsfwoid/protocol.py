@@ -22,6 +22,7 @@ ProblemRequestHandler answers it as the middleware answers any other bad request
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -37,9 +38,9 @@ from aiohttp.http_exceptions import (
 )
 
 from . import metrics
-from .answers import counted_problem_response
-from .errors import InternalError, InvalidRequest, Problem
-from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY
+from .answers import counted_problem_response, problem_bytes
+from .errors import InternalError, InvalidRequest, Overloaded, Problem, RequestTimeout
+from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY, get_logger
 
 AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aiohttp was built with it
 # Singletons that may be repeated with the same value, by their lower-case names: aiohttp's SINGLETON_HEADERS but
@@ -102,10 +103,10 @@ class RequestParser:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._parser = AIOHTTP_REQUEST_PARSER(*args, **kwargs)
         self._body = None  # the body stream of the newest request parsed
-        self._at_boundary = True  # the next byte starts a request
+        self.at_boundary = True  # the next byte starts a request
 
     def feed_data(self, data: bytes):
-        starts_request = self._at_boundary
+        starts_request = self.at_boundary
         if starts_request and (end := data.find(HEADERS_END)) != -1:
             data = without_repeats(data[:end]) + data[end:]
         try:
@@ -120,7 +121,7 @@ class RequestParser:
         # A request whose head has not all arrived is not at a boundary; one whose body has ended is, unless the same
         # data began another request's head (pipelining), whose repeats are then refused as aiohttp refuses them.
         if data:  # aiohttp resumes a paused parser with b""
-            self._at_boundary = bool(messages or not starts_request) and (self._body is None or self._body.is_eof())
+            self.at_boundary = bool(messages or not starts_request) and (self._body is None or self._body.is_eof())
         return messages, upgraded, tail
 
     def __getattr__(self, name: str) -> Any:
@@ -128,7 +129,64 @@ class RequestParser:
 
 
 class ProblemRequestHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler, answering what never reached the application in problem+json."""
+    """aiohttp's connection handler, answering what never reached the application in problem+json, with two
+    bounds of its own for clients that hold connections: a request's head must arrive within `header_timeout`
+    seconds (of a new connection, or of the request's first byte), and at most `max_connections` are open."""
+
+    def __init__(self, manager: web_server.Server, *, header_timeout: float = 10.0, max_connections: int = 512,
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout, self._max_connections = header_timeout, max_connections
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # of the request whose head is awaited
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if len(self._manager.connections) > self._max_connections:
+            self._refuse(Overloaded(f"{self._max_connections} connections are open already "
+                                    "(NSFWOID_MAX_CONNECTIONS)"), transport)
+            return
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if self._head_deadline is None and isinstance(parser, RequestParser) and parser.at_boundary:
+            self._await_head()  # the first byte of another request on a kept-alive connection
+        self._head_bytes += len(data)
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count > count and self._head_deadline is not None:  # the head has arrived
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        self._head_bytes = 0
+        self._head_deadline = asyncio.get_running_loop().call_later(self._header_timeout, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        get_logger().info("request head not received in time", **{"http.request.bytes": self._head_bytes})
+        if self.transport is None:
+            return
+        if self._head_bytes:
+            self._refuse(RequestTimeout(f"the request's line and headers did not arrive within "
+                                        f"{self._header_timeout:g} s (NSFWOID_HEADER_TIMEOUT)"), self.transport)
+        else:  # a connection that never sent a byte: nothing to answer
+            self.force_close()
+            self.transport.close()
+
+    def _refuse(self, problem: Problem, transport: asyncio.BaseTransport) -> None:
+        metrics.ERRORS.labels(problem.name).inc()
+        metrics.count_request("other", "unmatched", problem.status, 0.0)
+        transport.write(problem_bytes(problem, uuid.uuid4().hex))
+        self.force_close()
+        transport.close()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -1,10 +1,12 @@
 """The HTTP API end to end: inputs, both response forms, every error type, health."""
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
 import subprocess
+import time
 
 import aiohttp
 import pytest
@@ -640,3 +642,85 @@ async def test_a_repeat_in_a_head_that_trickles_in_keeps_aiohttps_refusal(client
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"400", head
     assert json.loads(body)["detail"] == "not a well-formed HTTP/1.1 request: Content-Type appears more than once"
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the service sent before it closed the connection; fails if it did not close in time."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def test_connections_whose_heads_never_arrive_are_cut_at_the_header_timeout(make_client):
+    """Ten connections that trickle a header a byte at a time, and ten that send nothing, are all closed once
+    NSFWOID_HEADER_TIMEOUT passes: the tricklers with a 408 naming the setting, the silent ones without a word.
+    Meanwhile the service answers others at once."""
+    client = await make_client(header_timeout=1.0)
+    started = time.monotonic()
+    connections = [await asyncio.open_connection(client.server.host, client.server.port) for _ in range(20)]
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ")
+        with contextlib.suppress(ConnectionError):
+            while not writer.is_closing():
+                writer.write(b"a")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    tricklers = [asyncio.create_task(trickle(writer)) for _, writer in connections[:10]]
+    assert (await client.get("/healthz")).status == 200
+    answers = await asyncio.gather(*(closed_within(reader, 3) for reader, _ in connections))
+    elapsed = time.monotonic() - started
+    print(f"twenty slow or silent connections cut {elapsed:.2f} s after they opened (NSFWOID_HEADER_TIMEOUT=1)")
+    for task in tricklers:
+        task.cancel()
+    for _, writer in connections:
+        writer.close()
+    assert elapsed < 2.5, elapsed
+    for answer in answers[:10]:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head, head
+        problem = json.loads(body)
+        assert problem["type"] == problem_type("request-timeout") and "NSFWOID_HEADER_TIMEOUT" in problem["detail"]
+    assert answers[10:] == [b""] * 10
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_kept_alive_connection_gets_the_header_timeout_for_each_request_and_closes_when_idle(make_client):
+    client = await make_client(header_timeout=1.0, keepalive_timeout=1.5)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.startswith(b"Content-Length")))
+        await reader.readexactly(length)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next request's head, never finished
+        started = time.monotonic()
+        answer = await closed_within(reader, 3)
+        assert answer.startswith(b"HTTP/1.1 408 ") and 0.8 < time.monotonic() - started < 1.5
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:  # idle after an answer: closed at the keep-alive timeout
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        started = time.monotonic()
+        await closed_within(reader, 4)
+        assert 1.0 < time.monotonic() - started < 3.5
+    finally:
+        writer.close()
+
+
+async def test_connections_over_the_limit_get_503_overloaded_and_are_closed(make_client):
+    client = await make_client(max_connections=4, header_timeout=30.0)
+    held = [await asyncio.open_connection(client.server.host, client.server.port) for _ in range(4)]
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    answer = await closed_within(reader, 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head, head
+    problem = json.loads(body)
+    assert problem["type"] == problem_type("overloaded") and "NSFWOID_MAX_CONNECTIONS" in problem["detail"]
+    for _, held_writer in held:
+        held_writer.close()
+    await helpers.until(lambda: len(client.server.runner.server.connections) < 4)  # the client keeps one of its own
+    assert (await client.get("/healthz")).status == 200  # a place again
