@@ -30,6 +30,11 @@ from .scoring import log_scored
 MODEL_PATH = f"/v1/models/{MODEL_NAME}"
 # A call holds its body, the parsed JSON with its base64 text, and the decoded images: about three times its size.
 BODY_COPIES = 3
+# What a parse of JSON builds, beyond its strings, is bounded before it starts by the bytes that open or separate
+# objects, arrays and values: base64 has none of them, and a call has at most NSFWOID_MAX_INSTANCES small
+# instances. Without the bound, 25 MiB of {"instances": [{}, {}, …]} would build 700 MiB of dicts.
+STRUCTURE_BYTES = (b"{", b"[", b",", b":")
+STRUCTURE_PER_INSTANCE = 16  # an instance has 4 or 5; the rest is for commas and colons in URLs
 
 
 def add_kserve_routes(app: web.Application) -> None:
@@ -55,7 +60,7 @@ async def received_call(request: web.Request) -> AsyncIterator[object]:
     with runtime.holding(min(BODY_COPIES * body_bytes(request, settings), settings.image_memory),
                          settings.image_memory):
         async with receiving(request):
-            payload = await json_body(request)
+            payload = await json_body(request, settings.max_instances)
         yield payload
 
 
@@ -75,11 +80,19 @@ async def predict(request: web.Request) -> web.Response:
     return json_response({"predictions": predictions})
 
 
-async def json_body(request: web.Request) -> object:
-    """The request's JSON body, parsed off the event loop (megabytes of base64)."""
+async def json_body(request: web.Request, max_instances: int) -> object:
+    """The request's JSON body, parsed off the event loop (megabytes of base64), if it has no more STRUCTURE_BYTES
+    than a call of `max_instances` needs: what the parse builds is then about the body's size, and is charged so."""
     body = await read_body(request)
+    return await asyncio.to_thread(_parse, body, max_instances)
+
+
+def _parse(body: bytes, max_instances: int) -> object:
+    if sum(body.count(byte) for byte in STRUCTURE_BYTES) > STRUCTURE_PER_INSTANCE * (max_instances + 4):
+        raise InvalidRequest(f"the JSON has more objects, arrays and values than a call of {max_instances} "
+                             "instances needs (NSFWOID_MAX_INSTANCES)")
     try:
-        return await asyncio.to_thread(json.loads, body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest('the body is not JSON; send {"instances": [...]}') from None
     except RecursionError:  # json's C scanner recurses once per level: a few kilobytes of "[" exhaust the stack
@@ -125,10 +138,14 @@ async def _instance_input(instance: object, settings: Settings) -> RequestInput:
             raise MissingInput('"image.b64" is empty')
         check_size(len(data), settings.max_image_bytes, "the image")
         return RequestInput(data, None, "body")
-    url = instance.get("url")
-    if isinstance(url, str) and url.strip():
-        return RequestInput(None, url, "url")
-    raise MissingInput('an instance needs "image": {"b64": "…"} or a non-empty "url"')
+    if "url" not in instance:
+        raise InvalidRequest('an instance is {"image": {"b64": "…"}} or {"url": "…"}')
+    url = instance["url"]
+    if not isinstance(url, str):
+        raise InvalidRequest('"url" must be a string')
+    if not url.strip():
+        raise MissingInput('"url" is empty')
+    return RequestInput(None, url, "url")
 
 
 def _b64decode(encoded: str) -> bytes:

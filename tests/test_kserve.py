@@ -52,7 +52,7 @@ async def test_mixed_instances_each_get_their_own_answer(client, upstream):
     assert predictions[8]["score"] == pytest.approx(expected["warm_flat.png"], abs=1e-4)
     errors = {i: p["error"]["type"].removeprefix(TYPE_PREFIX) for i, p in enumerate(predictions) if "error" in p}
     assert errors == {1: "invalid-request", 3: "invalid-url", 4: "unsupported-media-type", 5: "invalid-request",
-                      6: "invalid-request", 7: "missing-input"}
+                      6: "invalid-request", 7: "invalid-request"}
     for index in errors:
         problem = predictions[index]["error"]
         assert problem["instance"] == "urn:nsfwoid:request:" + response.headers["X-Request-Id"]
@@ -150,3 +150,26 @@ async def test_a_url_instance_that_does_not_fit_in_image_memory_is_its_own_error
     # Alone, the URL fits, and its download is read: to the cap, as it never ends.
     response = await client.post(PREDICT, json={"instances": [{"url": undeclared}]})
     assert (await response.json())["predictions"][0]["error"]["type"] == problem_type("payload-too-large")
+
+
+@pytest.mark.parametrize("instance, name", [
+    ({"url": 5}, "invalid-request"), ({"foo": 1}, "invalid-request"), ({"url": None}, "invalid-request"),
+    ({"url": " "}, "missing-input"), ({"image": {"b64": ""}}, "missing-input"),
+], ids=["url not a string", "unknown key", "url null", "url blank", "b64 empty"])
+async def test_an_instance_of_an_unknown_shape_is_invalid_and_an_empty_one_missing(client, instance, name):
+    """As docs/api.md says: a shape this route does not take is invalid-request; a known field left empty is
+    missing-input."""
+    response = await client.post(PREDICT, json={"instances": [instance]})
+    (prediction,) = (await response.json())["predictions"]
+    assert prediction["error"]["type"] == problem_type(name), prediction
+
+
+async def test_a_call_with_more_structure_than_its_instances_need_is_refused_before_it_is_parsed(client):
+    """{"instances": [{}, {}, …]} would build a dict for each {}: 25 MiB of them, about 700 MiB. A call has at
+    most NSFWOID_MAX_INSTANCES small instances, so more objects, arrays or values than they need is refused."""
+    body = b'{"instances": [' + b"{}, " * (6 * 2**20) + b"{}]}"
+    response = await client.post(PREDICT, data=body, headers={"Content-Type": "application/json"})
+    problem = await helpers.problem_of(response, 400, "invalid-request")
+    assert "NSFWOID_MAX_INSTANCES" in problem["detail"]
+    many_commas = {"instances": [{"url": "https://upload.wikimedia.org/a,b,c:d.jpg"}] * 50}  # the most it takes
+    assert (await client.post(PREDICT, json=many_commas)).status == 200

@@ -35,6 +35,19 @@ async def test_base64_is_read_as_the_retired_model_read_it(client):
     assert response.status == 200
 
 
+async def test_url_safe_base64_is_decoded_not_skipped(client):
+    """The URL-safe alphabet's - and _ stand for + and /: skipping them, as characters outside the alphabet are,
+    would score corrupted bytes."""
+    standard = base64.b64encode(BRICK).decode()
+    url_safe = base64.urlsafe_b64encode(BRICK).decode()
+    assert url_safe != standard  # the photo's base64 has + and /
+    scores = []
+    for encoded in (standard, url_safe):
+        response = await client.post(PREDICT, json={"instances": [{"image": {"b64": encoded}}]})
+        scores.append((await response.json())["prob_nsfw"])
+    assert scores[1] == pytest.approx(scores[0], abs=1e-9)
+
+
 @pytest.mark.parametrize("body, reason", [
     ({}, NOT_THE_FORMAT),
     ({"instances": []}, NOT_THE_FORMAT),

@@ -4,6 +4,7 @@ abandoned decodes, the drain, and the peak RSS of the service with its workers f
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -20,6 +21,8 @@ from . import helpers
 
 # Real `nsfwoid` processes, each with its decode workers.
 pytestmark = pytest.mark.slow
+
+BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
 
 
 @pytest.fixture
@@ -245,4 +248,34 @@ async def test_hostile_and_huge_images_stay_under_1_5_gib(service, case):
         assert {status for status, _ in results} <= allowed, results[:2]
         print(f"{case}: peak RSS {rss.peak / 2**20:.0f} MiB, service and workers")
         assert rss.peak < 1.5 * 2**30, f"{case}: {rss.peak / 2**20:.0f} MiB"
+        await still_healthy(session, base)
+
+
+async def test_three_json_calls_of_24_mib_of_objects_cost_little_and_leave_healthz_prompt(service):
+    """Three KServe calls at once, each one good instance and 24 MiB of {}: refused before they are parsed, so the
+    service holds about their bodies (it grew by 2 GiB before, and answered 200), and /healthz answers within the
+    readiness probe's 2 s throughout (json.loads held the GIL for seconds)."""
+    process, base = service
+    good = json.dumps(helpers.b64_instance(BRICK)).encode()
+    body = b'{"instances": [' + good + b", " + b"{}, " * (6 * 2**20) + b"{}]}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def call() -> tuple[int, dict]:
+            async with session.post(base + "/v1/models/open_nsfw:predict", data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                return response.status, await response.json(content_type=None)
+
+        with helpers.PeakRss(process.pid) as rss:
+            calls = asyncio.gather(*(call() for _ in range(3)))
+            slowest = 0.0
+            while not calls.done():
+                started = time.monotonic()
+                async with session.get(base + "/healthz") as response:
+                    assert response.status == 200
+                slowest = max(slowest, time.monotonic() - started)
+                await asyncio.sleep(0.05)
+            results = await calls
+        assert [status for status, _ in results] == [400] * 3, results[0]
+        assert all("NSFWOID_MAX_INSTANCES" in problem["detail"] for _, problem in results)
+        print(f"three 24 MiB JSON calls: peak RSS {rss.peak / 2**20:.0f} MiB, slowest /healthz {slowest:.3f} s")
+        assert rss.peak < 1024 * 2**20 and slowest < 2
         await still_healthy(session, base)
