@@ -12,8 +12,8 @@ from .errors import (
     PROBLEM_CONTENT_TYPE,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     Problem,
+    too_large,
 )
 
 
@@ -52,14 +52,14 @@ def counted_problem_response(problem: Problem, trace_id: str) -> web.Response:
     return problem_response(problem, trace_id)
 
 
-def problem_from_http(exc: web.HTTPException) -> Problem | None:
+def problem_from_http(exc: web.HTTPException, max_image_bytes: int) -> Problem | None:
     """aiohttp's own errors (unknown route, wrong method, body too large) as our problems."""
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such route; see /openapi.yaml")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(f"allowed here: {exc.headers.get('Allow', '')}", exc.headers.get("Allow", ""))
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return PayloadTooLarge(exc.text or "request body too large")
+        return too_large("the body", max_image_bytes)
     return None
 
 

@@ -18,9 +18,9 @@ from .fetch import create_session
 from .inputs import check_expectation, client_max_size
 from .kserve import add_kserve_routes
 from .liftwing import add_liftwing_routes
-from .logging import REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
+from .logging import PROBLEM_KEY, REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
 from .model import Model, load_model
-from .protocol import adapt_aiohttp_protocol
+from .protocol import MAX_HEADERS, adapt_aiohttp_protocol
 from .scoring import running_scorer, self_test
 
 LOADED_MODEL = web.AppKey("loaded_model", Model | None)
@@ -37,9 +37,9 @@ def create_app(settings: Settings, model: Model | None = None) -> web.Applicatio
         middlewares=[observe_middleware],
         # Request bodies are never decompressed (a Content-Encoding is refused with 415), and a body left unread
         # when the answer goes is not drained: the connection closes.
-        handler_args={"max_field_size": 16384, "auto_decompress": False, "lingering_time": 0,
-                      "keepalive_timeout": settings.keepalive_timeout, "header_timeout": settings.header_timeout,
-                      "max_connections": settings.max_connections},
+        handler_args={"max_field_size": 16384, "max_headers": MAX_HEADERS, "auto_decompress": False,
+                      "lingering_time": 0, "keepalive_timeout": settings.keepalive_timeout,
+                      "header_timeout": settings.header_timeout, "max_connections": settings.max_connections},
     )
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
@@ -109,11 +109,14 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
         response = await handler(request)
     except Problem as problem:
         response = counted_problem_response(problem, trace_id)
+        request[PROBLEM_KEY] = problem.type_uri
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        problem = problem_from_http(exc)
+        problem = problem_from_http(exc, request.app[SETTINGS].max_image_bytes)
         response = counted_problem_response(problem, trace_id) if problem else http_problem_response(exc, trace_id)
+        if problem:
+            request[PROBLEM_KEY] = problem.type_uri
     except ConnectionResetError:  # the client hung up, mid-body or while waiting: nobody to answer
         get_logger().info("client closed the connection")
         response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")

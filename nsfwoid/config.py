@@ -186,22 +186,29 @@ def _renamed(env: Mapping[str, str]) -> Mapping[str, str]:
     return env
 
 
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off", "")
+# What a value of each kind must be, in words, as a refusal says it.
+KIND_WORDS = {int: "a whole number, such as 8080", float: "a number, such as 2.5",
+              bool: "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS[:-1])}
+
+
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     name = ENV_PREFIX + f.name.upper()
     kind = type(f.default)
     try:
         if kind is bool:
             lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
+            if lowered in TRUE_WORDS:
                 return True
-            if lowered in ("0", "false", "no", "off", ""):
+            if lowered in FALSE_WORDS:
                 return False
             raise ValueError(raw)
         if kind is tuple:
             return split_list(raw)
         return kind(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{name}={raw!r} is not {KIND_WORDS.get(kind, 'a ' + kind.__name__)}") from None
 
 
 def split_list(raw: str) -> tuple[str, ...]:

@@ -173,4 +173,9 @@ def check_size(size: int, cap: int, what: str) -> None:
     """The one over-the-cap check: PayloadTooLarge, 413, when `what` (a body, a download, a file) has more
     than `cap` bytes."""
     if size > cap:
-        raise PayloadTooLarge(f"{what} is over the limit of {cap} bytes")
+        raise too_large(what, cap)
+
+
+def too_large(what: str, cap: int) -> PayloadTooLarge:
+    """413 for an image over NSFWOID_MAX_IMAGE_BYTES, in the same words whichever check found it."""
+    return PayloadTooLarge(f"{what} is over the limit of {cap} bytes (NSFWOID_MAX_IMAGE_BYTES)")

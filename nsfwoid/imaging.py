@@ -149,7 +149,9 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         if looks_like_image(data):
             raise InvalidImage("the image header is damaged") from None
-        raise UnsupportedMediaType(f"not an image, or not one of {', '.join(FORMATS)}") from None
+        kind = other_format(data)
+        what = f"{kind}, which is not one" if kind else "not an image, or not one"
+        raise UnsupportedMediaType(f"{what} of {', '.join(FORMATS)}") from None
     except DECODE_ERRORS as exc:
         raise InvalidImage(f"cannot read the image header: {exc}") from None
     width, height = image.size
@@ -184,6 +186,21 @@ def _check_tiff_layout(image: Image.Image) -> None:
 def _entry_count(value) -> int:
     """How many values a TIFF tag holds (Pillow gives a tuple for several, the value itself for one)."""
     return len(value) if isinstance(value, tuple) else int(value is not None)
+
+
+# ISO base media files (HEIF and AVIF) by their brand, the bytes 8 to 12 after "ftyp" at 4 to 8.
+ISOBMFF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC",
+                  b"heim": "HEIC", b"heis": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
+SIGNATURES = ((b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (b"%PDF", "PDF"),
+              (b"<svg", "SVG"), (b"<?xml", "XML (SVG?)"), (b"{", "JSON"), (b"[", "JSON"))
+
+
+def other_format(data: bytes) -> str | None:
+    """What the bytes are, where it is a format people send that nsfwoid does not read: "an AVIF image"."""
+    if data[4:8] == b"ftyp" and data[8:12] in ISOBMFF_BRANDS:
+        return f"an {ISOBMFF_BRANDS[data[8:12]]} image"
+    start = data[:16].lstrip()
+    return next((f"a {name} file" for signature, name in SIGNATURES if start.startswith(signature)), None)
 
 
 def looks_like_image(data: bytes) -> bool:

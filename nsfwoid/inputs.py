@@ -13,11 +13,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .admission import SETTINGS
 from .config import Settings
-from .errors import InvalidRequest, MissingInput, Problem, UnsupportedMediaType, check_size
+from .errors import InvalidRequest, MissingInput, Problem, UnsupportedMediaType, check_size, too_large
 from .fetch import checked_url, fetch, held_size
 from .imaging import looks_like_image
 
 URLENCODED = "application/x-www-form-urlencoded"
+KSERVE_PREDICT = "/v1/models/open_nsfw:predict"
 FORM_TYPES = (URLENCODED, "multipart/form-data")
 FORM_FIELDS = frozenset({"url", "file"})
 RAW_TYPES = ("application/octet-stream",)
@@ -94,8 +95,9 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
     if content_type.startswith("image/") or content_type in RAW_TYPES:
         data = _capped(await read_body(request), cap)
         return RequestInput(_require(data, "the request body is empty"), None, "body")
+    pointer = f"; a KServe call goes to POST {KSERVE_PREDICT}" if content_type == "application/json" else ""
     raise UnsupportedMediaType(
-        f"Content-Type {content_type} is not a form, multipart, image/* or application/octet-stream"
+        f"Content-Type {content_type} is not a form, multipart, image/* or application/octet-stream{pointer}"
     )
 
 
@@ -105,8 +107,9 @@ def body_bytes(request: web.Request, settings: Settings) -> int:
 
 
 def check_declared_length(request: web.Request, settings: Settings) -> None:
-    if request.content_length is not None:
-        check_size(request.content_length, client_max_size(settings), "the declared length")
+    """413 before reading, for a body that declares more than an image and a form's fields can take."""
+    if request.content_length is not None and request.content_length > client_max_size(settings):
+        raise too_large("the declared length", settings.max_image_bytes)
 
 
 async def read_body(request: web.Request) -> bytes:

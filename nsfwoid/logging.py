@@ -16,6 +16,7 @@ SERVICE_NAME = "nsfwoid"
 ECS_VERSION = "1.11.0"
 TRACE_ID = "trace.id"  # the ECS field
 TRACE_ID_KEY = web.RequestKey("trace_id", str)
+PROBLEM_KEY = web.RequestKey("problem", str)  # the type of the problem a request was answered with
 REQUEST_ID_HEADER = "X-Request-Id"  # a trace id the client gives, and the one each answer carries
 
 
@@ -113,6 +114,7 @@ class AccessLogger(AbstractAccessLogger):
                 "client.ip": request.remote,
                 "user_agent.original": request.headers.get("User-Agent", ""),
                 TRACE_ID: request.get(TRACE_ID_KEY, ""),
+                **({"error.type": request[PROBLEM_KEY]} if PROBLEM_KEY in request else {}),
             },
         )
 

@@ -48,6 +48,7 @@ AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aio
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 REPEATABLE = frozenset(name.encode() for name in http_parser.SINGLETON_HEADERS - FRAMING_HEADERS)
 HEADERS_END = b"\r\n\r\n"
+MAX_HEADERS = 128  # a request's header lines, as aiohttp's default; more is 400, naming the number
 
 
 def header_name(name: str) -> str:
@@ -213,6 +214,8 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
             name = exc.message.split("'")[1].lower()  # aiohttp's "Duplicate 'Content-Length' header found."
             if name in http_parser.SINGLETON_HEADERS:  # a name from that list alone: never the request's bytes
                 return f"{header_name(name)} appears more than once"
+        if isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received":
+            return f"more than {MAX_HEADERS} headers"
         if isinstance(exc, BadHttpMessage) and exc.message.split(":\n")[0] in FRAMING_ERRORS:
             return FRAMING_ERRORS[exc.message.split(":\n")[0]]
         return next((words for kind, words in PARSE_ERRORS if isinstance(exc, kind)), GENERIC_PARSE_ERROR)

@@ -117,6 +117,17 @@ def test_bad_configuration_is_refused(env):
     assert result.returncode != 0 and "NSFWOID_" in result.stderr
 
 
+@pytest.mark.parametrize("env, said", [
+    ({"NSFWOID_PORT": "abc"}, "NSFWOID_PORT='abc' is not a whole number, such as 8080"),
+    ({"NSFWOID_DECODE_TIMEOUT": "soon"}, "NSFWOID_DECODE_TIMEOUT='soon' is not a number, such as 2.5"),
+    ({"NSFWOID_EXACT": "maybe"}, "NSFWOID_EXACT='maybe' is not one of true, 1, yes, on, false, 0, no, off"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_with_the_values_it_takes(env, said):
+    with pytest.raises(ConfigError) as refused:
+        Settings.load(env)
+    assert str(refused.value) == said
+
+
 @pytest.mark.parametrize(("cpu_max", "limit"), [("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None),
                                               ("garbage\n", None), (None, None)])
 def test_thread_counts_follow_the_cgroup_cpu_quota(tmp_path, cpu_max, limit):

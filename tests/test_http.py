@@ -172,12 +172,26 @@ async def test_upstream_timeout(make_client, upstream):
 
 
 async def test_payload_too_large_body(make_client):
+    """Whichever check finds it (the declared length, a chunked body past the cap, a form's file), a 413 names the
+    one limit a client can act on."""
     client = await make_client(max_image_bytes=10_000)
-    await helpers.problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}), 413,
-                     "payload-too-large")
+    limit = "is over the limit of 10000 bytes (NSFWOID_MAX_IMAGE_BYTES)"
+    problem = await helpers.problem_of(await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"}),
+                                       413, "payload-too-large")
+    assert problem["detail"] == f"the image {limit}"  # under the declared-length cap, which leaves 64 KiB for forms
+    large = await client.post("/", data=BRICK * 3, headers={"Content-Type": "image/jpeg"})
+    assert (await helpers.problem_of(large, 413, "payload-too-large"))["detail"] == f"the declared length {limit}"
+
+    async def chunks():  # no declared length, past what aiohttp reads
+        for _ in range(3):
+            yield BRICK
+
+    chunked = await client.post("/", data=chunks(), headers={"Content-Type": "image/jpeg"})
+    assert (await helpers.problem_of(chunked, 413, "payload-too-large"))["detail"] == f"the body {limit}"
     form = aiohttp.FormData()
     form.add_field("file", BRICK, filename="brick.jpg", content_type="image/jpeg")
-    await helpers.problem_of(await client.post("/", data=form), 413, "payload-too-large")
+    problem = await helpers.problem_of(await client.post("/", data=form), 413, "payload-too-large")
+    assert problem["detail"] == f"the image {limit}"  # the form fits its 64 KiB for fields; its file does not
 
 
 async def test_payload_too_large_download(make_client, upstream):
@@ -189,8 +203,18 @@ async def test_payload_too_large_download(make_client, upstream):
 async def test_unsupported_media_type(client):
     await helpers.problem_of(await client.post("/", data=b"hello", headers={"Content-Type": "image/png"}), 415,
                      "unsupported-media-type")
-    await helpers.problem_of(await client.post("/", data=b"{}", headers={"Content-Type": "application/json"}), 415,
-                     "unsupported-media-type")
+    json_call = await client.post("/", data=b"{}", headers={"Content-Type": "application/json"})
+    problem = await helpers.problem_of(json_call, 415, "unsupported-media-type")
+    assert problem["detail"].endswith("; a KServe call goes to POST /v1/models/open_nsfw:predict")
+
+
+@pytest.mark.parametrize("fmt, named", [("AVIF", "an AVIF image"), ("PDF", "a PDF file")])
+async def test_a_format_nsfwoid_does_not_read_is_named(client, fmt, named):
+    """Pillow writes both; nsfwoid reads neither, and says what it found rather than "not an image"."""
+    data = helpers.encode(helpers.photo("brick.jpg", (64, 48)), fmt)
+    problem = await helpers.problem_of(await client.post("/", data=data, headers={"Content-Type": "image/avif"}),
+                                       415, "unsupported-media-type")
+    assert problem["detail"].startswith(f"{named}, which is not one of JPEG"), problem
 
 
 async def test_invalid_image(client):
@@ -497,7 +521,9 @@ async def test_broken_chunked_framing_gets_a_prompt_400(make_client, broken, con
     (b"GARBAGE /?token=SECRET HTTP/1.1\r\nHost: x\r\n\r\n", "an unknown method"),
     (b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Length: 6\n\nSECRET", "a malformed request line"),
     (b"GET /?token=SECRET HTTP/1.1\r\nHost: x\r\nBad Name: SECRET\r\n\r\n", "it breaks HTTP/1.1's syntax"),
-], ids=["header over the size limit", "unknown method", "bare LF", "space in a header name"])
+    (b"GET /?token=SECRET HTTP/1.1\r\n" + b"".join(b"X-%d: SECRET\r\n" % i for i in range(1000)) + b"\r\n",
+     "more than 128 headers"),
+], ids=["header over the size limit", "unknown method", "bare LF", "space in a header name", "1,000 headers"])
 async def test_requests_aiohttp_cannot_parse_get_a_problem(client, request_bytes, reason):
     """aiohttp answers these itself, before the application and its middlewares: still problem+json, counted, and
     with the reason, never the request's bytes."""

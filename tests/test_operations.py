@@ -100,6 +100,8 @@ async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
         health_bytes = len(await health.read())
         generated = (await client.get("/_info")).headers["X-Request-Id"]
         assert re.fullmatch(r"[0-9a-f]{32}", generated)
+        refused = await client.post("/", data=b"hello", headers={"Content-Type": "image/png", "X-Request-Id": "bad-1"})
+        assert refused.status == 415
         for hostile_id in ("bad id; rm", "x" * 300, "a\\u0000b"):
             hostile = await client.get("/_info", headers={"X-Request-Id": hostile_id})
             assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["X-Request-Id"])
@@ -110,12 +112,15 @@ async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
     for line in lines:
         assert line["ecs.version"] == "1.11.0" and line["service"]["name"] == "nsfwoid"
         assert line["@timestamp"].endswith("Z") and line["log.level"] and line["message"]
-    access = [e for e in lines if e.get("url", {}).get("path") == "/" and "http" in e]
+    access = [e for e in lines if e.get("url", {}).get("path") == "/" and "http" in e and e["trace"]["id"] == "abc-123"]
     assert len(access) == 1
     entry = access[0]
     assert entry["http"]["request"]["method"] == "POST" and entry["http"]["response"]["status_code"] == 200
     assert entry["event"]["duration"] > 0 and entry["client"]["ip"] == "127.0.0.1"
     assert entry["trace"]["id"] == "abc-123"
+    assert "error" not in entry
+    refused_line = next(e for e in lines if e.get("trace", {}).get("id") == "bad-1" and "http" in e)
+    assert refused_line["error"]["type"] == "urn:nsfwoid:problem:unsupported-media-type"  # a 4xx says which
     health_line = next(e for e in lines if e.get("trace", {}).get("id") == "health-1" and "http" in e)
     assert health_line["http"]["response"]["body"]["bytes"] == health_bytes == int(health.headers["Content-Length"])
     scored = [e for e in lines if e["message"] == "scored"]
