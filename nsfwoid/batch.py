@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 
@@ -59,6 +59,31 @@ def detached(problem: Problem) -> Problem:
     return problem.with_traceback(None)
 
 
+async def read_ahead(targets: Iterator[str]) -> AsyncIterator[list[str]]:
+    """The targets, READ_AHEAD_LINES at a time, read in a daemon thread of their own: a list that may never end
+    (a FIFO with no writer, standard input held open) must not keep the process alive once the run is stopped,
+    as a thread of asyncio's executor would, since asyncio.run waits for those."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[list[str] | BaseException] = asyncio.Queue(maxsize=2)
+
+    def hand_over(item: list[str] | BaseException) -> None:
+        asyncio.run_coroutine_threadsafe(chunks.put(item), loop).result()
+
+    def read() -> None:
+        try:
+            while chunk := list(itertools.islice(targets, READ_AHEAD_LINES)):
+                hand_over(chunk)
+            hand_over([])
+        except BaseException as exc:  # raised again in the run, where it is reported
+            hand_over(exc)
+
+    threading.Thread(target=read, name="nsfwoid-targets", daemon=True).start()
+    while chunk := await chunks.get():
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield chunk
+
+
 class Batch:
     """One run: the shared session, scorer, per-run caches and the output."""
 
@@ -82,7 +107,7 @@ class Batch:
             raise failed.exceptions[0] from None
 
     async def _feed(self, targets: Iterator[str], finished: dict[str, int], queue: asyncio.Queue) -> None:
-        while chunk := await asyncio.to_thread(lambda: list(itertools.islice(targets, READ_AHEAD_LINES))):
+        async for chunk in read_ahead(targets):
             for target in chunk:
                 status = finished.get(target)
                 if status is not None:
@@ -139,7 +164,8 @@ class Batch:
         except FileNotFoundError:
             raise FileNotFound(f"no such file: {target}") from None
         except OSError as exc:
-            raise FileUnreadable(f"cannot read {target}: {exc.strerror or exc}") from None
+            what = "the directory " if os.path.isdir(target) else ""
+            raise FileUnreadable(f"cannot read {what}{target}: {exc.strerror or exc}") from None
 
     async def _download(self, url: str) -> bytes:
         """Retries 429 and 503 with exponential backoff, honouring Retry-After."""

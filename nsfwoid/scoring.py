@@ -14,6 +14,7 @@ from pathlib import Path
 from . import imaging, metrics
 from .batcher import Batcher, RunBatch
 from .config import Settings
+from .errors import Problem
 from .logging import get_logger
 from .model import ModelError
 from .sandbox import DecodePool
@@ -146,7 +147,10 @@ async def running_scorer(settings: Settings, run_batch: RunBatch,
 async def self_test(scorer: Scorer) -> float:
     """Score the built-in image through the whole path (a decode worker, the batcher, the model) and compare
     it with the reference: the service is not ready, and `nsfwoid score` does not start, until it passes."""
-    scored = await scorer.score(await asyncio.to_thread(SELFTEST_IMAGE.read_bytes), exact=True)
+    try:
+        scored = await scorer.score(await asyncio.to_thread(SELFTEST_IMAGE.read_bytes), exact=True)
+    except Problem as problem:  # the limits cannot take even the built-in image, or no worker can start
+        raise ModelError(f"self-test could not score its image: {problem.detail}") from None
     if abs(scored.score - SELFTEST_EXPECTED) > SELFTEST_TOLERANCE:
         raise ModelError(f"self-test scored {scored.score:.6f}, expected {SELFTEST_EXPECTED:.6f}")
     return scored.score

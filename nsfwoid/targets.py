@@ -55,13 +55,33 @@ def expand(entries: Iterable[str]) -> Iterator[str]:
     """Paths and URLs as given, with each directory replaced by the image files under it, in sorted order."""
     for entry in entries:
         if "://" not in entry and os.path.isdir(entry):
-            for root, dirs, files in os.walk(entry):
-                dirs.sort()
-                for name in sorted(files):
-                    if Path(name).suffix.lower() in SUFFIXES:
-                        yield os.path.join(root, name)
+            yield from walk(entry)
         else:
             yield entry
+
+
+def walk(directory: str) -> Iterator[str]:
+    """The image files under a directory, in sorted order, following symbolic links to directories once each (a
+    link back up the tree is not followed round). A directory that cannot be listed is a target of its own, so
+    that reading it fails and the run reports it rather than leaving a silent gap."""
+    unlisted: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(directory, onerror=lambda exc: unlisted.append(exc.filename), followlinks=True):
+        yield from unlisted
+        unlisted.clear()
+        try:
+            status = os.stat(root)
+        except OSError:
+            continue
+        if (status.st_dev, status.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in SUFFIXES:
+                yield os.path.join(root, name)
+    yield from unlisted
 
 
 def listed(options: BatchOptions) -> Iterator[str]:

@@ -465,3 +465,72 @@ async def test_local_files_have_problems_of_their_own(tmp_path):
     assert errors[str(looped)] == {"type": problem_type("file-unreadable"), "title": "The local file cannot be read",
                                    "status": 403, "detail": f"cannot read {looped}: Too many levels of symbolic links"}
     assert errors[str(tmp_path / "missing.jpg")]["type"] == problem_type("file-not-found")
+
+
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]  # root, held to permission bits
+
+
+@pytest.mark.root
+async def test_a_directory_that_cannot_be_read_is_a_failed_target_not_a_silent_gap(tmp_path):
+    """Run without the capability to read past permissions: a `chmod 000` directory inside the tree, and one given
+    as the target itself, are each a failed target (file-unreadable) and the run exits 1. A symbolic link to a
+    directory is followed, and a link back up the tree is not followed round."""
+    helpers.require_root_and(("setpriv",), "the unreadable-directory test", "root and util-linux's setpriv")
+    tree, elsewhere = tmp_path / "tree", tmp_path / "elsewhere"
+    for folder in (tree / "ok", tree / "locked", elsewhere):
+        folder.mkdir(parents=True)
+    shutil.copy(helpers.FIDELITY / "brick.jpg", tree / "ok" / "brick.jpg")
+    shutil.copy(helpers.FIDELITY / "retina.jpg", tree / "locked" / "retina.jpg")
+    shutil.copy(helpers.FIDELITY / "warm_flat.png", elsewhere / "warm.png")
+    (tree / "linked").symlink_to(elsewhere)
+    (tree / "ok" / "up").symlink_to(tree)  # a loop
+    (tree / "locked").chmod(0)
+    alone = tmp_path / "alone"
+    alone.mkdir(mode=0)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *WITHOUT_DAC, sys.executable, "-m", "nsfwoid", "score", str(tree), str(alone), "--jsonl",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        (tree / "locked").chmod(0o755)
+        alone.chmod(0o755)
+    records = {r["target"]: r for r in jsonl(out.decode())}
+    assert process.returncode == 1, err
+    assert set(records) == {str(tree / "ok" / "brick.jpg"), str(tree / "linked" / "warm.png"),
+                            str(tree / "locked"), str(alone)}
+    for directory in (tree / "locked", alone):
+        error = records[str(directory)]["error"]
+        assert error["type"] == problem_type("file-unreadable") and error["status"] == 403
+        assert error["detail"] == f"cannot read the directory {directory}: Permission denied"
+    assert records[str(tree / "linked" / "warm.png")]["score"] == pytest.approx(EXPECTED["warm_flat.png"], abs=1e-4)
+    assert "file-unreadable 2" in err.decode().splitlines()[-1]
+
+
+async def test_a_self_test_that_cannot_score_is_one_line_and_status_2(photos):
+    """Limits too tight for even the built-in image: the run cannot start, which no retry would change."""
+    code, out, err = await run_score(str(photos / "brick.jpg"), env={"NSFWOID_DECODE_MEMORY": "100000000"})
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["nsfwoid: self-test could not score its image: decoding needs more than the 95 MiB "
+                                "a decode worker may use"], err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("source", ["a FIFO with no writer", "standard input held open"])
+async def test_a_signal_stops_a_run_that_waits_on_its_list(tmp_path, signum, source):
+    """The thread that reads the list may wait for ever; the run still ends at once with 128 + the signal."""
+    if source == "standard input held open":
+        args, stdin = ["--from", "-"], subprocess.PIPE
+    else:
+        fifo = tmp_path / "targets"
+        os.mkfifo(fifo)
+        args, stdin = ["--from", str(fifo)], subprocess.DEVNULL
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nsfwoid", "score", *args, stdin=stdin,
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    await helpers.until(lambda: helpers.decode_workers(process.pid), 60)  # started, and waiting on the list
+    await asyncio.sleep(0.5)
+    process.send_signal(signum)
+    _, err = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 128 + signum, err
+    assert err.decode().splitlines()[-1] == f"nsfwoid: stopped by {signal.Signals(signum).name}"
+    assert b"Fatal Python error" not in err and b"Traceback" not in err
