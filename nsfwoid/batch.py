@@ -113,7 +113,7 @@ class Batch:
                 if status is not None:
                     if not to_do_again(status, self.options.retry_failed):
                         self.tally.skipped += 1
-                        self.progress.update()
+                        self.progress.update(skipped=True)
                         continue
                     self.tally.retried += 1
                 await queue.put(target)

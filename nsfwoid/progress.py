@@ -63,7 +63,8 @@ class Tally:
 
 class Progress:
     """A progress bar on a terminal (tqdm); elsewhere a line every few seconds. Both show a total and an ETA once
-    the targets are counted."""
+    the targets are counted. Targets skipped as done earlier (--resume) come off the bar's total, apart from its
+    count and rate: thousands skipped in a moment would make tqdm's rate absurd, and its redraws rare."""
 
     def __init__(self, tally: Tally, stream: IO[str], every: float) -> None:
         self.tally, self.stream, self.every = tally, stream, every
@@ -73,13 +74,17 @@ class Progress:
     def set_total(self, total: int | None) -> None:
         self.tally.total = total
         if self.bar is not None and total is not None:
-            self.bar.total = total
+            self.bar.total = total - self.tally.skipped
             self.bar.refresh()
 
-    def update(self) -> None:
+    def update(self, skipped: bool = False) -> None:
+        """One target more is done; `skipped`: as done in an earlier run."""
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(errors=self.tally.failed, refresh=False)
+            if not skipped:
+                self.bar.update(1)
+            elif self.bar.total is not None:
+                self.bar.total -= 1
+            self.bar.set_postfix(skipped=self.tally.skipped, errors=self.tally.failed, refresh=not skipped)
         elif time.monotonic() - self.last_line >= self.every:
             self.last_line = time.monotonic()
             tally = self.tally

@@ -534,3 +534,35 @@ async def test_a_signal_stops_a_run_that_waits_on_its_list(tmp_path, signum, sou
     assert process.returncode == 128 + signum, err
     assert err.decode().splitlines()[-1] == f"nsfwoid: stopped by {signal.Signals(signum).name}"
     assert b"Fatal Python error" not in err and b"Traceback" not in err
+
+
+async def test_the_progress_bar_counts_only_what_a_resumed_run_does(aiohttp_server, tmp_path):
+    """250 of 300 targets done earlier: the bar counts the 50 left (total, rate and ETA of those), and says how
+    many were skipped. Counting the skipped ones made its rate 9,937/s and froze it for seconds."""
+    host = await Host(delay=0.02).start(aiohttp_server)
+    urls = [host.url(f"brick.jpg~{i}") for i in range(300)]
+    listing, output = tmp_path / "urls.txt", tmp_path / "scores.jsonl"
+    listing.write_text("\n".join(urls) + "\n")
+    output.write_text("".join(json.dumps({"target": url, "score": 0.5}) + "\n" for url in urls[:250]))
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nsfwoid", "score", "--from", str(listing), "--jsonl", "--output", str(output),
+        "--resume", stdout=subprocess.DEVNULL, stderr=terminal, stdin=subprocess.DEVNULL,
+        env={**os.environ, **LOOPBACK})
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = await asyncio.to_thread(os.read, controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    await asyncio.wait_for(process.wait(), 60)
+    os.close(controller)
+    final = screen.decode(errors="replace").replace("\r", "\n").strip().splitlines()
+    bar = next(line for line in reversed(final) if "img/s" in line)
+    assert process.returncode == 0 and "50/50 [" in bar and "skipped=250" in bar, bar
+    assert float(re.search(r"([\d.]+)img/s", bar).group(1)) < 500, bar
