@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import (
     FileNotFound,
     FileUnreadable,
+    MissingInput,
     Problem,
     ServiceFailed,
     UnsupportedMediaType,
@@ -47,6 +48,8 @@ def read_file(path: str, cap: int) -> tuple[bytes, str]:
         if not stat.S_ISREG(status.st_mode):
             raise UnsupportedMediaType("not a regular file")
         size = status.st_size
+        if size == 0:
+            raise MissingInput("the file is empty")
         check_size(size, cap, "the file")
         data = stream.read(cap + 1)
     return data, sha1_hex(data)

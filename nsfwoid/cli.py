@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_batch_arguments(score: argparse.ArgumentParser) -> None:
     defaults = BatchOptions()
     score.add_argument("targets", nargs="*", metavar="PATH_OR_URL", help="files, directories (walked) or URLs")
-    score.add_argument("--from", dest="from_file", metavar="FILE",
+    lists = score.add_mutually_exclusive_group()
+    lists.add_argument("--from0", dest="from0", metavar="FILE",
+                       help="read paths or URLs each ended by a NUL byte (find -print0) from FILE, taken as they are: "
+                            "for names that begin with spaces or #; - for standard input")
+    lists.add_argument("--from", dest="from_file", metavar="FILE",
                        help="read one path or URL per line from FILE; - for standard input")
     score.add_argument("--jsonl", action="store_true", help="one JSON object per target, errors included")
     score.add_argument("--output", type=Path, metavar="FILE", help="append lines to FILE, each flushed when done")
@@ -77,7 +81,8 @@ def add_batch_arguments(score: argparse.ArgumentParser) -> None:
                        help="downloads at once from one host (default %(default)s)")
     score.add_argument("--retries", type=int, default=defaults.retries,
                        help="retries of a 429 or 503 answer, honouring Retry-After (default %(default)s)")
-    score.add_argument("--min-score", type=float, metavar="X", help="write only the targets scoring at least X")
+    score.add_argument("--min-score", type=unit_interval, metavar="X",
+                       help="write only the targets scoring at least X, from 0 to 1")
     score.add_argument("--shard", type=shard_argument, metavar="I/N",
                        help="only the targets whose number modulo N is I (numbered from 0)")
     score.add_argument("--progress-every", type=float, default=defaults.progress_every, metavar="SECONDS",
@@ -89,6 +94,17 @@ def shard_argument(text: str) -> tuple[int, int]:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def unit_interval(text: str) -> float:
+    """A score: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0  # refused below, with the same words
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a score, a number from 0 to 1")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -111,7 +127,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(
-        targets=tuple(args.targets), from_file=args.from_file, jsonl=args.jsonl, output=args.output,
+        targets=tuple(args.targets), from_file=args.from_file or args.from0, nul_separated=args.from0 is not None,
+        jsonl=args.jsonl, output=args.output,
         resume=args.resume, retry_failed=args.retry_failed, concurrency=args.concurrency, per_host=args.per_host,
         retries=args.retries,
         min_score=args.min_score, shard=args.shard, progress_every=args.progress_every,
@@ -133,11 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "score":
         apply_score_defaults(args)
-        if not args.targets and args.from_file is None:
-            parser.error("score: give targets, or --from FILE")
+        if not args.targets and args.from_file is None and args.from0 is None:
+            parser.error("score: give targets, or --from FILE, or --from0 FILE")
         if args.resume and args.output is None:
             parser.error("score: --resume needs --output")
-        if why := unusable_paths(args.from_file, args.output):
+        if why := unusable_paths(args.from_file or args.from0, args.output):
             parser.error(f"score: {why}")
     try:
         settings = settings_from_args(args)

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import urllib.parse
 from typing import IO
 
 from .errors import Problem
 from .progress import Progress, Tally
 from .scoring import Scored, format_score
-from .targets import NAME_ERRORS, SCORED, BatchOptions, unwritten_path
+from .targets import NAME_ERRORS, SCORED, BatchOptions, text_name, unwritten_path
 
 
 class OutputFailed(Exception):
     """The output cannot be written (a full disk): the run stops, as nothing more it did would be kept."""
+
+
+def redacted(target: str) -> str:
+    """A URL without its query string, which may hold a token, as the logs leave it out; other targets as they are.
+    For what people read on stderr: the output itself keeps each target whole, as --resume needs."""
+    if "://" not in target:
+        return target
+    parts = urllib.parse.urlsplit(target)
+    return urllib.parse.urlunsplit(parts._replace(query="…" if parts.query else "", fragment=""))
 
 
 def result_record(target: str, scored: Scored) -> dict:
@@ -42,13 +52,13 @@ class Output:
         if self.options.jsonl:
             self._write(json.dumps(result_record(target, scored)))
         else:
-            self._write(f"{format_score(scored.score)}\t{target}")
+            self._write(f"{format_score(scored.score)}\t{text_name(target)}")
 
     def error(self, target: str, problem: Problem) -> None:
         if self.options.jsonl:
             self._write(json.dumps(error_record(target, problem)))
         else:
-            self.progress.message(f"nsfwoid: {target}: {problem.name}: {problem.detail}")
+            self.progress.message(f"nsfwoid: {text_name(redacted(target))}: {problem.name}: {problem.detail}")
             self._write_unwritten(problem.status, problem.name, target)
 
     def _write_unwritten(self, status: int, name: str, target: str) -> None:
@@ -61,7 +71,7 @@ class Output:
                 self.unwritten = path.open("a", encoding="utf-8", errors=NAME_ERRORS)
             except OSError as exc:
                 raise OutputFailed(f"cannot write to {path}: {exc.strerror or exc}") from None
-        self._write_to(self.unwritten, f"{status}\t{name}\t{target}", path)
+        self._write_to(self.unwritten, f"{status}\t{name}\t{text_name(target)}", path)
 
     def _write(self, line: str) -> None:
         self._write_to(self.out, line, self.options.output or "standard output")

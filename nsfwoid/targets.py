@@ -28,6 +28,7 @@ SCORED = 200  # the status a scored target is recorded with
 class BatchOptions:
     targets: tuple[str, ...] = ()
     from_file: str | None = None  # one path or URL per line; "-": standard input
+    nul_separated: bool = False  # --from0: the list's entries end with NUL bytes, and are taken as they are
     jsonl: bool = False
     output: Path | None = None
     resume: bool = False
@@ -46,6 +47,8 @@ def parse_shard(text: str) -> tuple[int, int]:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise ValueError(f"--shard {text!r} is not I/N") from None
+    if count < 1:
+        raise ValueError(f"--shard {text!r}: N, the number of shards, must be at least 1")
     if not 0 <= index < count:
         raise ValueError(f"--shard {text!r}: I must be at least 0 and less than N")
     return index, count
@@ -85,9 +88,13 @@ def walk(directory: str) -> Iterator[str]:
 
 
 def listed(options: BatchOptions) -> Iterator[str]:
-    """Every target: the arguments, then the lines of --from; blank lines and # comments skipped."""
+    """Every target: the arguments, then the lines of --from, blank lines and # comments skipped, their spaces
+    stripped; or the NUL-separated entries of --from0, as they are."""
     yield from options.targets
     if options.from_file is None:
+        return
+    if options.nul_separated:
+        yield from _nul_separated(options.from_file)
         return
     if options.from_file == "-":
         sys.stdin.reconfigure(errors=NAME_ERRORS)
@@ -99,6 +106,17 @@ def listed(options: BatchOptions) -> Iterator[str]:
             line = line.strip()
             if line and not line.startswith("#"):
                 yield line
+
+
+def _nul_separated(from_file: str, block: int = 1 << 16) -> Iterator[str]:
+    """The entries of a NUL-separated list (find -print0), read a block at a time; empty ones skipped."""
+    with (open(sys.stdin.fileno(), "rb", closefd=False) if from_file == "-" else open(from_file, "rb")) as stream:
+        rest = b""
+        while data := stream.read(block):
+            *entries, rest = (rest + data).split(b"\0")
+            yield from (entry.decode("utf-8", NAME_ERRORS) for entry in entries if entry)
+        if rest:
+            yield rest.decode("utf-8", NAME_ERRORS)
 
 
 def unusable_paths(from_file: str | None, output: Path | None) -> str | None:
@@ -150,6 +168,24 @@ def count_targets(options: BatchOptions, stop: threading.Event) -> int | None:
     return count
 
 
+def text_name(target: str) -> str:
+    """A target as a text line holds it: as it is, unless it would break the line (a line feed or carriage return
+    in a file name) or be taken for a quoted one (a leading "), which are written as JSON strings."""
+    if "\n" in target or "\r" in target or target.startswith('"'):
+        return json.dumps(target, ensure_ascii=False)
+    return target
+
+
+def from_text_name(field: str) -> str:
+    """The target a text line names (text_name, undone)."""
+    if field.startswith('"'):
+        with contextlib.suppress(ValueError):
+            target = json.loads(field)
+            if isinstance(target, str):
+                return target
+    return field
+
+
 def unwritten_path(output: Path) -> Path:
     return output.with_name(output.name + UNWRITTEN_SUFFIX)
 
@@ -167,13 +203,13 @@ def resume_point(output: Path, jsonl: bool) -> dict[str, int]:
         for line in _complete_lines(path):
             if path != output:
                 status, _, target = line.split("\t", 2)
-                note(target, int(status))
+                note(from_text_name(target), int(status))
             elif jsonl:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     record = json.loads(line)
                     note(record["target"], int(record["error"]["status"]) if "error" in record else SCORED)
             elif "\t" in line:
-                note(line.split("\t", 1)[1], SCORED)
+                note(from_text_name(line.split("\t", 1)[1]), SCORED)
     return finished
 
 

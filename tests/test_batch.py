@@ -566,3 +566,59 @@ async def test_the_progress_bar_counts_only_what_a_resumed_run_does(aiohttp_serv
     bar = next(line for line in reversed(final) if "img/s" in line)
     assert process.returncode == 0 and "50/50 [" in bar and "skipped=250" in bar, bar
     assert float(re.search(r"([\d.]+)img/s", bar).group(1)) < 500, bar
+
+
+async def test_names_that_would_break_a_text_line_are_quoted_and_resumed_exactly(tmp_path):
+    """A file name with a line feed or a carriage return (or a leading quote) is written as a JSON string in text
+    output and in the file beside it; --resume reads it back, so nothing is scored twice."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    names = ["line\nfeed.jpg", "carriage\rreturn.jpg", '"quoted.jpg', "plain.jpg"]
+    for name in names:
+        shutil.copy(helpers.FIDELITY / "brick.jpg", root / name)
+    (root / "empty\n.png").write_bytes(b"")  # fails: recorded beside the output, quoted too
+    output = tmp_path / "scores.txt"
+    code, _, err = await run_score(str(root), "--output", str(output))
+    lines = output.read_text().splitlines()
+    assert code == 1 and len(lines) == 4, (lines, err)
+    written = {json.loads(target) if target.startswith('"') else target
+               for target in (line.split("\t", 1)[1] for line in lines)}
+    assert written == {str(root / name) for name in names}
+    code, _, err = await run_score(str(root), "--output", str(output), "--resume")
+    assert code == 0 and "0 scored" in err and "5 skipped as already done" in err, err
+    assert len(output.read_text().splitlines()) == 4
+
+
+async def test_a_nul_separated_list_takes_names_as_they_are(photos, tmp_path):
+    """--from0: names that begin with a space or # (which --from strips or skips), ended by NUL bytes."""
+    names = [" leading.jpg", "#hash.jpg"]
+    for name in names:
+        shutil.copy(photos / "brick.jpg", tmp_path / name)
+    listing = tmp_path / "list0"
+    listing.write_bytes(b"".join(str(tmp_path / name).encode() + b"\0" for name in names))
+    code, out, err = await run_score("--from0", str(listing), "--jsonl")
+    assert code == 0, err
+    assert sorted(r["target"] for r in jsonl(out)) == sorted(str(tmp_path / name) for name in names)
+    code, out, _ = await run_score("--from0", "-", "--jsonl", stdin=listing.read_bytes())
+    assert code == 0 and len(jsonl(out)) == 2
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--min-score", "1.5", "x.jpg"], "argument --min-score: '1.5' is not a score, a number from 0 to 1"),
+    (["--shard", "1/0", "x.jpg"], "argument --shard: --shard '1/0': N, the number of shards, must be at least 1"),
+    (["--from", "a", "--from0", "b"], "argument --from0: not allowed with argument --from"),
+])
+async def test_flags_out_of_range_are_refused_in_one_line(args, said):
+    code, _, err = await run_score(*args)
+    assert code == 2 and err.splitlines() == [f"nsfwoid score: error: {said}"], err
+
+
+async def test_an_empty_file_is_said_to_be_empty_and_a_failed_urls_query_is_not_shown(aiohttp_server, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    host = await Host().start(aiohttp_server)
+    failing = host.url("missing.jpg") + "?token=SECRET"  # the host has no such photo: it answers 500
+    code, _, err = await run_score(str(empty), failing, env=LOOPBACK)
+    assert code == 1
+    assert f"nsfwoid: {empty}: missing-input: the file is empty" in err.splitlines()
+    assert "SECRET" not in err and failing.split("?")[0] + "?…: upstream-error" in err

@@ -148,8 +148,10 @@ def image(tmp_path_factory) -> Path:
     steps = [step["command"] for builder in BLUBBER["variants"]["build"]["builders"] for step in builder.values()]
     script = "mount --make-rprivate / && mount --bind \"$0\" /srv && cd /srv/app && " + " && ".join(
         shlex.join(step) for step in steps)
-    subprocess.run(["unshare", "--mount", "sh", "-c", script, str(build)], check=True, timeout=600,
-                   env={"PATH": BASE_PATH, "HOME": str(work)}, capture_output=True)
+    built = subprocess.run(["unshare", "--mount", "sh", "-c", script, str(build)], timeout=600, text=True,
+                           env={"PATH": BASE_PATH, "HOME": str(work)}, capture_output=True)
+    # The builders' own words (pip's, when it cannot reach a registry), not a CalledProcessError.
+    assert built.returncode == 0, f"Blubber's build steps failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
     (source,) = BLUBBER["variants"]["production"]["copies"]
     assert Path(source["source"]) == APP / ".venv" == Path(source["destination"])
     (production / "app").mkdir(parents=True)
