@@ -151,7 +151,8 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
-        if self._head_deadline is None and isinstance(parser, RequestParser) and parser.at_boundary:
+        # aiohttp calls this with b"" to resume a paused connection: no byte of a request
+        if data and self._head_deadline is None and isinstance(parser, RequestParser) and parser.at_boundary:
             self._await_head()  # the first byte of another request on a kept-alive connection
         self._head_bytes += len(data)
         count = self._request_count
@@ -179,15 +180,14 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
             self._refuse(RequestTimeout(f"the request's line and headers did not arrive within "
                                         f"{self._header_timeout:g} s (NSFWOID_HEADER_TIMEOUT)"), self.transport)
         else:  # a connection that never sent a byte: nothing to answer
-            self.force_close()
-            self.transport.close()
+            self.force_close()  # closes the transport
 
     def _refuse(self, problem: Problem, transport: asyncio.BaseTransport) -> None:
         metrics.ERRORS.labels(problem.name).inc()
         metrics.count_request("other", "unmatched", problem.status, 0.0)
         transport.write(problem_bytes(problem, uuid.uuid4().hex))
         self.force_close()
-        transport.close()
+        transport.close()  # force_close closes only the transport aiohttp has made its own
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -254,9 +254,10 @@ def decode_workers(pid: int) -> list[psutil.Process]:
     """The decode workers of a service or of a `nsfwoid score` run: the children of the forkserver, itself a
     child of the process."""
     workers = []
-    for child in psutil.Process(pid).children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            workers.extend(child.children())
+    with contextlib.suppress(psutil.NoSuchProcess):  # a process may end while it is looked at
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers.extend(child.children())
     return workers
 
 

@@ -265,7 +265,7 @@ def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     # Exit status 2 (a usage or model error, as test_exit_status shows) fails the Job; an eviction costs nothing.
     rules = spec["podFailurePolicy"]["rules"]
     assert {"action": "FailJob",
-            "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]}} in rules
+            "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2, 3]}} in rules
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
     deployment = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml").read_text())
                       if d["kind"] == "Deployment")
