@@ -86,7 +86,7 @@ def tools():
     helpers.require_root_and(("unshare", "chroot", "ip", "findmnt", "nsenter"), "the production-layout test", NEEDS)
 
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
 def pod_spec(workload: dict) -> dict:

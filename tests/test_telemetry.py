@@ -29,7 +29,7 @@ WAIT_S = 65
 TRACED = 'ip link set lo up && exec strace --seccomp-bpf -f -qq -e trace=connect -o "$0" "$@"'
 NEEDS = "root, strace and iproute2 (apt-get install strace iproute2)"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
 @pytest.fixture(scope="module", autouse=True)
