@@ -8,6 +8,7 @@ decode-worker-lost, a /healthz that is not ok, or workers that are not restored.
 
     python benchmarks/soak.py [--requests 3000]                   # writes benchmarks/soak.json
     python benchmarks/soak.py --faults [--seconds 300]            # writes benchmarks/soak_faults.json
+    python benchmarks/soak.py --faults --fault-every 0 --output soak_baseline.json   # the same load, no faults
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def fault_requests(corpora, rng: random.Random):
     return lambda: rng.choice(kinds)()
 
 
-async def faulted_load(service: Service, corpora, seconds: float, window: float, concurrency: int) -> dict:
+async def faulted_load(service: Service, corpora, seconds: float, window: float, concurrency: int,
+                       every: float) -> dict:
     started = time.monotonic()
     end = started + seconds
     windows: dict[int, dict] = collections.defaultdict(lambda: {"answers": collections.Counter(), "latencies": [],
@@ -164,8 +166,8 @@ async def faulted_load(service: Service, corpora, seconds: float, window: float,
 
     async def injector() -> None:
         rng = random.Random(3)
-        while time.monotonic() < end - 3 * FAULT_EVERY_S:  # the last seconds show the recovery
-            await asyncio.sleep(FAULT_EVERY_S)
+        while every and time.monotonic() < end - 3 * every:  # the last seconds show the recovery
+            await asyncio.sleep(every)
             workers = decode_workers(service.process.pid)
             if not workers:
                 continue
@@ -193,20 +195,23 @@ async def faulted_load(service: Service, corpora, seconds: float, window: float,
     table = []
     for index in sorted(windows):
         at = windows[index]
+        if not at["workers"]:  # the answers that came after the last sample: not a window
+            continue
         table.append({"from_s": index * window, "answers": dict(sorted(at["answers"].items())),
                       "p99_ms": round(float(np.percentile(at["latencies"], 99)) * 1000, 1) if at["latencies"] else None,
                       "rss_mib": round(at["rss_mib"], 1), "fds": at["fds"],
                       "workers_min": min(at["workers"], default=None)})
     return {"seconds": seconds, "window_s": window, "concurrency": concurrency, "decode_workers": WORKERS,
-            "faults": dict(faults), "healthz": {str(k): v for k, v in health.items()}, "windows": table}
+            "fault_every_s": every, "faults": dict(faults), "healthz": {str(k): v for k, v in health.items()},
+            "windows": table}
 
 
-def fault_soak(seconds: float, window: float, concurrency: int, output: Path) -> bool:
+def fault_soak(seconds: float, window: float, concurrency: int, every: float, output: Path) -> bool:
     """The soak under faults; True when every check held. Writes `output`."""
     corpora = make_corpora()
     service = Service(NSFWOID_DECODE_WORKERS=str(WORKERS), NSFWOID_DECODE_TIMEOUT="2")
     try:
-        report = asyncio.run(faulted_load(service, corpora, seconds, window, concurrency))
+        report = asyncio.run(faulted_load(service, corpora, seconds, window, concurrency, every))
         deadline = time.monotonic() + 15
         while len(decode_workers(service.process.pid)) < WORKERS and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -230,7 +235,7 @@ def fault_soak(seconds: float, window: float, concurrency: int, output: Path) ->
         print(row, flush=True)
     print(json.dumps({k: v for k, v in report.items() if k != "windows"}))
     return (not failures and set(report["healthz"]) == {"200"} and report["healthy_after"]
-            and report["workers_after"] == WORKERS and sum(report["faults"].values()) > 0)
+            and report["workers_after"] == WORKERS and (sum(report["faults"].values()) > 0 or not every))
 
 
 def main() -> None:
@@ -241,9 +246,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300, help="with --faults: how long")
     parser.add_argument("--window", type=float, default=60, help="with --faults: seconds a row of the report covers")
     parser.add_argument("--output", type=Path, help="with --faults: the report (default: soak_faults.json here)")
+    parser.add_argument("--fault-every", type=float, default=FAULT_EVERY_S,
+                        help="with --faults: seconds between faults; 0: none, the same load as a baseline")
     args = parser.parse_args()
     if args.faults:
-        raise SystemExit(0 if fault_soak(args.seconds, args.window, args.concurrency,
+        raise SystemExit(0 if fault_soak(args.seconds, args.window, args.concurrency, args.fault_every,
                                          args.output or HERE / "soak_faults.json") else 1)
 
     rng = random.Random(11)
