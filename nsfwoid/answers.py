@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -40,7 +41,7 @@ def problem_bytes(problem: Problem, trace_id: str) -> bytes:
     """A whole HTTP/1.1 answer with this problem, closing the connection: for a connection refused or cut before
     aiohttp has a request to answer (too many connections, a head that did not arrive in time)."""
     body = json_text(problem.to_dict(trace_id)).encode()
-    head = [f"HTTP/1.1 {problem.status} {web.Response(status=problem.status).reason}",
+    head = [f"HTTP/1.1 {problem.status} {HTTPStatus(problem.status).phrase}",
             f"Content-Type: {PROBLEM_CONTENT_TYPE}", f"Content-Length: {len(body)}", "Connection: close",
             *(f"{name}: {value}" for name, value in problem.headers().items()), "", ""]
     return "\r\n".join(head).encode() + body

@@ -86,8 +86,9 @@ PARSE_ERRORS = (
     (InvalidURLError, "a malformed request target"),
     (InvalidHeader, "a malformed header"),
 )
-# llhttp's reasons for refusing a request's framing (the first line of its message; the rest quotes the bytes).
-FRAMING_ERRORS = {
+# aiohttp's and llhttp's messages, by their first line (the rest quotes the bytes), in words of our own.
+PARSER_MESSAGES = {
+    "Too many headers received": f"more than {MAX_HEADERS} headers",
     "Duplicate Content-Length": "Content-Length appears more than once",
     "Transfer-Encoding can't be present with Content-Length": "Transfer-Encoding and Content-Length together",
     "Content-Length can't be present with Transfer-Encoding": "Transfer-Encoding and Content-Length together",
@@ -214,10 +215,8 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
             name = exc.message.split("'")[1].lower()  # aiohttp's "Duplicate 'Content-Length' header found."
             if name in http_parser.SINGLETON_HEADERS:  # a name from that list alone: never the request's bytes
                 return f"{header_name(name)} appears more than once"
-        if isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received":
-            return f"more than {MAX_HEADERS} headers"
-        if isinstance(exc, BadHttpMessage) and exc.message.split(":\n")[0] in FRAMING_ERRORS:
-            return FRAMING_ERRORS[exc.message.split(":\n")[0]]
+        if isinstance(exc, BadHttpMessage) and exc.message.split(":\n")[0] in PARSER_MESSAGES:
+            return PARSER_MESSAGES[exc.message.split(":\n")[0]]
         return next((words for kind, words in PARSE_ERRORS if isinstance(exc, kind)), GENERIC_PARSE_ERROR)
 
 

@@ -89,14 +89,16 @@ class Worker:
 
     def exchange(self, function: Callable, data: bytes, kwargs: dict) -> tuple[bool, object] | Ended:
         """Run one task (in a thread: every step may block): (True, result), (False, exception), or how the
-        worker ended without an answer."""
+        worker ended without an answer. A stopped worker is not given it: another worker can take it."""
+        if self.stopped():
+            return Ended.BEFORE_TAKING
         try:
             self.connection.send((function, kwargs))
             self.connection.send_bytes(data)
             if self.connection.recv_bytes() != TAKEN:
                 raise EOFError
         except (EOFError, OSError):
-            return Ended.BEFORE_TAKING  # it never had the task: another worker can take it
+            return Ended.BEFORE_TAKING  # it ended before it had the task: another worker can take it
         try:
             return self.connection.recv()
         except (EOFError, OSError):
@@ -156,10 +158,6 @@ class DecodePool:
         self._closed = False
         self.failure: str | None = None
 
-    @property
-    def live_workers(self) -> int:
-        return len(self._live)
-
     async def start(self) -> None:
         """Start the workers; back once each is ready, or the pool has failed."""
         await asyncio.to_thread(_start_forkserver)
@@ -180,8 +178,8 @@ class DecodePool:
     async def run(self, function: Callable, data: bytes, *, timeout: float, **kwargs) -> object:
         """`function(data, **kwargs)` in a worker, within `timeout` seconds: its result, or what it raised.
 
-        A worker found dead before it took the task (killed while idle, its end not yet reported) costs the task
-        nothing: the next worker takes it.
+        A worker found dead or stopped before it took the task (killed or stopped while idle, its end not yet
+        reported) costs the task nothing: it is replaced, and the next worker takes the task.
         """
         for _ in range(self._size + 1):
             worker = await self._take()
@@ -224,20 +222,14 @@ class DecodePool:
         raise value
 
     async def _take(self) -> Worker:
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._idle or self.failure)
-                if self.failure:
-                    raise ServiceFailed(self.failure)
-                worker = self._idle.popleft()
-            if worker.process.is_alive() and not worker.stopped():
-                return worker
-            self._retire_later(worker, Cause.OUTSIDE)  # ended or stopped while idle: no request pays for it
+        """An idle worker; one that has ended or stopped meanwhile is found by its exchange (Ended.BEFORE_TAKING)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._idle or self.failure)
+            if self.failure:
+                raise ServiceFailed(self.failure)
+            return self._idle.popleft()
 
     async def _release(self, worker: Worker) -> None:
-        if not worker.process.is_alive():  # ended as its answer came
-            self._retire_later(worker, Cause.OUTSIDE)
-            return
         self._idle.append(worker)
         async with self._changed:
             self._changed.notify()

@@ -271,6 +271,14 @@ def worker_cpu_seconds(pid: int) -> dict[int, float]:
     return seconds
 
 
+def busy_workers(pid: int, seconds: float = 0.5) -> list[int]:
+    """Workers that spent CPU time over the next `seconds`."""
+    before = worker_cpu_seconds(pid)
+    time.sleep(seconds)
+    after = worker_cpu_seconds(pid)
+    return [p for p, spent in after.items() if spent - before.get(p, spent) > 0.05]
+
+
 def service_rss(pid: int) -> int:
     """RSS of a service and its workers together."""
     total = 0
@@ -342,16 +350,18 @@ class HungService:
 
 
 def start_service(stdout=subprocess.DEVNULL, cpus: set[int] | None = None, port: int | None = None,
+                  cwd: Path | None = None, command: tuple[str, ...] = (sys.executable, "-m", "nsfwoid"),
                   **env: str) -> tuple[subprocess.Popen, str]:
     """`nsfwoid serve` as a real process on a loopback port, healthy: (process, base URL).
 
     `cpus`: pin the process to these cores, as a CPU limit confines a pod. `port`: a free one if not given.
+    `cwd`, `command`: where and how it is run (`python -m nsfwoid`, or the console script).
     """
     port = port or free_port()
     full_env = {**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port),
                 "NSFWOID_LOG_LEVEL": "warning", **env}
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "serve"], env=full_env, preexec_fn=pin,
+    process = subprocess.Popen([*command, "serve"], env=full_env, preexec_fn=pin, cwd=cwd,
                                stdout=stdout, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

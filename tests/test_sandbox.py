@@ -48,14 +48,6 @@ async def still_healthy(session: aiohttp.ClientSession, base: str) -> None:
     assert status == 200 and 0 <= body["score"] <= 1
 
 
-def busy_workers(pid: int, seconds: float = 0.5) -> list[int]:
-    """Workers that spent CPU time over the next `seconds`."""
-    before = helpers.worker_cpu_seconds(pid)
-    time.sleep(seconds)
-    after = helpers.worker_cpu_seconds(pid)
-    return [p for p, spent in after.items() if spent - before.get(p, spent) > 0.05]
-
-
 @pytest.mark.parametrize("service", [{"NSFWOID_DECODE_TIMEOUT": "0.5"}], indirect=True)
 async def test_a_decode_past_its_time_is_killed_with_a_413(service):
     process, base = service
@@ -65,7 +57,7 @@ async def test_a_decode_past_its_time_is_killed_with_a_413(service):
         assert status == 413 and body["type"].endswith("image-too-large"), body
         assert "longer than 0.5 s" in body["detail"]
         assert time.monotonic() - started < 2
-        assert busy_workers(process.pid) == []  # killed, not left decoding
+        assert helpers.busy_workers(process.pid) == []  # killed, not left decoding
         await still_healthy(session, base)
 
 
@@ -76,7 +68,7 @@ async def test_a_decode_stops_when_its_request_is_answered(service):
     async with aiohttp.ClientSession() as session:
         status, body = await post(session, base, helpers.slow_gif())
         assert status in (413, 503), body  # the request's deadline caps the decode's time
-        assert busy_workers(process.pid) == []
+        assert helpers.busy_workers(process.pid) == []
         await still_healthy(session, base)
 
 
@@ -87,11 +79,11 @@ async def test_a_client_hanging_up_stops_its_decode(service):
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/gif\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(data) + data)
     await writer.drain()
-    while not await asyncio.to_thread(busy_workers, process.pid, 0.2):
+    while not await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2):
         pass
     writer.close()
     await asyncio.sleep(0.3)
-    assert await asyncio.to_thread(busy_workers, process.pid) == []  # the worker was killed, not left decoding
+    assert await asyncio.to_thread(helpers.busy_workers, process.pid) == []  # the worker was killed, not left decoding
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/metrics") as response:
             assert 'status="499"' in await response.text()
@@ -104,7 +96,7 @@ async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
         pending = asyncio.create_task(post(session, base, helpers.slow_gif()))
         busy = []
         while not busy:
-            busy = await asyncio.to_thread(busy_workers, process.pid, 0.2)
+            busy = await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2)
         for pid in busy:
             psutil.Process(pid).send_signal(signal.SIGSEGV)  # as a codec's bug would
         status, body = await pending
@@ -130,7 +122,7 @@ async def test_sigterm_exits_within_the_drain_timeout_while_decodes_run(service)
     workers = helpers.service_processes(process.pid)[1:]
     async with aiohttp.ClientSession() as session:
         pending = [asyncio.create_task(post(session, base, helpers.slow_gif())) for _ in range(2)]
-        while len(await asyncio.to_thread(busy_workers, process.pid, 0.2)) < 2:
+        while len(await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2)) < 2:
             pass
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -79,17 +78,9 @@ async def scores_and_is_healthy(session: aiohttp.ClientSession, times: int = 4) 
 
 async def busy_worker(pid: int) -> int:
     """The worker that is decoding (spending CPU) now."""
-    while not (busy := await asyncio.to_thread(helpers_busy, pid)):
+    while not (busy := await asyncio.to_thread(helpers.busy_workers, pid, 0.2)):
         pass
     return busy[0]
-
-
-def helpers_busy(pid: int, seconds: float = 0.2) -> list[int]:
-    workers = {worker.pid for worker in helpers.decode_workers(pid)}
-    before = helpers.worker_cpu_seconds(pid)
-    time.sleep(seconds)
-    after = helpers.worker_cpu_seconds(pid)
-    return [p for p, spent in after.items() if p in workers and spent - before.get(p, spent) > 0.05]
 
 
 async def test_an_idle_worker_killed_from_outside_costs_no_request(service):
@@ -367,19 +358,6 @@ def test_workers_import_the_package_whatever_the_working_directory(tmp_path):
                             timeout=120)
     assert scored.returncode == 0, scored.stderr
     assert float(scored.stdout.split()[0]) == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=1e-4)
-    port = helpers.free_port()
-    serving = subprocess.Popen([script, "serve"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": str(port)})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and serving.poll() is None, "nsfwoid serve never became ready"
-                time.sleep(0.2)
-    finally:
-        serving.kill()
-        serving.wait()
+    serving, _ = helpers.start_service(cwd=tmp_path, command=(str(script),))  # raises unless it becomes ready
+    serving.kill()
+    serving.wait()
