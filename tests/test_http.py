@@ -588,6 +588,11 @@ def test_aiohttp_still_has_what_protocol_py_replaces():
     assert hasattr(http_parser, "HttpRequestParser")
     assert {"request", "status", "exc", "message"} <= set(
         inspect.signature(web_protocol.RequestHandler.handle_error).parameters)
+    # What ProblemRequestHandler reads of aiohttp's connection handler: its parser, its count of requests parsed,
+    # and its server's open connections.
+    slots = {name for cls in web_protocol.RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
+    assert {"_parser", "_request_count", "_manager"} <= slots
+    assert isinstance(web_server.Server.connections, property)
     # The singletons aiohttp refuses repeated, whose identical repeats RequestParser drops.
     assert {"content-type", "host", "content-length", "transfer-encoding"} <= http_parser.SINGLETON_HEADERS
     protocol.adapt_aiohttp_protocol()
