@@ -13,6 +13,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import contextlib
 import copy
+import math
 import re
 import shutil
 import subprocess
@@ -70,6 +71,7 @@ class Wiki(Maintenance):
 
     def __init__(self, root: Path, name: str, service: Service, settings: str = "", extensions: str = ""):
         super().__init__(root, NSFWOID_TEST_UPLOADS=str(root / "images"))
+        self.versioned: dict[str, float] = {}  # when each file last got a version, through upload() or revert()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "data").mkdir(parents=True)
@@ -162,12 +164,29 @@ if ( is_file( "{self.overrides}" ) ) {{
         return other
 
     def upload(self, name: str, data: bytes) -> dict:
+        self._in_a_later_second(name)
         answer = self.api("POST", files={"file": (name, data)}, action="upload", filename=name,
                           ignorewarnings="1", token=self.token())
         # The upload's job is pushed after its answer has been sent. php -S serves one request at a time, so the
         # next request is answered only once that is done.
         self.token()
+        self.versioned[name] = time.time()
         return answer
+
+    def revert(self, name: str, archivename: str) -> dict:
+        """action=filerevert to the archived version `archivename`."""
+        self._in_a_later_second(name)
+        answer = self.api("POST", action="filerevert", filename=name, archivename=archivename, comment="back",
+                          token=self.token())
+        self.versioned[name] = time.time()
+        return answer
+
+    def _in_a_later_second(self, name: str) -> None:
+        """Wait, if need be, for a later second than the file's last version. MediaWiki names an archived version
+        by the second, so a new version in that same second would archive the current one under a name that
+        exists (backend-fail-alreadyexists: a revert failed one full run in four)."""
+        if name in self.versioned:
+            time.sleep(max(0.0, math.ceil(self.versioned[name]) + 0.05 - time.time()))
 
     def edit(self, title: str, text: str) -> dict:
         return self.api("POST", action="edit", title=title, text=text, token=self.token())

@@ -819,8 +819,7 @@ def test_a_revert_is_a_new_version_and_is_scored_only_when_its_content_has_no_sc
     history = wiki.api(action="query", prop="imageinfo", titles="File:Reverted.png", iiprop="archivename|sha1",
                        iilimit="2")["query"]["pages"][0]["imageinfo"]
     archived = next(version for version in history if "archivename" in version)
-    reverted = wiki.api("POST", action="filerevert", filename="Reverted.png", archivename=archived["archivename"],
-                        comment="back", token=wiki.token())
+    reverted = wiki.revert("Reverted.png", archived["archivename"])
     assert reverted["filerevert"]["result"] == "Success", reverted
     wiki.token()
     # The content is the first version's, which has a score of the current model: no job, and that score.
@@ -864,8 +863,7 @@ def test_a_revert_to_content_without_a_score_is_scored(wiki, service):
     history = wiki.api(action="query", prop="imageinfo", titles="File:Reverted unscored.png",
                        iiprop="archivename", iilimit="2")["query"]["pages"][0]["imageinfo"]
     archived = next(version for version in history if "archivename" in version)
-    reverted = wiki.api("POST", action="filerevert", filename="Reverted unscored.png",
-                        archivename=archived["archivename"], comment="back", token=wiki.token())
+    reverted = wiki.revert("Reverted unscored.png", archived["archivename"])
     assert reverted["filerevert"]["result"] == "Success", reverted
     wiki.token()
     assert score_jobs(wiki, "File:Reverted_unscored.png")
