@@ -1,4 +1,6 @@
-"""Throwaway wikis for the end-to-end tests: Debian's MediaWiki 1.39 on SQLite, served by `php -S` on loopback.
+"""Throwaway wikis for the end-to-end tests, on both MediaWiki LTS releases that CI proves: Debian 12's 1.39 on
+the host, and Debian 13's 1.43 in a chroot (install-mediawiki-1.43.sh) whose PHP php-1.43 runs. Each wiki is on
+SQLite and served by `php -S` on loopback; every test runs once on each release.
 
 Two wikis: `wiki`, with AbuseFilter and Nsfwoid, and `commons`, a second loopback wiki that stands in for
 Wikimedia Commons as the first one's ForeignAPIRepo. InstantCommons is never turned on.
@@ -18,6 +20,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,31 +29,60 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import HungService, free_port, start_service
 
-MEDIAWIKI = Path("/usr/share/mediawiki")
+MEDIAWIKI = Path("/usr/share/mediawiki")  # where PHP sees MediaWiki, on the host and in the chroot
 EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"  # also in test_mediawiki.py: tests import no test module
 ROUTER = Path(__file__).with_name("router.php")
 ADMIN, PASSWORD = "Admin", "Nsfwoid-test-password-1"
-NEEDS = "apt-get install mediawiki php-sqlite3 php-curl (see README, MediaWiki and AbuseFilter)"
+
+
+@dataclass(frozen=True)
+class MediaWiki:
+    """One MediaWiki release that the tests run on: the command that runs its PHP, and where its files are."""
+    version: str
+    php: tuple[str, ...]
+    root: Path  # of the file system its PHP runs in
+    needs: str  # how to install it
+
+    @property
+    def installed(self) -> bool:
+        return (self.root / MEDIAWIKI.relative_to("/") / "maintenance" / "install.php").exists()
+
+    @property
+    def release(self) -> tuple[int, int]:
+        return tuple(int(part) for part in self.version.split("."))
+
+
+CHROOT_1_43 = Path(os.environ.get("NSFWOID_MEDIAWIKI_1_43", "/var/lib/nsfwoid-tests/mediawiki-1.43"))
+RELEASES = [
+    MediaWiki("1.39", ("php",), Path("/"), "bash mediawiki/tests/install-debian-packages.sh"),
+    MediaWiki("1.43", (str(Path(__file__).with_name("php-1.43")),), CHROOT_1_43,
+              "bash mediawiki/tests/install-mediawiki-1.43.sh, as root"),
+]
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(item.fspath).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.slow)  # real wikis
-    if (MEDIAWIKI / "maintenance" / "install.php").exists():
-        return
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError(f"CI=true, but MediaWiki is not installed in {MEDIAWIKI}: {NEEDS}")
-    skip = pytest.mark.skip(reason=f"MediaWiki is not installed in {MEDIAWIKI}: {NEEDS}")
-    for item in items:
-        if Path(item.fspath).is_relative_to(Path(__file__).parent):
-            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", params=RELEASES, ids=[release.version for release in RELEASES])
+def mediawiki(request) -> MediaWiki:
+    """Each release in turn; one that is not installed fails the test under CI=true and skips it otherwise."""
+    release = request.param
+    if not release.installed or (release.root != Path("/") and os.geteuid() != 0):
+        message = f"MediaWiki {release.version} is not installed in {release.root}, or needs root: {release.needs}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true, but {message}")
+        pytest.skip(message)
+    return release
 
 
 class Maintenance:
     """MediaWiki's maintenance scripts, and the extension's, for the wiki whose LocalSettings.php is in `root`."""
 
-    def __init__(self, root: Path, **env: str):
+    def __init__(self, mediawiki: MediaWiki, root: Path, **env: str):
+        self.mediawiki = mediawiki
         self.root = root
         self.env = {**os.environ, "MW_CONFIG_FILE": str(root / "LocalSettings.php"), "MW_INSTALL_PATH": str(MEDIAWIKI),
                     **env}
@@ -59,7 +91,8 @@ class Maintenance:
             options: tuple[str, ...] = (), stdin: str | None = None) -> subprocess.CompletedProcess:
         """A maintenance script of MediaWiki's (a path under /usr/share/mediawiki) or of the extension."""
         path = script if Path(script).is_absolute() else MEDIAWIKI / script
-        result = subprocess.run(["php", *options, str(path), *map(str, args)], env=self.env, cwd=cwd, input=stdin,
+        result = subprocess.run([*self.mediawiki.php, *options, str(path), *map(str, args)], env=self.env, cwd=cwd,
+                                input=stdin,
                                 capture_output=True, text=True, timeout=300)
         if check and result.returncode != 0:
             raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -69,8 +102,9 @@ class Maintenance:
 class Wiki(Maintenance):
     """One installed wiki, its `php -S` server, and a logged-in Action API session."""
 
-    def __init__(self, root: Path, name: str, service: Service, settings: str = "", extensions: str = ""):
-        super().__init__(root, NSFWOID_TEST_UPLOADS=str(root / "images"))
+    def __init__(self, mediawiki: MediaWiki, root: Path, name: str, service: Service, settings: str = "",
+                 extensions: str = ""):
+        super().__init__(mediawiki, root, NSFWOID_TEST_UPLOADS=str(root / "images"))
         self.versioned: dict[str, float] = {}  # when each file last got a version, through upload() or revert()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -118,12 +152,12 @@ if ( is_file( "{self.overrides}" ) ) {{
     def start_php(self, script: str | Path, *args) -> subprocess.Popen:
         """A maintenance script left running, for a test that reads its output as it goes."""
         path = script if Path(script).is_absolute() else MEDIAWIKI / script
-        return subprocess.Popen(["php", str(path), *map(str, args)], env=self.env, cwd=MEDIAWIKI,
+        return subprocess.Popen([*self.mediawiki.php, str(path), *map(str, args)], env=self.env, cwd=MEDIAWIKI,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def start(self):
-        self.server = subprocess.Popen(["php", "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)],
-                                       env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [*self.mediawiki.php, "-S", f"127.0.0.1:{self.port}", "-t", str(MEDIAWIKI), str(ROUTER)]
+        self.server = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.ConnectionError):
@@ -279,16 +313,16 @@ def hung_service():
 
 
 @pytest.fixture(scope="session")
-def commons(tmp_path_factory, service):
+def commons(mediawiki, tmp_path_factory, service):
     """Also shows that Nsfwoid works, storing scores, on a wiki without AbuseFilter."""
-    commons = Wiki(tmp_path_factory.mktemp("commons"), "commonswiki", service)
+    commons = Wiki(mediawiki, tmp_path_factory.mktemp("commons"), "commonswiki", service)
     yield commons
     commons.stop()
 
 
 @pytest.fixture(scope="session")
-def wiki(tmp_path_factory, service, commons):
-    wiki = Wiki(tmp_path_factory.mktemp("wiki"), "testwiki", service, f"""
+def wiki(mediawiki, tmp_path_factory, service, commons):
+    wiki = Wiki(mediawiki, tmp_path_factory.mktemp("wiki"), "testwiki", service, f"""
 $wgForeignFileRepos[] = [
     "class" => ForeignAPIRepo::class,
     "name" => "commonswiki",
@@ -306,12 +340,12 @@ $wgAbuseFilterEmergencyDisableCount = [ "default" => 1000 ];
 
 
 @pytest.fixture
-def make_wiki(tmp_path_factory, service):
+def make_wiki(mediawiki, tmp_path_factory, service):
     """Wikis of a test's own, installed as `wiki` is, and stopped after the test: make_wiki(name, **options)."""
     made = []
 
     def make(name: str, **options) -> Wiki:
-        made.append(Wiki(tmp_path_factory.mktemp(name), name, service, **options))
+        made.append(Wiki(mediawiki, tmp_path_factory.mktemp(name), name, service, **options))
         return made[-1]
     yield make
     for wiki in made:
@@ -322,7 +356,7 @@ DATABASE_SERVERS = {"mysql": ("mariadb", "mysql"), "postgres": ("postgresql", "p
 
 
 @pytest.fixture
-def database_wiki(tmp_path):
+def database_wiki(mediawiki, tmp_path):
     """database_wiki(db_type) starts Debian's MariaDB or PostgreSQL service (mediawiki/tests/install-debian-
     packages.sh installs both), installs a wiki on it with Nsfwoid, runs update.php, and returns its Maintenance.
     No web server: the tests that use it run maintenance scripts."""
@@ -331,7 +365,7 @@ def database_wiki(tmp_path):
     def install(db_type: str) -> Maintenance:
         database = f"nsfwoid_{db_type}"
         start_server(db_type, database)
-        wiki = Maintenance(tmp_path)
+        wiki = Maintenance(mediawiki, tmp_path)
         wiki.php("maintenance/install.php", "--confpath", tmp_path, "--dbtype", db_type, "--dbserver", "localhost",
                  "--dbname", database, "--dbuser", user, "--dbpass", password, "--installdbuser", user,
                  "--installdbpass", password, "--server", "http://127.0.0.1:9", "--scriptpath", "", "--lang", "en",

@@ -6,10 +6,14 @@ their bytes, and so their SHA-1, new. A file's score is thus known in advance, a
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import html
+import http.server
 import io
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -68,6 +72,12 @@ def error_code(answer: dict) -> str | None:
     return answer.get("error", {}).get("code")
 
 
+def sql_logged_to(path: Path) -> str:
+    """Settings that log each SQL query to `path`: MediaWiki 1.39 logs them to the DBQuery channel, 1.43 to
+    rdbms."""
+    return f'$wgDebugDumpSql = true;\n$wgDebugLogGroups["DBQuery"] = $wgDebugLogGroups["rdbms"] = "{path}";'
+
+
 def output_until(run: subprocess.Popen, prefix: str) -> str:
     """What a running script has printed, up to and including its first line that starts with prefix."""
     output = ""
@@ -99,11 +109,11 @@ def filters(wiki, threshold):
                     f'action == "upload" & page_title rlike "^Guarded" & file_nsfw_score > {threshold:.9f}')
 
 
-def test_every_php_file_passes_php_lint():
+def test_every_php_file_passes_php_lint(mediawiki):
     files = sorted(Path(__file__).parents[1].rglob("*.php"))
     assert len(files) >= 12
     for path in files:
-        result = subprocess.run(["php", "-l", str(path)], capture_output=True, text=True)
+        result = subprocess.run([*mediawiki.php, "-l", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -117,14 +127,20 @@ def generate_sql(wiki, script: str, source: str | Path, generated: Path, db_type
 
 @pytest.mark.parametrize("db_type", ["sqlite", "mysql", "postgres"])
 def test_the_sql_files_are_generated_from_the_abstract_schema(wiki, tmp_path, db_type):
+    """The committed files are what MediaWiki 1.39's generator writes, and 1.43's up to white space: its
+    generateSchemaChangeSql.php keeps the SQL formatter's line breaks."""
     sql = EXTENSION / "sql"
     for script, source, name in [
             ("generateSchemaSql.php", "tables.json", "tables-generated.sql"),
             ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_model.json", "patch-nsfwoid_model.sql"),
             ("generateSchemaChangeSql.php", "abstractSchemaChanges/patch-nsfwoid_score-nss_model.json",
-             "patch-nsfwoid_score-nss_model.sql")]:
+             "patch-nsfwoid_score-nss_model.sql"),
+            ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_review.json", "patch-nsfwoid_review.sql")]:
         generate_sql(wiki, script, source, tmp_path / name, db_type)
-        assert (tmp_path / name).read_text() == (sql / db_type / name).read_text(), (db_type, name)
+        generated, committed = (tmp_path / name).read_text(), (sql / db_type / name).read_text()
+        if wiki.mediawiki.release > (1, 39):
+            generated, committed = (" ".join(text.split()) for text in (generated, committed))
+        assert generated == committed, (db_type, name)
 
 
 def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(wiki, tmp_path):
@@ -135,8 +151,8 @@ def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(w
     assert change["after"] == tables["nsfwoid_score"]
     assert [column["name"] for column in change["before"]["columns"]] == \
         [column["name"] for column in tables["nsfwoid_score"]["columns"]]
-    assert json.loads((sql / "abstractSchemaChanges" / "patch-nsfwoid_model.json").read_text()) == \
-        [tables["nsfwoid_model"]]
+    for table in ("nsfwoid_model", "nsfwoid_review"):
+        assert json.loads((sql / "abstractSchemaChanges" / f"patch-{table}.json").read_text()) == [tables[table]]
     (tmp_path / "before.json").write_text(json.dumps([change["before"]]))
 
     def statements(path: Path) -> list[str]:
@@ -148,7 +164,7 @@ def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(w
 
 def test_update_php_installed_the_tables(wiki):
     tables = wiki.php("maintenance/sql.php", "--query", "SELECT name FROM sqlite_master WHERE type='table'").stdout
-    assert "nsfwoid_score" in tables and "nsfwoid_model" in tables
+    assert all(table in tables for table in ("nsfwoid_score", "nsfwoid_model", "nsfwoid_review"))
 
 
 def test_an_upload_is_scored_by_a_job_and_stored_by_img_sha1(wiki, service):
@@ -403,6 +419,17 @@ def test_a_filter_on_file_nsfw_score_stops_an_upload(wiki, filters):
     assert wiki.upload("Guarded low.png", image("guarded", fixture="logo_rgba.png"))["upload"]["result"] == "Success"
 
 
+def test_score_files_without_mediawiki_three_directories_up_says_what_to_set(wiki):
+    """The extension here is not under MediaWiki's extensions/: without MW_INSTALL_PATH, one line, not a PHP
+    fatal."""
+    env = {key: value for key, value in wiki.env.items() if key != "MW_INSTALL_PATH"}
+    result = subprocess.run([*wiki.mediawiki.php, str(SCORE_FILES)], env=env, cwd=EXTENSION, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == "", result
+    assert result.stderr == (f"scoreFiles.php: no MediaWiki in {EXTENSION.parents[1]}. Set MW_INSTALL_PATH to "
+                             "MediaWiki's directory, such as MW_INSTALL_PATH=/usr/share/mediawiki on Debian.\n")
+
+
 def test_score_files_scores_uploads_made_without_jobs(wiki, service):
     names = [f"Backfill {n}.png" for n in range(3)]
     with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
@@ -458,7 +485,7 @@ def test_a_queued_backfill_reads_a_batch_in_one_query_and_waits_while_the_queue_
             wiki.upload(name, image(name, fixture="logo_rgba.png"))
     wiki.run_jobs()  # whatever earlier tests queued
     sql_log = wiki.root / "backfill-sql.log"
-    with wiki.settings(f'$wgDebugDumpSql = true;\n$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
+    with wiki.settings(sql_logged_to(sql_log)):
         run = wiki.start_php(SCORE_FILES, "--use-jobqueue", "--start", "Queued", "--batch-size", "2", "--max-jobs", "1",
                              "--limit", "4")
         output = output_until(run, "Waiting while ")
@@ -494,6 +521,112 @@ def test_a_failing_service_fails_the_job_and_a_refused_image_does_not(wiki, serv
     assert "nsfwoidScore File:Refused.png" not in wiki.php("maintenance/showJobs.php", "--list").stdout
     assert re.search(r"Refused\.png was not scored: The service refused the image \(413 .*image-too-large",
                      (wiki.root / "nsfwoid.log").read_text())
+
+
+class StatsListener:
+    """A statsd server on loopback that keeps every line it is sent."""
+
+    def __init__(self):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.socket.getsockname()[1]}"
+        self.lines: list[str] = []
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _receive(self):
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                self.lines += self.socket.recv(65536).decode().splitlines()
+
+    def counts(self, wait: float = 0.5) -> collections.Counter:
+        """The sum of each counter sent so far, by its line's name and tags: `name` or `name|#tags`."""
+        time.sleep(wait)  # the datagrams of a script that just ended
+        counts = collections.Counter()
+        for line in self.lines:
+            name, _, rest = line.partition(":")
+            value, kind, *tags = rest.split("|")
+            if kind == "c":
+                counts["|".join([name, *[tag for tag in tags if tag.startswith("#")]])] += float(value)
+        return counts
+
+
+class FailingService(http.server.ThreadingHTTPServer):
+    """Answers every request with 500 and a problem document, as a service in trouble would."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(500)
+            self.send_header("Content-Type", "application/problem+json")
+            self.end_headers()
+            self.wfile.write(b'{"type": "about:blank", "status": 500}')
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_the_counters_move_when_the_service_fails(wiki, service, filters, hung_service):
+    """The extension's counters, through MediaWiki's stats interface, to a statsd server: the statsd data
+    factory's names on every version (web requests and maintenance scripts send them), and on 1.43 StatsFactory's
+    own metrics with labels too (web requests send those)."""
+    stats = StatsListener()
+    failing = FailingService()
+    native = (f'$wgStatsTarget = "udp://{stats.address}";\n$wgStatsFormat = "dogstatsd";\n'
+              if wiki.mediawiki.release >= (1, 43) else "")
+    reporting = f'$wgStatsdServer = "{stats.address}";\n' + native
+    try:
+        with wiki.settings(reporting + "$wgNsfwoidScoreOnUpload = false;"):
+            wiki.upload("Counted.png", image("counted"))
+            wiki.upload("Counted on demand.png", image("counted on demand"))
+        with wiki.settings(reporting):
+            wiki.upload("Counted stored.png", image("counted stored"))
+            wiki.run_jobs()
+            assert stats.counts()["MediaWiki.Nsfwoid.scores_stored_total"] >= 1
+            # Scored on demand during an edit
+            assert error_code(wiki.edit("Counted target", "[[File:Counted on demand.png]]")) == DISALLOWED
+            counts = stats.counts()
+            assert counts["MediaWiki.Nsfwoid.edit_scores_total"] == 1
+            if native:
+                assert counts["mediawiki.Nsfwoid.edit_scores_total"] == 1
+                assert counts["mediawiki.Nsfwoid.scores_stored_total"] >= 1
+
+            # Refused: a job retried
+            with service.stopped():
+                wiki.upload("Counted refused.png", image("counted refused"))
+                wiki.run_jobs()
+            counts = stats.counts()
+            assert counts["MediaWiki.Nsfwoid.service_failures_total.refused"] >= 1
+            assert counts["MediaWiki.Nsfwoid.job_retries_total"] >= 1
+            # 4xx: the service refuses the image, and the job is not retried
+            retries = counts["MediaWiki.Nsfwoid.job_retries_total"]
+            wiki.upload("Counted too large.png", too_many_pixels())
+            wiki.run_jobs()
+            counts = stats.counts()
+            assert counts["MediaWiki.Nsfwoid.service_failures_total.4xx"] == 1
+        with wiki.settings(reporting + f'$wgNsfwoidServiceUrl = "{failing.url}";'):
+            wiki.upload("Counted failing.png", image("counted failing"))
+            wiki.run_jobs()
+            assert stats.counts()["MediaWiki.Nsfwoid.service_failures_total.5xx"] >= 1
+        # A timeout during an edit, which starts the backoff
+        with wiki.settings(reporting + f'$wgNsfwoidServiceUrl = "{hung_service.url}";\n'
+                           "$wgNsfwoidEditTimeout = 1;\n$wgMainCacheType = CACHE_DB;"):
+            assert wiki.edit("Counted timeout target", "[[File:Counted.png]]")["edit"]["result"] == "Success"
+            counts = stats.counts()
+            assert counts["MediaWiki.Nsfwoid.service_failures_total.timeout"] >= 1
+            assert counts["MediaWiki.Nsfwoid.backoffs_total"] == 1
+            if native:
+                assert counts["mediawiki.Nsfwoid.service_failures_total|#kind:timeout"] >= 1
+                assert counts["mediawiki.Nsfwoid.backoffs_total"] == 1
+    finally:
+        stats.socket.close()
+        failing.shutdown()
+    assert counts["MediaWiki.Nsfwoid.job_retries_total"] >= retries  # the refused image was not retried
 
 
 def test_an_edit_or_upload_sends_only_files_the_service_reads_as_they_are(wiki, commons, service, filters,
@@ -610,7 +743,7 @@ def test_through_a_database_repository_commons_scores_are_read_in_its_own_table(
 
     sql_log = wiki.root / "database-repository-sql.log"
     with wiki.settings(repository("commonswiki")
-                       + f'$wgDebugDumpSql = true;\n$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
+                       + sql_logged_to(sql_log)):
         requests_before = service.score_requests()
         assert error_code(wiki.edit("Commons database target", f"[[File:{scored}]]")) == DISALLOWED
         assert wiki.edit("Commons database drawing target", f"[[File:{drawing}]]")["edit"]["result"] == "Success"
@@ -669,8 +802,7 @@ def test_no_query_of_the_score_table_grows_with_the_wiki(wiki, service, filters,
     hours. The wiki logs the SQL of each path that reads the table; each must do the same work on a copy of the
     wiki's database with 50,000 more scores, and 50,000 more files already scored, as on the wiki's own."""
     sql_log = wiki.root / "sql.log"
-    with wiki.settings(f'$wgNsfwoidScoreOnUpload = false;\n$wgDebugDumpSql = true;\n'
-                       f'$wgDebugLogGroups["DBQuery"] = "{sql_log}";'):
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;\n" + sql_logged_to(sql_log)):
         wiki.upload("Indexed.png", image("indexed"))
         assert error_code(wiki.edit("Indexed target", "[[File:Indexed.png]]")) == DISALLOWED
         with service.stopped():  # the model of the newest stored score stands in for the service's
@@ -883,17 +1015,18 @@ def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, 
     high = service.score(image("review 0"))["score"]
     threshold = f"{high - 0.01:.6f}"
 
-    listed = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="50",
+    listed = wiki.api(action="query", list="nsfwscores", nsshow="all", nsminscore=threshold, nslimit="50",
                       nsprop="title|score|sha1|timestamp|user")["query"]["nsfwscores"]
-    reviewed = [entry for entry in listed if entry["title"].startswith("File:Review")]
-    assert [entry["title"] for entry in reviewed] == [f"File:{name}" for name in reversed(names)]  # newest first
-    assert all(entry["score"] >= high - 0.01 and entry["user"] == "Admin" for entry in reviewed)
+    ours = [entry for entry in listed if entry["title"].startswith("File:Review")]
+    assert [entry["title"] for entry in ours] == [f"File:{name}" for name in reversed(names)]  # newest first
+    assert all(entry["score"] >= high - 0.01 and entry["user"] == "Admin" for entry in ours)
     assert all(entry["title"] != "File:Review low.png" for entry in listed)
     stamps = [entry["timestamp"] for entry in listed]
     assert stamps == sorted(stamps, reverse=True)
 
     # One at a time, through continuation, the same files in the same order.
-    pages, params = [], {"action": "query", "list": "nsfwscores", "nsminscore": threshold, "nslimit": "1"}
+    pages, params = [], {"action": "query", "list": "nsfwscores", "nsminscore": threshold, "nslimit": "1",
+                     "nsshow": "all"}
     while True:
         answer = wiki.api(**params)
         pages += [entry["title"] for entry in answer["query"]["nsfwscores"]]
@@ -903,17 +1036,19 @@ def test_the_review_list_filters_orders_and_continues_and_needs_its_right(wiki, 
     assert pages == [entry["title"] for entry in listed]
 
     # Oldest first, from a start time.
-    newer = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nsdir="newer",
-                     nsstart=reviewed[1]["timestamp"])["query"]["nsfwscores"]
+    newer = wiki.api(action="query", list="nsfwscores", nsshow="all", nsminscore=threshold, nsdir="newer",
+                     nsstart=ours[1]["timestamp"])["query"]["nsfwscores"]
     assert [entry["title"] for entry in newer][:2] == [f"File:{names[1]}", f"File:{names[2]}"]
 
     # A deleted file is never listed.
     deleted = wiki.api("POST", action="delete", title=f"File:{names[0]}", token=wiki.token())
     assert "delete" in deleted, deleted
-    again = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="50")["query"]["nsfwscores"]
+    again = wiki.api(action="query", list="nsfwscores", nsshow="all", nsminscore=threshold,
+                     nslimit="50")["query"]["nsfwscores"]
     assert f"File:{names[0]}" not in [entry["title"] for entry in again]
 
-    assert wiki.api(action="query", list="nsfwscores", nsminscore="2")["error"]["code"] == "badminscore"
+    out_of_range = wiki.api(action="query", list="nsfwscores", nsminscore="2")["error"]
+    assert out_of_range["code"] == "badminscore" and "from 0 to 1" in out_of_range["info"], out_of_range
 
     # Without the right: the standard refusal.
     anonymous = requests.get(wiki.url + "/api.php", timeout=60, params={
@@ -927,8 +1062,8 @@ def test_the_review_list_judges_a_file_by_its_current_version(wiki, service):
     threshold = f"{service.score(high)['score'] - 0.01:.6f}"
 
     def listed() -> list[str]:
-        return [entry["title"] for entry in wiki.api(action="query", list="nsfwscores", nsminscore=threshold,
-                                                      nslimit="max")["query"]["nsfwscores"]]
+        return [entry["title"] for entry in wiki.api(action="query", list="nsfwscores", nsshow="all",
+                                                      nsminscore=threshold, nslimit="max")["query"]["nsfwscores"]]
     for data in (high, low):
         assert wiki.upload("Versions.png", data)["upload"]["result"] == "Success"
     wiki.run_jobs()
@@ -950,7 +1085,7 @@ def test_an_uploader_whose_name_a_block_hides_is_shown_only_to_those_who_may_see
         threshold = f"{service.score(image('hidden uploader'))['score'] - 0.01:.6f}"
 
         def entry(who) -> dict:
-            listed = who.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="max",
+            listed = who.api(action="query", list="nsfwscores", nsshow="all", nsminscore=threshold, nslimit="max",
                              nsprop="title|user")["query"]["nsfwscores"]
             return next(item for item in listed if item["title"] == "File:Hidden uploader.png")
 
@@ -963,7 +1098,7 @@ def test_an_uploader_whose_name_a_block_hides_is_shown_only_to_those_who_may_see
 
         def review_page(who) -> str:
             return who.session.get(who.url + "/index.php", timeout=60, params={
-                "title": "Special:NsfwoidReview", "minscore": threshold, "limit": "500"}).text
+                "title": "Special:NsfwoidReview", "minscore": threshold, "limit": "500", "show": "all"}).text
         hidden, shown = review_page(reviewer), review_page(wiki)
         assert "File:Hidden_uploader.png" in hidden and "Hidden uploader</a>" not in hidden
         assert "(username removed)" in hidden
@@ -976,12 +1111,12 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
     wiki.run_jobs()
     threshold = service.score(image("page review"))["score"] - 0.01
     page = wiki.session.get(wiki.url + "/index.php", timeout=60,
-                            params={"title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}"})
+                            params={"title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "show": "all"})
     assert page.status_code == 200
     assert "File:Page_review.png" in page.text and "File:Page_review_low.png" not in page.text
     assert 'class="nsfwoid-blurred"' in page.text and "ext.nsfwoid.review" in page.text
     unblurred = wiki.session.get(wiki.url + "/index.php", timeout=60, params={
-        "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "blur": "0"})
+        "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "blur": "0", "show": "all"})
     assert "File:Page_review.png" in unblurred.text and 'class="nsfwoid-blurred"' not in unblurred.text
     # A reviewer's preference turns the blur off; blur=1 in the URL still blurs.
     assert "Show thumbnails on" in wiki.session.get(wiki.url + "/index.php", timeout=60,
@@ -990,7 +1125,7 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
         {"options": "success"}
     try:
         preferred, blurred = (wiki.session.get(wiki.url + "/index.php", timeout=60, params={
-            "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", **blur}).text
+            "title": "Special:NsfwoidReview", "minscore": f"{threshold:.6f}", "show": "all", **blur}).text
             for blur in ({}, {"blur": "1"}))
     finally:
         wiki.api("POST", action="options", change="nsfwoid-review-unblurred", token=wiki.token())
@@ -1002,6 +1137,117 @@ def test_the_review_page_lists_recent_high_scores_blurred_for_sysops_only(wiki, 
     # A user without the right gets the standard permission error, and no file.
     anonymous = requests.get(wiki.url + "/index.php", timeout=60, params={"title": "Special:NsfwoidReview"})
     assert "Permission error" in anonymous.text and "File:Page_review.png" not in anonymous.text
+
+
+def review_queue(who, threshold: str, prefix: str, show: str = "unreviewed") -> dict[str, bool]:
+    """list=nsfwscores as `who` reads it: title → reviewed, for the files whose names start with prefix."""
+    entries = who.api(action="query", list="nsfwscores", nsminscore=threshold, nslimit="max", nsshow=show,
+                      nsprop="title|reviewed")["query"]["nsfwscores"]
+    return {entry["title"]: entry["reviewed"] for entry in entries if entry["title"].startswith(f"File:{prefix}")}
+
+
+def review_page(who, threshold: str, show: str | None = None) -> str:
+    return who.session.get(who.url + "/index.php", timeout=60, params={
+        "title": "Special:NsfwoidReview", "minscore": threshold, "limit": "500",
+        **({"show": show} if show else {})}).text
+
+
+def test_a_reviewed_upload_leaves_the_default_queue_and_is_patrolled(wiki, service):
+    """Where the wiki patrols uploads (MediaWiki's default), reviewing a file is patrolling its upload: the queue,
+    RecentChanges and Special:NewFiles agree, whichever of them the patrol came from. Uploads by users with
+    `autopatrol` arrive reviewed. A new version is a new upload to review."""
+    uploader = wiki.as_user("Queue uploader")
+    data, elsewhere = image("queue"), image("queue elsewhere")
+    threshold = f"{service.score(data)['score'] - 0.01:.6f}"
+    sha1 = service.score(data)["sha1_base36"]
+    for name, content in (("Queue.png", data), ("Queue patrolled elsewhere.png", elsewhere)):
+        assert uploader.upload(name, content)["upload"]["result"] == "Success"
+    wiki.upload("Queue trusted.png", image("queue trusted"))  # by the sysop, who has autopatrol
+    wiki.run_jobs()
+
+    unreviewed = {"File:Queue.png": False, "File:Queue patrolled elsewhere.png": False}
+    assert review_queue(wiki, threshold, "Queue") == unreviewed
+    assert review_queue(wiki, threshold, "Queue", "all") == {**unreviewed, "File:Queue trusted.png": True}
+    page = review_page(wiki, threshold)
+    assert "File:Queue.png" in page and "File:Queue_trusted.png" not in page
+    assert page.count('class="nsfwoid-review-form"') >= 2
+    new_files = wiki.session.get(wiki.url + "/index.php", timeout=60,
+                                 params={"title": "Special:NewFiles", "hidepatrolled": "1"}).text
+    assert "Queue.png" in new_files and "Queue trusted.png" not in new_files
+
+    # Refusals, each MediaWiki's usual API error; nothing is marked.
+    def mark(who, **params) -> dict:
+        return who.api("POST", action="nsfwoidreview", **params)
+    assert error_code(mark(uploader, title="File:Queue.png", token=uploader.token())) == "permissiondenied"
+    assert error_code(mark(wiki, title="File:Queue.png")) == "missingparam"
+    assert error_code(mark(wiki, title="File:Queue.png", token="+\\")) == "badtoken"
+    assert error_code(mark(wiki, title="File:No such queue file.png", token=wiki.token())) == "nofile"
+    assert error_code(mark(wiki, title="File:Queue.png", sha1="0" * 31, token=wiki.token())) == "changed"
+    assert review_queue(wiki, threshold, "Queue") == unreviewed
+
+    assert mark(wiki, title="File:Queue.png", sha1=sha1, token=wiki.token())["nsfwoidreview"] == \
+        {"title": "File:Queue.png", "sha1": sha1, "reviewed": True}
+    assert review_queue(wiki, threshold, "Queue") == {"File:Queue patrolled elsewhere.png": False}
+    assert review_queue(wiki, threshold, "Queue", "reviewed") == {"File:Queue.png": True,
+                                                                  "File:Queue trusted.png": True}
+    assert "File:Queue.png" not in review_page(wiki, threshold) and "File:Queue.png" in review_page(
+        wiki, threshold, "all")
+
+    def upload_changes(name: str) -> list[dict]:
+        return wiki.api(action="query", list="recentchanges", rctitle=f"File:{name}", rctype="log",
+                        rcprop="ids|patrolled|loginfo")["query"]["recentchanges"]
+    assert [change["patrolled"] for change in upload_changes("Queue.png")] == [True]
+    new_files = wiki.session.get(wiki.url + "/index.php", timeout=60,
+                                 params={"title": "Special:NewFiles", "hidepatrolled": "1"}).text
+    assert "Queue.png" not in new_files and "Queue patrolled elsewhere.png" in new_files
+
+    # Patrolled as RecentChanges does it: it leaves the queue.
+    rcid = upload_changes("Queue patrolled elsewhere.png")[0]["rcid"]
+    assert "patrol" in wiki.api("POST", action="patrol", rcid=rcid, token=wiki.token("patrol"))
+    assert review_queue(wiki, threshold, "Queue") == {}
+
+    assert uploader.upload("Queue.png", image("queue again"))["upload"]["result"] == "Success"
+    wiki.run_jobs()
+    assert review_queue(wiki, threshold, "Queue") == {"File:Queue.png": False}
+
+
+def test_where_uploads_are_not_patrolled_a_review_is_recorded_by_content(wiki, service):
+    """With $wgUseFilePatrol off, the extension records reviews in nsfwoid_review, by SHA-1: a copy of reviewed
+    bytes is reviewed, a new version with other bytes is not, and autopatrol does not count. The mark works
+    without JavaScript, through the page's plain form, which answers with a redirect to the page."""
+    data = image("content review")
+    threshold = f"{service.score(data)['score'] - 0.01:.6f}"
+    with wiki.settings("$wgUseFilePatrol = false;"):
+        for name in ("Content review.png", "Content review copy.png"):
+            assert wiki.upload(name, data)["upload"]["result"] == "Success"
+        wiki.run_jobs()
+        unreviewed = {"File:Content review.png": False, "File:Content review copy.png": False}
+        assert review_queue(wiki, threshold, "Content") == unreviewed
+
+        page = review_page(wiki, threshold)
+        form = re.search(r'<form method="post" action="([^"]+)" class="nsfwoid-review-form">(.*?)</form>', page)
+        inputs = [dict(re.findall(r'(\w+)="([^"]*)"', tag)) for tag in re.findall(r"<input [^>]*>", form.group(2))]
+        fields = {field["name"]: html.unescape(field["value"]) for field in inputs if field["type"] == "hidden"}
+        assert set(fields) == {"wpEditToken", "reviewtitle", "reviewsha1"}, fields
+        action = wiki.url + form.group(1).replace("&amp;", "&")
+        stale = wiki.session.post(action, data={**fields, "wpEditToken": "+\\"}, timeout=60)
+        assert stale.status_code == 200 and "login session" in stale.text  # the session-failure error box
+        assert review_queue(wiki, threshold, "Content") == unreviewed
+
+        marked = wiki.session.post(action, data=fields, timeout=60)
+        assert [answer.status_code for answer in marked.history] == [302], marked.history
+        assert "Special:NsfwoidReview" in marked.url and "Content_review" not in marked.text
+        assert review_queue(wiki, threshold, "Content") == {}
+        assert review_queue(wiki, threshold, "Content", "reviewed") == {"File:Content review.png": True,
+                                                                        "File:Content review copy.png": True}
+        with closing(sqlite3.connect(f"file:{wiki.root / 'data' / 'testwiki.sqlite'}?mode=ro", uri=True)) as db:
+            reviews = db.execute("SELECT actor_name FROM nsfwoid_review JOIN actor ON actor_id = nsr_actor "
+                                 "WHERE nsr_sha1 = ?", (service.score(data)["sha1_base36"],)).fetchall()
+        assert reviews == [(ADMIN,)]
+
+        assert wiki.upload("Content review.png", image("content review again"))["upload"]["result"] == "Success"
+        wiki.run_jobs()
+        assert review_queue(wiki, threshold, "Content") == {"File:Content review.png": False}
 
 
 def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make_wiki, service):
@@ -1035,15 +1281,17 @@ def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make
         indexes = {row[1] for row in database.execute("PRAGMA index_list(nsfwoid_score)")}
         stored_types = set(database.execute("SELECT DISTINCT typeof(nss_model) FROM nsfwoid_score"))
     assert models == {retired: "20190101000000", current: "20240101000000"}  # first seen at its oldest score
-    # MediaWiki writes SMALLINT UNSIGNED as INTEGER for SQLite.
-    assert columns["nss_model"] == "INTEGER" and stored_types == {("integer",)}
+    # MediaWiki 1.39 writes SMALLINT UNSIGNED as INTEGER for SQLite; 1.43 keeps the declared type, which SQLite
+    # gives integer affinity all the same.
+    declared = "INTEGER" if old.mediawiki.release < (1, 43) else "SMALLINT UNSIGNED"
+    assert columns["nss_model"] == declared and stored_types == {("integer",)}
     assert "nss_model_sha1" not in indexes and "nss_timestamp" in indexes
     # Run again, update.php changes nothing.
     assert "already names each model by its id" in old.php("maintenance/update.php", "--quick").stdout
     assert stored_rows(old, "oldwiki") == rows
 
     assert old.score_of("Migrated high.png") == {**old.score_of("Migrated high.png"), "score": 0.97, "model": current}
-    listed = old.api(action="query", list="nsfwscores", nsminscore="0.9")["query"]["nsfwscores"]
+    listed = old.api(action="query", list="nsfwscores", nsminscore="0.9", nsshow="all")["query"]["nsfwscores"]
     assert [(entry["title"], entry["score"]) for entry in listed] == [("File:Migrated high.png", 0.97)]
     old.add_filter("Explicit image added to a page", 'action == "edit" & added_files_nsfw_score > 0.9')
     assert error_code(old.edit("Migrated high target", "[[File:Migrated high.png]]")) == DISALLOWED
@@ -1112,7 +1360,8 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
     assert {model["nsm_sha256"]: model["nsm_name"] for model in models} == {current: "open_nsfw", retired: ""}
 
 
-def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one(wiki, service, tmp_path):
+def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one_and_a_row_is_marked_reviewed(wiki, service,
+                                                                                                   tmp_path):
     """Debian's chromium, driven by chromedriver: the page as a patroller sees it. Screenshots are saved beside
     the test's temporary files."""
     from selenium import webdriver
@@ -1120,7 +1369,7 @@ def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one(wiki, ser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wiki.upload("Browser review.png", image("browser review"))
+    wiki.as_user("Browser uploader").upload("Browser review.png", image("browser review"))
     wiki.run_jobs()
     threshold = service.score(image("browser review"))["score"] - 0.01
     review = f"{wiki.url}/index.php?title=Special:NsfwoidReview&minscore={threshold:.6f}"
@@ -1148,10 +1397,23 @@ def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one(wiki, ser
         assert "Special:NsfwoidReview" in browser.current_url  # the first click reveals, and does not leave
         browser.save_screenshot(str(tmp_path / "review-revealed.png"))
 
+        # Marked reviewed through the API: the row says so, and the page was not loaded again.
+        browser.execute_script("window.nsfwoidStillHere = true;")
+        link.find_element(By.CSS_SELECTOR, ".nsfwoid-review-form button, .nsfwoid-review-form input[type=submit]"
+                          ).click()
+        WebDriverWait(browser, 30).until(lambda b: link.find_elements(By.CSS_SELECTOR, ".nsfwoid-reviewed"))
+        assert browser.execute_script("return window.nsfwoidStillHere === true")
+        assert "nsfwoid-row-reviewed" in link.get_attribute("class")
+        browser.save_screenshot(str(tmp_path / "review-marked.png"))
+        browser.get(review)  # the default view leaves it out
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+        assert "Browser_review.png" not in browser.page_source and "Special:NsfwoidReview" in browser.current_url
+
         browser.delete_all_cookies()  # a reader without the right
         browser.get(review)
         assert "Permission error" in browser.page_source and "Browser_review.png" not in browser.page_source
         browser.save_screenshot(str(tmp_path / "review-refused.png"))
     finally:
         browser.quit()
-    assert all((tmp_path / f"review-{name}.png").stat().st_size > 0 for name in ("blurred", "revealed", "refused"))
+    assert all((tmp_path / f"review-{name}.png").stat().st_size > 0
+               for name in ("blurred", "revealed", "marked", "refused"))

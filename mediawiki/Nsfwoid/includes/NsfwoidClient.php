@@ -16,11 +16,13 @@ class NsfwoidClient {
 
 	private string $baseUrl;
 	private HttpRequestFactory $httpRequestFactory;
+	private Metrics $metrics;
 
-	public function __construct( ServiceOptions $options, HttpRequestFactory $httpRequestFactory ) {
+	public function __construct( ServiceOptions $options, HttpRequestFactory $httpRequestFactory, Metrics $metrics ) {
 		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
 		$this->baseUrl = rtrim( $options->get( 'NsfwoidServiceUrl' ), '/' );
 		$this->httpRequestFactory = $httpRequestFactory;
+		$this->metrics = $metrics;
 	}
 
 	/**
@@ -60,6 +62,23 @@ class NsfwoidClient {
 	private function call(
 		string $method, string $path, float $timeout, ?string $body = null, ?string $contentType = null
 	): array {
+		try {
+			return $this->request( $method, $path, $timeout, $body, $contentType );
+		} catch ( ScoringException $e ) {
+			if ( $e->getFailureKind() !== null ) {
+				$this->metrics->increment( 'service_failures_total', [ 'kind' => $e->getFailureKind() ] );
+			}
+			throw $e;
+		}
+	}
+
+	/**
+	 * @return array the decoded JSON answer
+	 * @throws ScoringException
+	 */
+	private function request(
+		string $method, string $path, float $timeout, ?string $body = null, ?string $contentType = null
+	): array {
 		if ( $timeout <= 0 ) {
 			throw new ScoringException( 'No time was left to call the service', true );
 		}
@@ -74,17 +93,17 @@ class NsfwoidClient {
 		}
 		$executed = $request->execute();
 		if ( $executed->hasMessage( 'http-timed-out' ) ) {
-			throw new ScoringException( "The service did not answer within $timeout s", true, true );
+			throw new ScoringException( "The service did not answer within $timeout s", true, 'timeout' );
 		}
 		$status = $request->getStatus();
 		$answer = FormatJson::decode( (string)$request->getContent(), true );
 		if ( $status >= 400 && $status < 500 ) {
 			$problem = is_array( $answer ) ? ( $answer['type'] ?? '' ) . ': ' . ( $answer['detail'] ?? '' ) : '';
-			throw new ScoringException( "The service refused the image ($status $problem)", false );
+			throw new ScoringException( "The service refused the image ($status $problem)", false, '4xx' );
 		}
 		if ( $status !== 200 || !is_array( $answer ) ) {
 			$why = $status ? "HTTP $status" : 'unreachable';
-			throw new ScoringException( "The service failed: $why", true );
+			throw new ScoringException( "The service failed: $why", true, $status ? '5xx' : 'refused' );
 		}
 		return $answer;
 	}

@@ -31,6 +31,7 @@ class ScoreLookup {
 	private FileScorer $fileScorer;
 	private ForeignScores $foreignScores;
 	private WANObjectCache $cache;
+	private Metrics $metrics;
 	private LoggerInterface $logger;
 
 	public function __construct(
@@ -40,6 +41,7 @@ class ScoreLookup {
 		FileScorer $fileScorer,
 		ForeignScores $foreignScores,
 		WANObjectCache $cache,
+		Metrics $metrics,
 		LoggerInterface $logger
 	) {
 		$options->assertRequiredOptions( self::CONSTRUCTOR_OPTIONS );
@@ -51,6 +53,7 @@ class ScoreLookup {
 		$this->fileScorer = $fileScorer;
 		$this->foreignScores = $foreignScores;
 		$this->cache = $cache;
+		$this->metrics = $metrics;
 		$this->logger = $logger;
 	}
 
@@ -139,7 +142,9 @@ class ScoreLookup {
 	 */
 	private function failOpen( callable $score, string $name ): ?float {
 		try {
-			return $this->callService( $score )->score;
+			$scored = $this->callService( $score )->score;
+			$this->metrics->increment( 'edit_scores_total' );
+			return $scored;
 		} catch ( ScoringException $e ) {
 			$this->logger->info( 'nsfwoid could not score {name}; the check goes on without it: {error}',
 				[ 'name' => $name, 'error' => $e->getMessage() ] );
@@ -182,6 +187,7 @@ class ScoreLookup {
 	private function backOff( string $key, string $why ): void {
 		if ( $this->backoff > 0 ) {
 			$this->cache->set( $key, microtime( true ) + $this->backoff, $this->backoff );
+			$this->metrics->increment( 'backoffs_total' );
 			$this->logger->warning( '{why}; edits and uploads use stored scores only for {seconds} s',
 				[ 'why' => $why, 'seconds' => $this->backoff ] );
 		}

@@ -14,13 +14,15 @@ use Wikimedia\Rdbms\ILoadBalancer;
 class ScoreStore {
 
 	private ILoadBalancer $loadBalancer;
+	private Metrics $metrics;
 	/** @var int[][] model id by database domain and sha256: ids never change once given */
 	private array $modelIds = [];
 	/** @var int[] model id by sha256, of the models this process has stored scores of */
 	private array $acquiredModelIds = [];
 
-	public function __construct( ILoadBalancer $loadBalancer ) {
+	public function __construct( ILoadBalancer $loadBalancer, Metrics $metrics ) {
 		$this->loadBalancer = $loadBalancer;
+		$this->metrics = $metrics;
 	}
 
 	/**
@@ -131,6 +133,7 @@ class ScoreStore {
 		$dbw->upsert(
 			'nsfwoid_score', [ 'nss_sha1' => $score->sha1 ] + $values, 'nss_sha1', $values, __METHOD__
 		);
+		$this->metrics->increment( 'scores_stored_total' );
 	}
 
 	/**

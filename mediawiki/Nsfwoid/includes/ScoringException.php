@@ -10,16 +10,17 @@ use RuntimeException;
  * does not read), or scored bytes other than the file's, or the file is one the service cannot
  * read, which was not sent. Timed out: the service took the whole
  * time allowed without answering, which is what makes a hung service costly to its callers.
+ * A failed call to the service has a kind, one of Metrics::FAILURE_KINDS.
  */
 class ScoringException extends RuntimeException {
 
 	private bool $retryable;
-	private bool $timedOut;
+	private ?string $failureKind;
 
-	public function __construct( string $message, bool $retryable, bool $timedOut = false ) {
+	public function __construct( string $message, bool $retryable, ?string $failureKind = null ) {
 		parent::__construct( $message );
 		$this->retryable = $retryable;
-		$this->timedOut = $timedOut;
+		$this->failureKind = $failureKind;
 	}
 
 	public function isRetryable(): bool {
@@ -27,6 +28,13 @@ class ScoringException extends RuntimeException {
 	}
 
 	public function isTimedOut(): bool {
-		return $this->timedOut;
+		return $this->failureKind === 'timeout';
+	}
+
+	/**
+	 * @return string|null how the call to the service failed; null when no call failed
+	 */
+	public function getFailureKind(): ?string {
+		return $this->failureKind;
 	}
 }

@@ -12,7 +12,12 @@ use MediaWiki\Extension\Nsfwoid\Job\ScoreFileJob;
 use MediaWiki\Extension\Nsfwoid\ScoringException;
 use MediaWiki\MediaWikiServices;
 
-$IP = getenv( 'MW_INSTALL_PATH' ) ?: __DIR__ . '/../../..';
+$IP = getenv( 'MW_INSTALL_PATH' ) ?: dirname( __DIR__, 3 );
+if ( !is_file( "$IP/maintenance/Maintenance.php" ) ) {
+	fwrite( STDERR, "scoreFiles.php: no MediaWiki in $IP. Set MW_INSTALL_PATH to MediaWiki's directory, "
+		. "such as MW_INSTALL_PATH=/usr/share/mediawiki on Debian.\n" );
+	exit( 1 );
+}
 require_once "$IP/maintenance/Maintenance.php";
 
 class ScoreFiles extends Maintenance {

@@ -13,8 +13,9 @@ use Wikimedia\ParamValidator\TypeDef\IntegerDef;
 
 /**
  * list=nsfwscores: the local files whose current version has a stored score at or above a
- * threshold, newest upload first, for patrollers to review. A list of the highest-scoring files
- * is a finding aid for explicit content, so it needs the right `nsfwoid-review`.
+ * threshold, newest upload first, for patrollers to review: by default those not yet reviewed
+ * (ReviewQueue). A list of the highest-scoring files is a finding aid for explicit content, so
+ * it needs the right `nsfwoid-review`.
  *
  * "Current model" is the model of the newest stored score, as when the service cannot be
  * reached: the list never waits on the service.
@@ -22,10 +23,12 @@ use Wikimedia\ParamValidator\TypeDef\IntegerDef;
 class ApiQueryNsfwScores extends ApiQueryBase {
 
 	private ScoreStore $store;
+	private ReviewQueue $reviewQueue;
 
-	public function __construct( ApiQuery $query, string $moduleName, ScoreStore $store ) {
+	public function __construct( ApiQuery $query, string $moduleName, ScoreStore $store, ReviewQueue $reviewQueue ) {
 		parent::__construct( $query, $moduleName, 'ns' );
 		$this->store = $store;
+		$this->reviewQueue = $reviewQueue;
 	}
 
 	public function execute() {
@@ -33,7 +36,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 		$params = $this->extractRequestParams();
 		$minScore = is_numeric( $params['minscore'] ) ? (float)$params['minscore'] : -1.0;
 		if ( $minScore < 0 || $minScore > 1 ) {
-			$this->dieWithError( [ 'apierror-badparameter', 'nsminscore' ], 'badminscore' );
+			$this->dieWithError( [ 'apierror-nsfwoid-minscore', 'nsminscore' ], 'badminscore' );
 		}
 		$props = array_flip( $params['prop'] );
 		$model = $this->store->getNewestModelId();
@@ -41,7 +44,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			return;
 		}
 		$db = $this->getDB();
-		$queue = ReviewQueue::queryInfo( $db, $this->getAuthority(), $model, $minScore );
+		$queue = $this->reviewQueue->queryInfo( $db, $this->getAuthority(), $model, $minScore, $params['show'] );
 		$this->addTables( $queue['tables'] );
 		$this->addFields( $queue['fields'] );
 		$this->addWhere( $queue['conds'] );
@@ -80,6 +83,9 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			if ( isset( $props['sha1'] ) ) {
 				$entry['sha1'] = $row->img_sha1;
 			}
+			if ( isset( $props['reviewed'] ) ) {
+				$entry['reviewed'] = ReviewQueue::isReviewed( $row );
+			}
 			if ( isset( $props['timestamp'] ) ) {
 				$entry['timestamp'] = wfTimestamp( TS_ISO_8601, $row->img_timestamp );
 			}
@@ -112,6 +118,10 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 				ParamValidator::PARAM_TYPE => 'string',
 				ParamValidator::PARAM_DEFAULT => '0.5',
 			],
+			'show' => [
+				ParamValidator::PARAM_TYPE => ReviewQueue::SHOW,
+				ParamValidator::PARAM_DEFAULT => ReviewQueue::UNREVIEWED,
+			],
 			'start' => [ ParamValidator::PARAM_TYPE => 'timestamp' ],
 			'end' => [ ParamValidator::PARAM_TYPE => 'timestamp' ],
 			'dir' => [
@@ -120,7 +130,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 				ApiBase::PARAM_HELP_MSG => 'api-help-param-direction',
 			],
 			'prop' => [
-				ParamValidator::PARAM_TYPE => [ 'title', 'score', 'sha1', 'timestamp', 'user' ],
+				ParamValidator::PARAM_TYPE => [ 'title', 'score', 'sha1', 'timestamp', 'user', 'reviewed' ],
 				ParamValidator::PARAM_DEFAULT => 'title|score|timestamp',
 				ParamValidator::PARAM_ISMULTI => true,
 			],

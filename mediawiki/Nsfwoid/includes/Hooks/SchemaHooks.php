@@ -14,12 +14,14 @@ class SchemaHooks implements LoadExtensionSchemaUpdatesHook {
 	/** @inheritDoc */
 	public function onLoadExtensionSchemaUpdates( $updater ) {
 		$sql = dirname( __DIR__, 2 ) . '/sql/' . $updater->getDB()->getType();
-		// A new wiki: both tables.
+		// A new wiki: every table.
 		$updater->addExtensionTable( 'nsfwoid_score', "$sql/tables-generated.sql" );
 		// A wiki on the first schema, whose index (nss_model, nss_sha1) marks it: the model table,
 		// each score's model as its id, then nss_model's new type without that index.
 		$updater->addExtensionTable( 'nsfwoid_model', "$sql/patch-nsfwoid_model.sql" );
 		$updater->addExtensionUpdate( [ [ ModelIdMigration::class, 'run' ] ] );
 		$updater->dropExtensionIndex( 'nsfwoid_score', 'nss_model_sha1', "$sql/patch-nsfwoid_score-nss_model.sql" );
+		// A wiki from before reviews were recorded.
+		$updater->addExtensionTable( 'nsfwoid_review', "$sql/patch-nsfwoid_review.sql" );
 	}
 }

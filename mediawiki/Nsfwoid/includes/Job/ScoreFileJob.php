@@ -56,6 +56,7 @@ class ScoreFileJob extends Job {
 			$services->get( 'Nsfwoid.FileScorer' )->scoreFile( $file, $timeout );
 		} catch ( ScoringException $e ) {
 			if ( $e->isRetryable() ) {
+				$services->get( 'Nsfwoid.Metrics' )->increment( 'job_retries_total' );
 				$this->setLastError( $e->getMessage() );
 				return false;
 			}

@@ -7,41 +7,52 @@ use IContextSource;
 use MediaWiki\Extension\Nsfwoid\ReviewQueue;
 use MediaWiki\Linker\LinkRenderer;
 use RepoGroup;
+use stdClass;
 use TablePager;
 use Title;
 
 /**
  * The rows of Special:NsfwoidReview: local files whose current version has a score of the model
- * of the newest stored score at or above a threshold, most recent upload first.
+ * of the newest stored score at or above a threshold, most recent upload first, each unreviewed
+ * one with a button that marks it reviewed: a plain form, which ext.nsfwoid.review sends through
+ * action=nsfwoidreview instead where JavaScript runs.
  */
 class NsfwoidReviewPager extends TablePager {
 
 	private const THUMBNAIL_WIDTH = 120;
 
 	private RepoGroup $repoGroup;
+	private ReviewQueue $reviewQueue;
 	/** @var int nsfwoid_model.nsm_id */
 	private int $model;
 	private float $minScore;
 	private ?string $since;
 	private bool $blur;
+	private string $show;
+	/** @var string where the mark's form posts to: this page, as it is shown */
+	private string $formAction;
 
 	public function __construct(
-		IContextSource $context, LinkRenderer $linkRenderer, RepoGroup $repoGroup,
-		int $model, float $minScore, ?string $since, bool $blur
+		IContextSource $context, LinkRenderer $linkRenderer, RepoGroup $repoGroup, ReviewQueue $reviewQueue,
+		int $model, float $minScore, ?string $since, bool $blur, string $show, string $formAction
 	) {
 		// Before the parent's constructor, which reads the sort.
 		$this->mDefaultDirection = true;
 		parent::__construct( $context, $linkRenderer );
 		$this->repoGroup = $repoGroup;
+		$this->reviewQueue = $reviewQueue;
 		$this->model = $model;
 		$this->minScore = $minScore;
 		$this->since = $since;
 		$this->blur = $blur;
+		$this->show = $show;
+		$this->formAction = $formAction;
 	}
 
 	public function getQueryInfo() {
 		$db = $this->getDatabase();
-		$queue = ReviewQueue::queryInfo( $db, $this->getAuthority(), $this->model, $this->minScore );
+		$queue = $this->reviewQueue->queryInfo( $db, $this->getAuthority(), $this->model, $this->minScore,
+			$this->show );
 		if ( $this->since !== null ) {
 			$queue['conds'][] = 'img_timestamp >= ' . $db->addQuotes( $db->timestamp( $this->since ) );
 		}
@@ -55,6 +66,7 @@ class NsfwoidReviewPager extends TablePager {
 			'nss_score' => $this->msg( 'nsfwoid-review-score' )->text(),
 			'actor_name' => $this->msg( 'nsfwoid-review-uploader' )->text(),
 			'img_timestamp' => $this->msg( 'nsfwoid-review-time' )->text(),
+			'review' => $this->msg( 'nsfwoid-review-review' )->text(),
 		];
 	}
 
@@ -80,8 +92,24 @@ class NsfwoidReviewPager extends TablePager {
 				return $this->getLinkRenderer()->makeLink( Title::makeTitle( NS_USER, $value ), $value );
 			case 'img_timestamp':
 				return htmlspecialchars( $this->getLanguage()->userTimeAndDate( $value, $this->getUser() ) );
+			case 'review':
+				return $this->reviewCell( $row );
 		}
 		return htmlspecialchars( (string)$value );
+	}
+
+	private function reviewCell( stdClass $row ): string {
+		if ( ReviewQueue::isReviewed( $row ) ) {
+			return Html::element( 'span', [ 'class' => 'nsfwoid-reviewed' ], $this->msg( 'nsfwoid-review-done' )->text() );
+		}
+		return Html::rawElement( 'form', [
+			'method' => 'post', 'action' => $this->formAction, 'class' => 'nsfwoid-review-form',
+		],
+			Html::hidden( 'wpEditToken', $this->getCsrfTokenSet()->getToken() ) .
+			Html::hidden( 'reviewtitle', Title::makeTitle( NS_FILE, $row->img_name )->getPrefixedText() ) .
+			Html::hidden( 'reviewsha1', $row->img_sha1 ) .
+			Html::submitButton( $this->msg( 'nsfwoid-review-mark' )->text(), [ 'name' => 'reviewmark' ] )
+		);
 	}
 
 	public function getDefaultSort() {

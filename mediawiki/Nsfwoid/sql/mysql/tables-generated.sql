@@ -20,3 +20,11 @@ CREATE TABLE /*_*/nsfwoid_score (
   INDEX nss_timestamp (nss_timestamp),
   PRIMARY KEY(nss_sha1)
 ) /*$wgDBTableOptions*/;
+
+
+CREATE TABLE /*_*/nsfwoid_review (
+  nsr_sha1 VARBINARY(32) NOT NULL,
+  nsr_actor BIGINT UNSIGNED NOT NULL,
+  nsr_timestamp BINARY(14) NOT NULL,
+  PRIMARY KEY(nsr_sha1)
+) /*$wgDBTableOptions*/;

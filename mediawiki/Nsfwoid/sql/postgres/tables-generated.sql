@@ -22,3 +22,11 @@ CREATE TABLE nsfwoid_score (
 );
 
 CREATE INDEX nss_timestamp ON nsfwoid_score (nss_timestamp);
+
+
+CREATE TABLE nsfwoid_review (
+  nsr_sha1 TEXT NOT NULL,
+  nsr_actor BIGINT NOT NULL,
+  nsr_timestamp TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY(nsr_sha1)
+);

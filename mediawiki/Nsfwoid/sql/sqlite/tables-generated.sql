@@ -20,3 +20,11 @@ CREATE TABLE /*_*/nsfwoid_score (
 );
 
 CREATE INDEX nss_timestamp ON /*_*/nsfwoid_score (nss_timestamp);
+
+
+CREATE TABLE /*_*/nsfwoid_review (
+  nsr_sha1 BLOB NOT NULL,
+  nsr_actor BIGINT UNSIGNED NOT NULL,
+  nsr_timestamp BLOB NOT NULL,
+  PRIMARY KEY(nsr_sha1)
+);
