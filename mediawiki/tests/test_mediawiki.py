@@ -1266,7 +1266,7 @@ def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make
             **{f"m{n:030d}": (n / 2500, current if n % 3 else retired) for n in range(2500)}}
     database_path = old.root / "data" / "oldwiki.sqlite"
     with closing(sqlite3.connect(database_path)) as database, database:
-        database.executescript("DROP TABLE nsfwoid_score; DROP TABLE nsfwoid_model;"
+        database.executescript("DROP TABLE nsfwoid_score; DROP TABLE nsfwoid_model; DROP TABLE nsfwoid_review;"
                                + FIRST_SCHEMA.read_text().replace("/*_*/", ""))
         database.executemany("INSERT INTO nsfwoid_score VALUES (?, ?, ?, ?)", [
             (sha1, score, model, "20190101000000" if model == retired else f"2024{n % 12 + 1:02d}01000000")
@@ -1274,6 +1274,7 @@ def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make
 
     migrated = old.php("maintenance/update.php", "--quick").stdout
     assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
+    assert "Creating nsfwoid_review table...done." in migrated  # reviews, where uploads are not patrolled
     assert stored_rows(old, "oldwiki") == rows
     with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as database:
         models = dict(database.execute("SELECT nsm_sha256, nsm_first_seen FROM nsfwoid_model"))
@@ -1336,6 +1337,7 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
             "sha1retired": (0.5, retired, "20190101000000")}
     php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_score")
     php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_model")
+    php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_review")
     php("maintenance/sql.php", str(FIXTURES / f"first-schema-{db_type}.sql"))
     php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_score VALUES " + ", ".join(
         f"('{sha1}', {score}, '{model}', '{stamps[stamp] if db_type == 'postgres' else stamp}')"
@@ -1344,8 +1346,14 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
     migrated = php("maintenance/update.php", "--quick")
     assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
     assert "Dropping nss_model_sha1 index from table nsfwoid_score...done." in migrated
+    assert "Creating nsfwoid_review table...done." in migrated
     again = php("maintenance/update.php", "--quick")
     assert "already names each model by its id" in again and "nss_model_sha1 key doesn't exist" in again
+    assert "nsfwoid_review table already exists" in again
+    php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_review VALUES ('sha1high', 1, '"
+        + (stamps["20240101000000"] if db_type == "postgres" else "20240101000000") + "')")
+    assert json.loads(php("maintenance/sql.php", "--json", "--query", "SELECT nsr_sha1 FROM nsfwoid_review")) == \
+        [{"nsr_sha1": "sha1high"}]
 
     check = " ".join(MIGRATION_CHECK.format(current=current).splitlines())  # eval.php runs each line on its own
     read = json.loads(php("maintenance/eval.php", stdin=check).split()[-1])
