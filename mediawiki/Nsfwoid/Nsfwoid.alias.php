@@ -10,4 +10,5 @@ $specialPageAliases = [];
 /** English */
 $specialPageAliases['en'] = [
 	'NsfwoidReview' => [ 'NsfwoidReview' ],
+	'NsfwoidThresholds' => [ 'NsfwoidThresholds' ],
 ];

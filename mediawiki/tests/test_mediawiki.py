@@ -12,6 +12,8 @@ import html
 import http.server
 import io
 import json
+import math
+import random
 import re
 import socket
 import sqlite3
@@ -38,7 +40,8 @@ FIRST_SCHEMA = FIXTURES / "first-schema-sqlite.sql"
 # Debian's chromium and chromedriver (mediawiki/tests/install-debian-packages.sh).
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DISALLOWED = "abusefilter-disallowed"
-ADMIN = "Admin"  # the wiki's first user, a sysop (conftest.py; tests import no test module)
+ADMIN, PASSWORD = "Admin", "Nsfwoid-test-password-1"  # the wiki's first user, a sysop (conftest.py; tests import
+# no test module)
 
 
 def image(tag: str, fixture: str = HIGH) -> bytes:
@@ -135,7 +138,8 @@ def test_the_sql_files_are_generated_from_the_abstract_schema(wiki, tmp_path, db
             ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_model.json", "patch-nsfwoid_model.sql"),
             ("generateSchemaChangeSql.php", "abstractSchemaChanges/patch-nsfwoid_score-nss_model.json",
              "patch-nsfwoid_score-nss_model.sql"),
-            ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_review.json", "patch-nsfwoid_review.sql")]:
+            ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_review.json", "patch-nsfwoid_review.sql"),
+            ("generateSchemaSql.php", "abstractSchemaChanges/patch-nsfwoid_verdict.json", "patch-nsfwoid_verdict.sql")]:
         generate_sql(wiki, script, source, tmp_path / name, db_type)
         generated, committed = (tmp_path / name).read_text(), (sql / db_type / name).read_text()
         if wiki.mediawiki.release > (1, 39):
@@ -151,7 +155,7 @@ def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(w
     assert change["after"] == tables["nsfwoid_score"]
     assert [column["name"] for column in change["before"]["columns"]] == \
         [column["name"] for column in tables["nsfwoid_score"]["columns"]]
-    for table in ("nsfwoid_model", "nsfwoid_review"):
+    for table in ("nsfwoid_model", "nsfwoid_review", "nsfwoid_verdict"):
         assert json.loads((sql / "abstractSchemaChanges" / f"patch-{table}.json").read_text()) == [tables[table]]
     (tmp_path / "before.json").write_text(json.dumps([change["before"]]))
 
@@ -164,7 +168,7 @@ def test_the_schema_changes_start_from_the_first_schema_and_end_at_tables_json(w
 
 def test_update_php_installed_the_tables(wiki):
     tables = wiki.php("maintenance/sql.php", "--query", "SELECT name FROM sqlite_master WHERE type='table'").stdout
-    assert all(table in tables for table in ("nsfwoid_score", "nsfwoid_model", "nsfwoid_review"))
+    assert all(table in tables for table in ("nsfwoid_score", "nsfwoid_model", "nsfwoid_review", "nsfwoid_verdict"))
 
 
 def test_an_upload_is_scored_by_a_job_and_stored_by_img_sha1(wiki, service):
@@ -1250,6 +1254,149 @@ def test_where_uploads_are_not_patrolled_a_review_is_recorded_by_content(wiki, s
         assert review_queue(wiki, threshold, "Content") == {"File:Content review.png": False}
 
 
+# Verdicts, and the thresholds they give: action=nsfwoidreview&verdict=, meta=nsfwthresholds, Special:NsfwoidThresholds.
+
+def test_verdicts_through_the_api_need_the_right_and_a_score_and_are_logged(wiki, service):
+    """A reviewer's verdict records the stored score and marks the file reviewed; a later one replaces it, and each
+    is logged where only reviewers read. Bad input gets MediaWiki's usual API errors."""
+    uploader = wiki.as_user("Verdict uploader")
+    data = image("verdict")
+    sha1, score = service.score(data)["sha1_base36"], service.score(data)["score"]
+    threshold = f"{score - 0.01:.6f}"
+    assert uploader.upload("Verdict.png", data)["upload"]["result"] == "Success"
+    with wiki.settings("$wgNsfwoidScoreOnUpload = false;"):
+        assert uploader.upload("Verdict unscored.png", image("verdict unscored"))["upload"]["result"] == "Success"
+    wiki.run_jobs()
+
+    def judge(who, **params) -> dict:
+        return who.api("POST", action="nsfwoidreview", **params)
+    assert error_code(judge(uploader, title="File:Verdict.png", verdict="explicit",
+                            token=uploader.token())) == "permissiondenied"
+    assert error_code(judge(wiki, title="File:Verdict.png", verdict="explicit")) == "missingparam"  # the token
+    assert error_code(judge(wiki, title="File:Verdict.png", verdict="explicit", token="+\\")) == "badtoken"
+    assert error_code(judge(wiki, title="File:Verdict.png", verdict="maybe", token=wiki.token())) == "badvalue"
+    assert error_code(judge(wiki, title="File:No such verdict.png", verdict="explicit", token=wiki.token())) == \
+        "nofile"
+    assert error_code(judge(wiki, title="File:Verdict unscored.png", verdict="explicit", token=wiki.token())) == \
+        "noscore"
+    assert error_code(judge(wiki, title="File:Verdict.png", verdict="explicit", sha1="0" * 31,
+                            token=wiki.token())) == "changed"
+    assert review_queue(wiki, threshold, "Verdict") == {"File:Verdict.png": False}
+
+    first = judge(wiki, title="File:Verdict.png", verdict="explicit", sha1=sha1, token=wiki.token())
+    assert first["nsfwoidreview"] == {"title": "File:Verdict.png", "sha1": sha1, "verdict": "explicit",
+                                       "score": pytest.approx(score, abs=1e-6), "previous": None, "reviewed": True}
+    assert review_queue(wiki, threshold, "Verdict") == {}  # a verdict marks the file reviewed
+    second = judge(wiki, title="File:Verdict.png", verdict="notexplicit", token=wiki.token())["nsfwoidreview"]
+    assert second["verdict"] == "notexplicit" and second["previous"] == "explicit"
+    listed = wiki.api(action="query", list="nsfwscores", nsminscore=threshold, nsshow="all",
+                      nsprop="title|verdict")["query"]["nsfwscores"]
+    assert {"ns": 6, "title": "File:Verdict.png", "verdict": "notexplicit"} in listed
+
+    def log(who) -> dict:
+        return who.api(action="query", list="logevents", letype="nsfwoid", letitle="File:Verdict.png",
+                       leprop="title|type|user|details")
+    entries = log(wiki)["query"]["logevents"]
+    assert [(entry["action"], entry["params"]["verdict"], entry["params"].get("previous")) for entry in entries] \
+        == [("verdict", "notexplicit", "explicit"), ("verdict", "explicit", None)]
+    assert all(entry["user"] == ADMIN and entry["params"]["score"] == f"{score:.3f}" for entry in entries)
+    assert log(uploader).get("query", {}).get("logevents", []) == []  # the log is the reviewers' only
+    assert error_code(uploader.api(action="query", meta="nsfwthresholds")) == "permissiondenied"
+
+
+def test_thresholds_from_known_verdicts_agree_with_an_independent_computation(wiki, service, tmp_path):
+    """Verdicts of known scores, written into the wiki's table as a wiki with a year of reviews would have them,
+    then meta=nsfwthresholds and Special:NsfwoidThresholds: each figure is computed here again from the table, with
+    Python's own comparisons and Wilson's formula, and must agree. Too few verdicts: no figure, and the reason."""
+    wiki.upload("Thresholds.png", image("thresholds"))
+    wiki.run_jobs()  # a score of the current model, the newest
+    database = wiki.root / "data" / "testwiki.sqlite"
+    with closing(sqlite3.connect(database)) as db, db:
+        model = db.execute("SELECT nss_model FROM nsfwoid_score ORDER BY nss_timestamp DESC LIMIT 1").fetchone()[0]
+        generator = random.Random(49)
+        rows = []
+        for n in range(400):  # explicit files score high more often than the others
+            explicit = n % 3 == 0
+            score = round(min(1.0, max(0.0, generator.gauss(0.75 if explicit else 0.35, 0.2))), 6)
+            rows.append((f"verdict{n:024d}", int(explicit), score, model, 1, "20260101000000"))
+        rows += [("verdict-grid-1", 1, 0.8, model, 1, "20260101000000"),
+                 ("verdict-grid-2", 0, 0.29, model, 1, "20260101000000")]  # exactly on the grid
+        db.executemany("INSERT INTO nsfwoid_verdict VALUES (?, ?, ?, ?, ?, ?)", rows)
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        verdicts = [(score, bool(explicit)) for score, explicit in db.execute(
+            "SELECT nsv_score, nsv_explicit FROM nsfwoid_verdict WHERE nsv_model = ?", (model,))]
+        uploads = [score for (score,) in db.execute(
+            "SELECT nss_score FROM image JOIN nsfwoid_score ON nss_sha1 = img_sha1 WHERE nss_model = ? "
+            "ORDER BY img_timestamp DESC LIMIT 10000", (model,))]
+
+    def wilson(successes: int, n: int) -> dict | None:
+        if n == 0:
+            return None
+        z, p = 1.959964, successes / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return {"value": pytest.approx(p, abs=1e-9), "low": pytest.approx(max(0.0, centre - half), abs=1e-9),
+                "high": pytest.approx(min(1.0, centre + half), abs=1e-9), "n": n}
+
+    explicit_total = sum(explicit for _, explicit in verdicts)
+
+    def expected(k: int) -> dict:
+        t = k / 1000
+        flagged = [explicit for score, explicit in verdicts if score >= t]
+        return {"threshold": pytest.approx(t), "flagged": len(flagged), "explicit": sum(flagged),
+                "precision": wilson(sum(flagged), len(flagged)), "recall": wilson(sum(flagged), explicit_total),
+                "uploads": {"share": pytest.approx(sum(score >= t for score in uploads) / len(uploads)),
+                            "of": len(uploads)}}
+
+    def precision(k: int) -> float:
+        flagged = [explicit for score, explicit in verdicts if score >= k / 1000]
+        return sum(flagged) / len(flagged) if flagged else -1.0
+
+    def recall(k: int) -> float:
+        return sum(explicit for score, explicit in verdicts if score >= k / 1000) / explicit_total
+
+    answer = wiki.api(action="query", meta="nsfwthresholds", ntthresholds="0.29|0.5|0.8|0.123",
+                      ntminprecision="0.8|0.9|0.99", ntminrecall="0.5|0.9", ntcurve="1")["query"]["nsfwthresholds"]
+    assert answer["enough"] is True and answer["model"] == service.score(image("thresholds"))["model"]["sha256"]
+    assert answer["verdicts"] == {"total": len(verdicts), "explicit": explicit_total,
+                                  "notexplicit": len(verdicts) - explicit_total}
+    assert answer["thresholds"] == [expected(k) for k in (290, 500, 800, 123)]
+    for aim in (0.8, 0.9, 0.99):
+        k = next((k for k in range(1001) if precision(k) >= aim), None)
+        found = next(item for item in answer["maximumrecall"] if item["minprecision"] == aim)
+        assert found == ({"minprecision": aim, **expected(k)} if k is not None else
+                         {"minprecision": aim, "threshold": None}), aim
+    for aim in (0.5, 0.9):
+        k = max(k for k in range(1001) if recall(k) >= aim)
+        assert next(item for item in answer["maximumprecision"] if item["minrecall"] == aim) == \
+            {"minrecall": aim, **expected(k)}
+    # From the threshold that flags every verdict to the one that flags the fewest
+    assert answer["curve"][0][0] <= min(score for score, _ in verdicts)
+    assert answer["curve"][0][1:] == [pytest.approx(explicit_total / len(verdicts)), 1.0]
+    assert [point[0] for point in answer["curve"]] == sorted(point[0] for point in answer["curve"])
+    assert all(0 <= point[1] <= 1 and 0 <= point[2] <= 1 for point in answer["curve"])
+
+    page = wiki.session.get(wiki.url + "/index.php", timeout=60,
+                            params={"title": "Special:NsfwoidThresholds", "threshold": "0.8"}).text
+    figures = expected(800)
+    assert "<svg" in page and "<polyline" in page and 'class="nsfwoid-curve-mark"' in page
+    assert f"{figures['precision']['value'].expected:.3f} ({figures['precision']['low'].expected:.3f}–" in page
+    assert "Highest recall at precision ≥ 0.9" in page
+    assert "not a threshold" in wiki.session.get(wiki.url + "/index.php", timeout=60, params={
+        "title": "Special:NsfwoidThresholds", "threshold": "0.8001"}).text
+    assert error_code(wiki.api(action="query", meta="nsfwthresholds", ntthresholds="2")) == "badthresholds"
+
+    with wiki.settings(f"$wgNsfwoidMinVerdicts = {len(verdicts) + 1};"):
+        short = wiki.api(action="query", meta="nsfwthresholds")["query"]["nsfwthresholds"]
+        assert short["enough"] is False and short["minimum"] == len(verdicts) + 1
+        assert "thresholds" not in short and "maximumrecall" not in short
+        page = wiki.session.get(wiki.url + "/index.php", timeout=60,
+                                params={"title": "Special:NsfwoidThresholds"}).text
+        assert "Not enough data" in page and "<svg" not in page
+    anonymous = requests.get(wiki.url + "/index.php", timeout=60, params={"title": "Special:NsfwoidThresholds"})
+    assert "Permission error" in anonymous.text and "<svg" not in anonymous.text
+
+
 def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make_wiki, service):
     """A wiki that stored scores on the first schema, each row naming its model by 64 bytes of hex, runs update.php:
     every score is kept, its model becomes an id of nsfwoid_model, and the API, the review list and the filters
@@ -1266,8 +1413,8 @@ def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make
             **{f"m{n:030d}": (n / 2500, current if n % 3 else retired) for n in range(2500)}}
     database_path = old.root / "data" / "oldwiki.sqlite"
     with closing(sqlite3.connect(database_path)) as database, database:
-        database.executescript("DROP TABLE nsfwoid_score; DROP TABLE nsfwoid_model; DROP TABLE nsfwoid_review;"
-                               + FIRST_SCHEMA.read_text().replace("/*_*/", ""))
+        database.executescript("DROP TABLE nsfwoid_score; DROP TABLE nsfwoid_model; DROP TABLE nsfwoid_review; "
+                               "DROP TABLE nsfwoid_verdict;" + FIRST_SCHEMA.read_text().replace("/*_*/", ""))
         database.executemany("INSERT INTO nsfwoid_score VALUES (?, ?, ?, ?)", [
             (sha1, score, model, "20190101000000" if model == retired else f"2024{n % 12 + 1:02d}01000000")
             for n, (sha1, (score, model)) in enumerate(rows.items())])
@@ -1275,6 +1422,7 @@ def test_update_php_migrates_a_wiki_on_the_first_schema_keeping_every_score(make
     migrated = old.php("maintenance/update.php", "--quick").stdout
     assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
     assert "Creating nsfwoid_review table...done." in migrated  # reviews, where uploads are not patrolled
+    assert "Creating nsfwoid_verdict table...done." in migrated
     assert stored_rows(old, "oldwiki") == rows
     with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as database:
         models = dict(database.execute("SELECT nsm_sha256, nsm_first_seen FROM nsfwoid_model"))
@@ -1338,6 +1486,7 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
     php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_score")
     php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_model")
     php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_review")
+    php("maintenance/sql.php", "--query", "DROP TABLE nsfwoid_verdict")
     php("maintenance/sql.php", str(FIXTURES / f"first-schema-{db_type}.sql"))
     php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_score VALUES " + ", ".join(
         f"('{sha1}', {score}, '{model}', '{stamps[stamp] if db_type == 'postgres' else stamp}')"
@@ -1346,7 +1495,7 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
     migrated = php("maintenance/update.php", "--quick")
     assert f"Giving model {current} the id" in migrated and f"Giving model {retired} the id" in migrated
     assert "Dropping nss_model_sha1 index from table nsfwoid_score...done." in migrated
-    assert "Creating nsfwoid_review table...done." in migrated
+    assert "Creating nsfwoid_review table...done." in migrated and "Creating nsfwoid_verdict table...done." in migrated
     again = php("maintenance/update.php", "--quick")
     assert "already names each model by its id" in again and "nss_model_sha1 key doesn't exist" in again
     assert "nsfwoid_review table already exists" in again
@@ -1354,6 +1503,10 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
         + (stamps["20240101000000"] if db_type == "postgres" else "20240101000000") + "')")
     assert json.loads(php("maintenance/sql.php", "--json", "--query", "SELECT nsr_sha1 FROM nsfwoid_review")) == \
         [{"nsr_sha1": "sha1high"}]
+    php("maintenance/sql.php", "--query", "INSERT INTO nsfwoid_verdict VALUES ('sha1high', 1, 0.97, 1, 1, '"
+        + (stamps["20240101000000"] if db_type == "postgres" else "20240101000000") + "')")
+    assert json.loads(php("maintenance/sql.php", "--json", "--query", "SELECT nsv_explicit FROM nsfwoid_verdict")) \
+        == [{"nsv_explicit": "1"}]  # as the driver gives it
 
     check = " ".join(MIGRATION_CHECK.format(current=current).splitlines())  # eval.php runs each line on its own
     read = json.loads(php("maintenance/eval.php", stdin=check).split()[-1])
@@ -1368,16 +1521,18 @@ def test_update_php_migrates_the_first_schema_on_mysql_and_postgresql(database_w
     assert {model["nsm_sha256"]: model["nsm_name"] for model in models} == {current: "open_nsfw", retired: ""}
 
 
-def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one_and_a_row_is_marked_reviewed(wiki, service,
-                                                                                                   tmp_path):
+def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one_and_rows_are_judged(wiki, service, tmp_path):
     """Debian's chromium, driven by chromedriver: the page as a patroller sees it. Screenshots are saved beside
     the test's temporary files."""
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service as ChromeDriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wiki.as_user("Browser uploader").upload("Browser review.png", image("browser review"))
+    uploader = wiki.as_user("Browser uploader")
+    uploader.upload("Browser review.png", image("browser review"))
+    uploader.upload("Browser verdict.png", image("browser verdict"))
     wiki.run_jobs()
     threshold = service.score(image("browser review"))["score"] - 0.01
     review = f"{wiki.url}/index.php?title=Special:NsfwoidReview&minscore={threshold:.6f}"
@@ -1388,9 +1543,12 @@ def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one_and_a_row
     # Both paths given: Selenium Manager, which would look for drivers online, is never run.
     browser = webdriver.Chrome(service=ChromeDriver(CHROMEDRIVER), options=options)
     try:
-        browser.get(wiki.url + "/index.php")
-        for cookie in wiki.session.cookies:  # the sysop's session
-            browser.add_cookie({"name": cookie.name, "value": cookie.value, "path": "/"})
+        # The sysop logs in through the form, in a session of the browser's own
+        browser.get(wiki.url + "/index.php?title=Special:UserLogin")
+        browser.find_element(By.ID, "wpName1").send_keys(ADMIN)
+        browser.find_element(By.ID, "wpPassword1").send_keys(PASSWORD)
+        browser.find_element(By.ID, "wpLoginAttempt").click()
+        WebDriverWait(browser, 30).until(lambda b: "Special:UserLogin" not in b.current_url)
         browser.get(review)
         WebDriverWait(browser, 30).until(
             lambda b: b.execute_script("return window.mw && mw.loader.getState('ext.nsfwoid.review')") == "ready")
@@ -1407,15 +1565,34 @@ def test_in_a_browser_thumbnails_are_blurred_until_a_click_reveals_one_and_a_row
 
         # Marked reviewed through the API: the row says so, and the page was not loaded again.
         browser.execute_script("window.nsfwoidStillHere = true;")
-        link.find_element(By.CSS_SELECTOR, ".nsfwoid-review-form button, .nsfwoid-review-form input[type=submit]"
-                          ).click()
-        WebDriverWait(browser, 30).until(lambda b: link.find_elements(By.CSS_SELECTOR, ".nsfwoid-reviewed"))
+        def wait_for(condition):
+            """Until the condition holds; if it never does, what the page notified (an API call's error)."""
+            try:
+                WebDriverWait(browser, 30).until(condition)
+            except TimeoutException:
+                browser.save_screenshot(str(tmp_path / "review-timeout.png"))
+                said = browser.execute_script("return window.notified")
+                raise AssertionError(f"timed out; the page notified {said}") from None
+        browser.execute_script("window.notified = []; const notify = mw.notify; mw.notify = function (message) {"
+                               " window.notified.push($('<div>').append(message).text());"
+                               " return notify.apply(this, arguments); };")
+        link.find_element(By.CSS_SELECTOR, ".nsfwoid-review-form button[name=reviewmark]").click()
+        wait_for(lambda b: link.find_elements(By.CSS_SELECTOR, ".nsfwoid-reviewed"))
         assert browser.execute_script("return window.nsfwoidStillHere === true")
         assert "nsfwoid-row-reviewed" in link.get_attribute("class")
+        # A verdict, the same way
+        judged = browser.find_element(By.XPATH, "//a[contains(@href, 'Browser_verdict.png')]/ancestor::tr")
+        judged.find_element(By.CSS_SELECTOR, ".nsfwoid-review-form button[value=explicit]").click()
+        wait_for(lambda b: judged.find_element(By.CSS_SELECTOR, ".nsfwoid-verdict").text == "Explicit")
+        assert browser.execute_script("return window.nsfwoidStillHere === true")
         browser.save_screenshot(str(tmp_path / "review-marked.png"))
+        listed = wiki.api(action="query", list="nsfwscores", nsminscore=f"{threshold:.6f}", nsshow="all",
+                          nsprop="title|verdict|reviewed")["query"]["nsfwscores"]
+        assert {"ns": 6, "title": "File:Browser verdict.png", "verdict": "explicit", "reviewed": True} in listed
         browser.get(review)  # the default view leaves it out
         WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
-        assert "Browser_review.png" not in browser.page_source and "Special:NsfwoidReview" in browser.current_url
+        assert "Special:NsfwoidReview" in browser.current_url
+        assert "Browser_review.png" not in browser.page_source and "Browser_verdict.png" not in browser.page_source
 
         browser.delete_all_cookies()  # a reader without the right
         browser.get(review)

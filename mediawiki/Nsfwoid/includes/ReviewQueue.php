@@ -74,16 +74,17 @@ class ReviewQueue {
 	 * @param float $minScore
 	 * @param string $show one of self::SHOW
 	 * @return array[] tables, fields (img_name, img_timestamp, img_sha1, nss_score, actor_name, and
-	 *   what isUploaderHidden() and isReviewed() read), conds and join_conds
+	 *   what isUploaderHidden(), isReviewed() and verdictOf() read), conds and join_conds
 	 */
 	public function queryInfo( IDatabase $db, Authority $reader, int $model, float $minScore, string $show ): array {
 		$info = [
-			'tables' => [ 'image', 'nsfwoid_score', 'actor' ],
-			'fields' => [ 'img_name', 'img_timestamp', 'img_sha1', 'nss_score', 'actor_name' ],
+			'tables' => [ 'image', 'nsfwoid_score', 'actor', 'nsfwoid_verdict' ],
+			'fields' => [ 'img_name', 'img_timestamp', 'img_sha1', 'nss_score', 'actor_name', 'nsv_explicit' ],
 			'conds' => [ 'nss_model' => $model, 'nss_score >= ' . $db->addQuotes( $minScore ) ],
 			'join_conds' => [
 				'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ],
 				'actor' => [ 'JOIN', 'actor_id = img_actor' ],
+				'nsfwoid_verdict' => [ 'LEFT JOIN', 'nsv_sha1 = img_sha1' ],
 			],
 		];
 		if ( $this->useFilePatrol ) {
@@ -128,18 +129,25 @@ class ReviewQueue {
 	}
 
 	/**
-	 * Marks the current version of a local file reviewed: patrols its upload where the wiki
-	 * patrols uploads, which needs the right `patrol` too, or records the review of its content.
-	 * The caller checks the right `nsfwoid-review`.
+	 * A row's verdict: one of VerdictStore::VERDICTS, or null.
+	 */
+	public static function verdictOf( stdClass $row ): ?string {
+		if ( $row->nsv_explicit === null ) {
+			return null;
+		}
+		return $row->nsv_explicit ? VerdictStore::EXPLICIT : VerdictStore::NOT_EXPLICIT;
+	}
+
+	/**
+	 * The current version of a local file, as a reviewer means it.
 	 *
 	 * @param Title|null $title
 	 * @param string|null $sha1 base 36: only if the current version has these bytes, the ones the
 	 *   reviewer saw
-	 * @param Authority $performer
-	 * @return StatusValue good when the version is reviewed, whether by this call or before; its
-	 *   errors are ApiMessages, with the codes `nofile` and `changed` for the API
+	 * @return StatusValue the File as its value; its errors are ApiMessages, with the codes
+	 *   `nofile` and `changed` for the API
 	 */
-	public function markReviewed( ?Title $title, ?string $sha1, Authority $performer ): StatusValue {
+	public function findCurrentVersion( ?Title $title, ?string $sha1 ): StatusValue {
 		$file = $title && $title->inNamespace( NS_FILE )
 			? $this->repoGroup->getLocalRepo()->findFile( $title, [ 'latest' => true ] )
 			: false;
@@ -152,6 +160,26 @@ class ReviewQueue {
 				[ 'apierror-nsfwoid-changed', wfEscapeWikiText( $title->getPrefixedText() ) ], 'changed'
 			) );
 		}
+		return StatusValue::newGood( $file );
+	}
+
+	/**
+	 * Marks the current version of a local file reviewed: patrols its upload where the wiki
+	 * patrols uploads, which needs the right `patrol` too, or records the review of its content.
+	 * The caller checks the right `nsfwoid-review`.
+	 *
+	 * @param Title|null $title
+	 * @param string|null $sha1 as for findCurrentVersion()
+	 * @param Authority $performer
+	 * @return StatusValue good, with the version's SHA-1 as its value, when the version is
+	 *   reviewed, whether by this call or before; errors as findCurrentVersion()'s, or the patrol's
+	 */
+	public function markReviewed( ?Title $title, ?string $sha1, Authority $performer ): StatusValue {
+		$found = $this->findCurrentVersion( $title, $sha1 );
+		if ( !$found->isGood() ) {
+			return $found;
+		}
+		$file = $found->getValue();
 		$status = $this->useFilePatrol ? $this->patrol( $file, $performer ) : $this->record( $file, $performer );
 		$status->value = $file->getSha1();
 		return $status;

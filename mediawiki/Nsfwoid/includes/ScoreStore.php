@@ -167,6 +167,40 @@ class ScoreStore {
 	}
 
 	/**
+	 * The stored score of one content and its model's id, whatever the model, from the primary
+	 * database: what a reviewer's verdict records.
+	 *
+	 * @param string $sha1 base 36
+	 * @return array|null [ 'score' => float, 'model' => int ]
+	 */
+	public function getStoredScore( string $sha1 ): ?array {
+		$row = $this->loadBalancer->getConnection( DB_PRIMARY )->selectRow(
+			'nsfwoid_score', [ 'nss_score', 'nss_model' ], [ 'nss_sha1' => $sha1 ], __METHOD__
+		);
+		return $row ? [ 'score' => (float)$row->nss_score, 'model' => (int)$row->nss_model ] : null;
+	}
+
+	/**
+	 * The scores of a model among the most recent local uploads, newest first: the current
+	 * version of each file, walked by upload time, at most $limit.
+	 *
+	 * @param int $model nsfwoid_model.nsm_id
+	 * @param int $limit
+	 * @return float[]
+	 */
+	public function getRecentUploadScores( int $model, int $limit ): array {
+		$dbr = $this->loadBalancer->getConnection( DB_REPLICA );
+		return array_map( 'floatval', $dbr->selectFieldValues(
+			[ 'image', 'nsfwoid_score' ],
+			'nss_score',
+			[ 'nss_model' => $model ],
+			__METHOD__,
+			[ 'ORDER BY' => 'img_timestamp DESC', 'LIMIT' => $limit ],
+			[ 'nsfwoid_score' => [ 'JOIN', 'nss_sha1 = img_sha1' ] ]
+		) );
+	}
+
+	/**
 	 * The id of a model in $db's nsfwoid_model, or null when no score of it was ever stored there.
 	 */
 	private function findModelId( IDatabase $db, string $sha256 ): ?int {

@@ -11,6 +11,7 @@ use MediaWiki\Extension\Nsfwoid\PendingUploads;
 use MediaWiki\Extension\Nsfwoid\ReviewQueue;
 use MediaWiki\Extension\Nsfwoid\ScoreLookup;
 use MediaWiki\Extension\Nsfwoid\ScoreStore;
+use MediaWiki\Extension\Nsfwoid\VerdictStore;
 use MediaWiki\Logger\LoggerFactory;
 use MediaWiki\MediaWikiServices;
 
@@ -83,5 +84,15 @@ return [
 	},
 	'Nsfwoid.ScoreStore' => static function ( MediaWikiServices $services ): ScoreStore {
 		return new ScoreStore( $services->getDBLoadBalancer(), $services->get( 'Nsfwoid.Metrics' ) );
+	},
+	'Nsfwoid.VerdictStore' => static function ( MediaWikiServices $services ): VerdictStore {
+		return new VerdictStore(
+			new ServiceOptions( VerdictStore::CONSTRUCTOR_OPTIONS, $services->getMainConfig() ),
+			$services->getDBLoadBalancer(),
+			$services->getActorNormalization(),
+			$services->get( 'Nsfwoid.ScoreStore' ),
+			$services->get( 'Nsfwoid.ReviewQueue' ),
+			$services->getMainWANObjectCache()
+		);
 	},
 ];

@@ -5,33 +5,45 @@ namespace MediaWiki\Extension\Nsfwoid\Api;
 use ApiBase;
 use ApiMain;
 use MediaWiki\Extension\Nsfwoid\ReviewQueue;
+use MediaWiki\Extension\Nsfwoid\VerdictStore;
 use Wikimedia\ParamValidator\ParamValidator;
 
 /**
  * action=nsfwoidreview: marks the current version of a local file reviewed, so that it leaves
- * the review queue's default view. Where the wiki patrols uploads, this patrols the upload's
- * recent-changes row, and needs the right `patrol` as well as `nsfwoid-review`. With `sha1`,
- * only if the current version still has those bytes: what the reviewer saw.
+ * the review queue's default view, and with `verdict`, records the reviewer's verdict on it,
+ * explicit or not, with its stored score and model (VerdictStore). Where the wiki patrols
+ * uploads, marking patrols the upload's recent-changes row, and needs the right `patrol` as well
+ * as `nsfwoid-review`. With `sha1`, only if the current version still has those bytes: what the
+ * reviewer saw.
  */
 class ApiNsfwoidReview extends ApiBase {
 
 	private ReviewQueue $reviewQueue;
+	private VerdictStore $verdicts;
 
-	public function __construct( ApiMain $main, string $action, ReviewQueue $reviewQueue ) {
+	public function __construct( ApiMain $main, string $action, ReviewQueue $reviewQueue, VerdictStore $verdicts ) {
 		parent::__construct( $main, $action );
 		$this->reviewQueue = $reviewQueue;
+		$this->verdicts = $verdicts;
 	}
 
 	public function execute() {
 		$this->checkUserRightsAny( 'nsfwoid-review' );
 		$params = $this->extractRequestParams();
 		$title = $this->getTitleFromTitleOrPageId( [ 'title' => $params['title'] ] );
-		$status = $this->reviewQueue->markReviewed( $title, $params['sha1'], $this->getAuthority() );
+		$status = $params['verdict'] === null
+			? $this->reviewQueue->markReviewed( $title, $params['sha1'], $this->getAuthority() )
+			: $this->verdicts->record( $title, $params['sha1'], $params['verdict'], $this->getAuthority() );
 		if ( !$status->isGood() ) {
 			$this->dieStatus( $status );
 		}
-		$this->getResult()->addValue( null, $this->getModuleName(),
-			[ 'title' => $title->getPrefixedText(), 'sha1' => $status->getValue(), 'reviewed' => true ] );
+		$answer = [ 'title' => $title->getPrefixedText(), 'reviewed' => true ];
+		if ( $params['verdict'] === null ) {
+			$answer['sha1'] = $status->getValue();
+		} else {
+			$answer += $status->getValue() + [ 'verdict' => $params['verdict'] ];
+		}
+		$this->getResult()->addValue( null, $this->getModuleName(), $answer );
 	}
 
 	public function mustBePosted() {
@@ -52,6 +64,7 @@ class ApiNsfwoidReview extends ApiBase {
 				ParamValidator::PARAM_TYPE => 'string',
 				ParamValidator::PARAM_REQUIRED => true,
 			],
+			'verdict' => [ ParamValidator::PARAM_TYPE => VerdictStore::VERDICTS ],
 			'sha1' => [ ParamValidator::PARAM_TYPE => 'string' ],
 		];
 	}
@@ -60,6 +73,8 @@ class ApiNsfwoidReview extends ApiBase {
 		return [
 			'action=nsfwoidreview&title=File:Example.jpg&token=123ABC'
 				=> 'apihelp-nsfwoidreview-example-simple',
+			'action=nsfwoidreview&title=File:Example.jpg&verdict=explicit&token=123ABC'
+				=> 'apihelp-nsfwoidreview-example-verdict',
 		];
 	}
 }

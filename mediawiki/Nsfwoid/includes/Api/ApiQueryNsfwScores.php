@@ -86,6 +86,9 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 			if ( isset( $props['reviewed'] ) ) {
 				$entry['reviewed'] = ReviewQueue::isReviewed( $row );
 			}
+			if ( isset( $props['verdict'] ) ) {
+				$entry['verdict'] = ReviewQueue::verdictOf( $row );
+			}
 			if ( isset( $props['timestamp'] ) ) {
 				$entry['timestamp'] = wfTimestamp( TS_ISO_8601, $row->img_timestamp );
 			}
@@ -130,7 +133,7 @@ class ApiQueryNsfwScores extends ApiQueryBase {
 				ApiBase::PARAM_HELP_MSG => 'api-help-param-direction',
 			],
 			'prop' => [
-				ParamValidator::PARAM_TYPE => [ 'title', 'score', 'sha1', 'timestamp', 'user', 'reviewed' ],
+				ParamValidator::PARAM_TYPE => [ 'title', 'score', 'sha1', 'timestamp', 'user', 'reviewed', 'verdict' ],
 				ParamValidator::PARAM_DEFAULT => 'title|score|timestamp',
 				ParamValidator::PARAM_ISMULTI => true,
 			],

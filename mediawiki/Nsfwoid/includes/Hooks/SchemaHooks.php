@@ -21,7 +21,8 @@ class SchemaHooks implements LoadExtensionSchemaUpdatesHook {
 		$updater->addExtensionTable( 'nsfwoid_model', "$sql/patch-nsfwoid_model.sql" );
 		$updater->addExtensionUpdate( [ [ ModelIdMigration::class, 'run' ] ] );
 		$updater->dropExtensionIndex( 'nsfwoid_score', 'nss_model_sha1', "$sql/patch-nsfwoid_score-nss_model.sql" );
-		// A wiki from before reviews were recorded.
+		// A wiki from before reviews and verdicts were recorded.
 		$updater->addExtensionTable( 'nsfwoid_review', "$sql/patch-nsfwoid_review.sql" );
+		$updater->addExtensionTable( 'nsfwoid_verdict', "$sql/patch-nsfwoid_verdict.sql" );
 	}
 }

@@ -5,6 +5,7 @@ namespace MediaWiki\Extension\Nsfwoid\Special;
 use Html;
 use IContextSource;
 use MediaWiki\Extension\Nsfwoid\ReviewQueue;
+use MediaWiki\Extension\Nsfwoid\VerdictStore;
 use MediaWiki\Linker\LinkRenderer;
 use RepoGroup;
 use stdClass;
@@ -98,18 +99,35 @@ class NsfwoidReviewPager extends TablePager {
 		return htmlspecialchars( (string)$value );
 	}
 
+	/**
+	 * Whether the row is reviewed and its verdict, then a form with a button for each verdict and,
+	 * while it is not reviewed, one that marks it reviewed.
+	 */
 	private function reviewCell( stdClass $row ): string {
-		if ( ReviewQueue::isReviewed( $row ) ) {
-			return Html::element( 'span', [ 'class' => 'nsfwoid-reviewed' ], $this->msg( 'nsfwoid-review-done' )->text() );
+		$verdict = ReviewQueue::verdictOf( $row );
+		$state = ( ReviewQueue::isReviewed( $row )
+				? Html::element( 'span', [ 'class' => 'nsfwoid-reviewed' ], $this->msg( 'nsfwoid-review-done' )->text() )
+				: '' ) .
+			Html::element( 'span', [ 'class' => 'nsfwoid-verdict' ],
+				$verdict === null ? '' : $this->msg( "nsfwoid-verdict-$verdict" )->text() );
+		$buttons = '';
+		foreach ( VerdictStore::VERDICTS as $value ) {
+			$buttons .= Html::element( 'button', [ 'type' => 'submit', 'name' => 'reviewverdict', 'value' => $value ],
+				$this->msg( "nsfwoid-verdict-$value" )->text() );
 		}
-		return Html::rawElement( 'form', [
-			'method' => 'post', 'action' => $this->formAction, 'class' => 'nsfwoid-review-form',
-		],
-			Html::hidden( 'wpEditToken', $this->getCsrfTokenSet()->getToken() ) .
-			Html::hidden( 'reviewtitle', Title::makeTitle( NS_FILE, $row->img_name )->getPrefixedText() ) .
-			Html::hidden( 'reviewsha1', $row->img_sha1 ) .
-			Html::submitButton( $this->msg( 'nsfwoid-review-mark' )->text(), [ 'name' => 'reviewmark' ] )
-		);
+		if ( !ReviewQueue::isReviewed( $row ) ) {
+			$buttons .= Html::element( 'button', [ 'type' => 'submit', 'name' => 'reviewmark', 'value' => '1' ],
+				$this->msg( 'nsfwoid-review-mark' )->text() );
+		}
+		return Html::rawElement( 'div', [ 'class' => 'nsfwoid-review-state' ], $state ) .
+			Html::rawElement( 'form', [
+				'method' => 'post', 'action' => $this->formAction, 'class' => 'nsfwoid-review-form',
+			],
+				Html::hidden( 'wpEditToken', $this->getCsrfTokenSet()->getToken() ) .
+				Html::hidden( 'reviewtitle', Title::makeTitle( NS_FILE, $row->img_name )->getPrefixedText() ) .
+				Html::hidden( 'reviewsha1', $row->img_sha1 ) .
+				$buttons
+			);
 	}
 
 	public function getDefaultSort() {

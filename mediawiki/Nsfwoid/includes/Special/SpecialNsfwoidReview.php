@@ -7,6 +7,7 @@ use HTMLForm;
 use MediaWiki\Extension\Nsfwoid\Hooks\PreferencesHooks;
 use MediaWiki\Extension\Nsfwoid\ReviewQueue;
 use MediaWiki\Extension\Nsfwoid\ScoreStore;
+use MediaWiki\Extension\Nsfwoid\VerdictStore;
 use MediaWiki\User\UserOptionsLookup;
 use RepoGroup;
 use SpecialPage;
@@ -27,15 +28,18 @@ class SpecialNsfwoidReview extends SpecialPage {
 	private RepoGroup $repoGroup;
 	private UserOptionsLookup $userOptionsLookup;
 	private ReviewQueue $reviewQueue;
+	private VerdictStore $verdicts;
 
 	public function __construct(
-		ScoreStore $store, RepoGroup $repoGroup, UserOptionsLookup $userOptionsLookup, ReviewQueue $reviewQueue
+		ScoreStore $store, RepoGroup $repoGroup, UserOptionsLookup $userOptionsLookup, ReviewQueue $reviewQueue,
+		VerdictStore $verdicts
 	) {
 		parent::__construct( 'NsfwoidReview', 'nsfwoid-review' );
 		$this->store = $store;
 		$this->repoGroup = $repoGroup;
 		$this->userOptionsLookup = $userOptionsLookup;
 		$this->reviewQueue = $reviewQueue;
+		$this->verdicts = $verdicts;
 	}
 
 	public function execute( $subPage ) {
@@ -108,16 +112,21 @@ class SpecialNsfwoidReview extends SpecialPage {
 	}
 
 	/**
-	 * The mark's plain form, as action=nsfwoidreview does it.
+	 * A row's plain form: a verdict, or only a mark, as action=nsfwoidreview records them.
 	 */
 	private function markReviewed( WebRequest $request ): StatusValue {
 		if ( !$this->getContext()->getCsrfTokenSet()->matchTokenField( 'wpEditToken' ) ) {
 			return StatusValue::newFatal( 'sessionfailure' );
 		}
-		return $this->reviewQueue->markReviewed(
-			Title::newFromText( $request->getVal( 'reviewtitle', '' ), NS_FILE ), $request->getVal( 'reviewsha1' ),
-			$this->getAuthority()
-		);
+		$title = Title::newFromText( $request->getVal( 'reviewtitle', '' ), NS_FILE );
+		$sha1 = $request->getVal( 'reviewsha1' );
+		$verdict = $request->getVal( 'reviewverdict' );
+		if ( $verdict !== null ) {
+			return in_array( $verdict, VerdictStore::VERDICTS, true )
+				? $this->verdicts->record( $title, $sha1, $verdict, $this->getAuthority() )
+				: StatusValue::newFatal( 'nsfwoid-verdict-unknown' );
+		}
+		return $this->reviewQueue->markReviewed( $title, $sha1, $this->getAuthority() );
 	}
 
 	private function statusHtml( StatusValue $status ): string {

@@ -28,3 +28,15 @@ CREATE TABLE /*_*/nsfwoid_review (
   nsr_timestamp BINARY(14) NOT NULL,
   PRIMARY KEY(nsr_sha1)
 ) /*$wgDBTableOptions*/;
+
+
+CREATE TABLE /*_*/nsfwoid_verdict (
+  nsv_sha1 VARBINARY(32) NOT NULL,
+  nsv_explicit TINYINT NOT NULL,
+  nsv_score FLOAT NOT NULL,
+  nsv_model SMALLINT UNSIGNED NOT NULL,
+  nsv_actor BIGINT UNSIGNED NOT NULL,
+  nsv_timestamp BINARY(14) NOT NULL,
+  INDEX nsv_model_score (nsv_model, nsv_score),
+  PRIMARY KEY(nsv_sha1)
+) /*$wgDBTableOptions*/;

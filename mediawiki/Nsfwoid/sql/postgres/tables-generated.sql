@@ -30,3 +30,16 @@ CREATE TABLE nsfwoid_review (
   nsr_timestamp TIMESTAMPTZ NOT NULL,
   PRIMARY KEY(nsr_sha1)
 );
+
+
+CREATE TABLE nsfwoid_verdict (
+  nsv_sha1 TEXT NOT NULL,
+  nsv_explicit SMALLINT NOT NULL,
+  nsv_score FLOAT NOT NULL,
+  nsv_model SMALLINT NOT NULL,
+  nsv_actor BIGINT NOT NULL,
+  nsv_timestamp TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY(nsv_sha1)
+);
+
+CREATE INDEX nsv_model_score ON nsfwoid_verdict (nsv_model, nsv_score);

@@ -28,3 +28,16 @@ CREATE TABLE /*_*/nsfwoid_review (
   nsr_timestamp BLOB NOT NULL,
   PRIMARY KEY(nsr_sha1)
 );
+
+
+CREATE TABLE /*_*/nsfwoid_verdict (
+  nsv_sha1 BLOB NOT NULL,
+  nsv_explicit SMALLINT NOT NULL,
+  nsv_score DOUBLE PRECISION NOT NULL,
+  nsv_model SMALLINT UNSIGNED NOT NULL,
+  nsv_actor BIGINT UNSIGNED NOT NULL,
+  nsv_timestamp BLOB NOT NULL,
+  PRIMARY KEY(nsv_sha1)
+);
+
+CREATE INDEX nsv_model_score ON /*_*/nsfwoid_verdict (nsv_model, nsv_score);
