@@ -18,17 +18,20 @@ debootstrap --variant=minbase trixie "$root" "${mirror:-http://deb.debian.org/de
 # debootstrap writes no /etc/hosts: the migration test reaches PostgreSQL at localhost.
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
-in_root apt-get update -qq
-in_root apt-get install -y -qq --no-install-recommends mediawiki imagemagick php-cli php-sqlite3 php-curl \
-    php-intl php-mbstring php-xml php-mysql php-pgsql php-apcu jsonlint php-json-schema \
-    librsvg2-bin >/dev/null  # ImageMagick's SVG delegate, rsvg-convert
+# The packages' maintainer scripts are chatty in a chroot: their output only if the step fails
+log=$(mktemp)
+quietly() { "$@" >"$log" 2>&1 || { cat "$log"; return 1; }; }
+quietly in_root apt-get update -qq
+quietly in_root apt-get install -y -qq --no-install-recommends mediawiki imagemagick php-cli php-sqlite3 \
+    php-curl php-intl php-mbstring php-xml php-mysql php-pgsql php-apcu jsonlint php-json-schema \
+    librsvg2-bin  # ImageMagick's SVG delegate, rsvg-convert
 # The host's Debian 12 packages of the schema generator's libraries
 debs=$(mktemp -d) && chmod 755 "$debs"  # apt-get download runs as _apt
 held="php-doctrine-dbal php-doctrine-deprecations php-sql-formatter php-doctrine-cache
     php-doctrine-event-manager php-psr-cache php-psr-log"
-(cd "$debs" && apt-get download -qq $held)
+(cd "$debs" && quietly apt-get download -qq $held)
 mkdir -p "$root/tmp/nsfwoid-debs" && cp "$debs"/*.deb "$root/tmp/nsfwoid-debs/" && rm -rf "$debs"
-in_root sh -c 'dpkg -i /tmp/nsfwoid-debs/*.deb >/dev/null'
+quietly in_root sh -c 'dpkg -i /tmp/nsfwoid-debs/*.deb'
 in_root apt-mark hold $held >/dev/null
 in_root apt-get check -qq
 rm -rf "$root/tmp/nsfwoid-debs"
@@ -37,4 +40,5 @@ for schema in abstract-schema.schema.json abstract-schema-changes.schema.json ab
     zcat -f "$root"/usr/share/doc/mediawiki/docs/"$schema"* > "$root/usr/share/mediawiki/docs/$schema"
 done
 in_root apt-get clean
+rm -f "$log"
 touch "$done_marker"
