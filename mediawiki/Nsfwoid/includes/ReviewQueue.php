@@ -176,10 +176,13 @@ class ReviewQueue {
 	 */
 	public function markReviewed( ?Title $title, ?string $sha1, Authority $performer ): StatusValue {
 		$found = $this->findCurrentVersion( $title, $sha1 );
-		if ( !$found->isGood() ) {
-			return $found;
-		}
-		$file = $found->getValue();
+		return $found->isGood() ? $this->markFileReviewed( $found->getValue(), $performer ) : $found;
+	}
+
+	/**
+	 * markReviewed() for a version that findCurrentVersion() found.
+	 */
+	public function markFileReviewed( File $file, Authority $performer ): StatusValue {
 		$status = $this->useFilePatrol ? $this->patrol( $file, $performer ) : $this->record( $file, $performer );
 		$status->value = $file->getSha1();
 		return $status;

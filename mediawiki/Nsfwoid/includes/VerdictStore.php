@@ -77,7 +77,7 @@ class VerdictStore {
 				[ 'apierror-nsfwoid-noscore', wfEscapeWikiText( $file->getTitle()->getPrefixedText() ) ], 'noscore'
 			) );
 		}
-		$reviewed = $this->reviewQueue->markReviewed( $file->getTitle(), $file->getSha1(), $performer );
+		$reviewed = $this->reviewQueue->markFileReviewed( $file, $performer );
 		if ( !$reviewed->isGood() ) {
 			return $reviewed;
 		}
@@ -143,11 +143,10 @@ class VerdictStore {
 				$rows = $this->loadBalancer->getConnection( DB_REPLICA )->select(
 					'nsfwoid_verdict', [ 'nsv_score', 'nsv_explicit' ], [ 'nsv_model' => $model ], __METHOD__
 				);
-				$verdicts = ( static function () use ( $rows ) {
-					foreach ( $rows as $row ) {
-						yield [ (float)$row->nsv_score, (bool)$row->nsv_explicit ];
-					}
-				} )();
+				$verdicts = [];
+				foreach ( $rows as $row ) {
+					$verdicts[] = [ (float)$row->nsv_score, (bool)$row->nsv_explicit ];
+				}
 				return ThresholdCurve::fromVerdicts( $verdicts )->toArray();
 			},
 			[ 'checkKeys' => [ $this->curveCheckKey( $model ) ], 'lockTSE' => 30 ]
