@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # onnxruntime comes from the [cpu] or the [gpu] extra: the two wheels install
 # the same `onnxruntime` module and must never be installed together.
@@ -11,12 +11,12 @@ setup(
     url="https://www.mediawiki.org/wiki/Nsfwoid",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["nsfwoid"],
+    packages=find_packages(include=["nsfwoid", "nsfwoid.*"]),
     # openapi.yaml, spec.yaml and models/open-nsfw.onnx live at the top level;
     # links inside the package carry them into the wheel.
-    package_data={"nsfwoid": ["selftest.png", "open-nsfw.onnx", "openapi.yaml", "spec.yaml"]},
+    package_data={"nsfwoid": ["open-nsfw.onnx", "openapi.yaml", "spec.yaml"], "nsfwoid.scoring": ["selftest.png"]},
     install_requires=[
-        # Exactly: nsfwoid/protocol.py replaces two module globals of aiohttp's (tests/test_http.py checks them).
+        # Exactly: nsfwoid/http/protocol.py replaces two module globals of aiohttp's (tests/test_http.py checks them).
         "aiohttp==3.14.5",
         "ecs-logging>=2.2,<3",
         "numpy>=1.26,<3",
@@ -31,8 +31,8 @@ setup(
         "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
         # CUDA and cuDNN come as NVIDIA wheels through onnxruntime-gpu's own extras. onnxruntime-gpu 1.27 and
         # later are built for CUDA 13 and cuDNN 9, so they need an NVIDIA driver for CUDA 13 (580 or later); 1.26
-        # and earlier are built for CUDA 12. The extras alone would take the newest CUDA 13 wheels (13.5 in
-        # November 2026); these pins are the set that ran on an H100 with driver 580.159.04 (CUDA 13.0).
+        # and earlier are built for CUDA 12. The extras alone would take the newest CUDA 13 wheels;
+        # these pins are the set that ran on an H100 with driver 580.159.04 (CUDA 13.0).
         "gpu": [
             f"onnxruntime-gpu[cuda,cudnn]=={ONNXRUNTIME_VERSION}",
             "nvidia-cublas==13.1.0.3",

@@ -43,12 +43,12 @@ from common import (
     run_for,
 )
 
-from nsfwoid import imaging
-from nsfwoid.batch import read_file
-from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
+from nsfwoid.batch.run import read_file
+from nsfwoid.cli import build_parser, settings_from_args
 from nsfwoid.config import Settings
-from nsfwoid.model import CUDA, load_model
-from tests.helpers import fast_path_deviation, to_tensor
+from nsfwoid.scoring import imaging
+from nsfwoid.scoring.model import CUDA, load_model
+from tests.reference import fast_path_deviation, to_tensor
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 4, 16, 32)
@@ -480,7 +480,6 @@ def _run_settings(args: list[str], env: dict[str, str]) -> Settings:
     """The settings `nsfwoid score ARGS` runs with in this environment plus `env`, derived as the CLI does."""
     with unittest.mock.patch.dict(os.environ, env):
         parsed = build_parser().parse_args(["score", *args])
-        apply_score_defaults(parsed)
         return settings_from_args(parsed)
 
 

@@ -20,10 +20,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the benchmarks share the tests' helpers
 
-from tests import helpers  # noqa: E402
-from tests.helpers import encode, start_service  # noqa: E402
+from tests import images, processes  # noqa: E402
+from tests.images import encode  # noqa: E402
+from tests.processes import start_service  # noqa: E402
 
-PHOTOS = [helpers.FIDELITY / name for name in helpers.PHOTOS]
+PHOTOS = [images.FIDELITY / name for name in images.PHOTOS]
 
 
 def _crop(rng: random.Random, photo: Image.Image, aspect: float) -> Image.Image:
@@ -84,7 +85,7 @@ class Service:
 
     def rss_bytes(self) -> int:
         """RSS of the service and its decode workers together."""
-        return helpers.service_rss(self.process.pid)
+        return processes.service_rss(self.process.pid)
 
     def peak_rss_bytes(self) -> int:
         """The sum of each process's peak RSS: an upper bound on the peak of their sum."""
@@ -98,7 +99,7 @@ class Service:
 
     def _processes(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            return helpers.service_processes(self.process.pid)
+            return processes.service_processes(self.process.pid)
         return [self.ps]
 
     def healthy(self) -> bool:

@@ -18,9 +18,9 @@ from pathlib import Path
 from common import PHOTOS
 from PIL import Image
 
-from nsfwoid import imaging
 from nsfwoid.config import Settings
-from nsfwoid.model import load_model
+from nsfwoid.scoring import imaging
+from nsfwoid.scoring.model import load_model
 
 HERE = Path(__file__).resolve().parent
 SIZE = (480, 360)

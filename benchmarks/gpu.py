@@ -22,8 +22,8 @@ import onnxruntime as ort
 from common import Service, batch_of, image_posts, images_per_s, measured_load, run_for
 
 from nsfwoid.config import Settings
-from nsfwoid.model import CUDA, Model, load_model, packaged_model_path, provider_options
-from tests import helpers
+from nsfwoid.scoring.model import CUDA, Model, load_model, packaged_model_path, provider_options
+from tests import reference
 
 BATCHES = (1, 8, 16, 32, 64, 128, 256)
 CONCURRENCY = (16, 64, 256)
@@ -90,9 +90,9 @@ def _io_bound_rate(model: Model, batch: np.ndarray, seconds: float, device: str)
 def precision(best_batch: int, tensors: list[np.ndarray], seconds: float) -> dict:
     """Exact-mode fixture scores against the reference with TF32 off (the default) and on, and fp16 against
     fp32; with the images/s of each at the best batch size."""
-    expected = helpers.expected_scores()
+    expected = reference.expected_scores()
     names = sorted(expected)
-    fixtures = helpers.fixture_tensors()
+    fixtures = reference.fixture_tensors()
     batch = batch_of(tensors, best_batch)
     out, fp32 = {}, None
     for tf32 in (False, True):
@@ -127,7 +127,8 @@ def _fp16_model() -> Model:
 def _session_model(path: Path, cuda_options: dict[str, str]) -> Model:
     """Weights at `path` in a CUDA session with these provider options (the sha256 is not checked)."""
     session = ort.InferenceSession(str(path), providers=[(CUDA, cuda_options)])
-    return Model(session=session, input_name=session.get_inputs()[0].name, sha256="unchecked", provider=CUDA)
+    return Model(session=session, input_name=session.get_inputs()[0].name, sha256="unchecked", provider=CUDA,
+                 identity={"name": "open_nsfw", "sha256": "unchecked"})
 
 
 def cpu_bound(cores: int, decode_core_ms: dict[str, float], ceiling: float) -> dict:

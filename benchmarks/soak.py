@@ -35,15 +35,8 @@ import numpy as np
 import psutil
 from common import Service, load, make_corpora, problem_type
 
-from tests.helpers import (
-    bomb_png,
-    decode_workers,
-    gzip_bomb,
-    huge_tile_tiff,
-    large_canvas_webp,
-    many_strip_tiff,
-    slow_gif,
-)
+from tests.images import bomb_png, gzip_bomb, huge_tile_tiff, large_canvas_webp, many_strip_tiff, slow_gif
+from tests.processes import decode_workers
 
 HERE = Path(__file__).resolve().parent
 PREDICT = "/v1/models/open_nsfw:predict"

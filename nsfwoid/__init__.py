@@ -9,6 +9,7 @@ from importlib import metadata
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 NAME = "nsfwoid"
+HOME = "https://www.mediawiki.org/wiki/Nsfwoid"
 
 
 def package_version() -> str:

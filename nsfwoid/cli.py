@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import sys
@@ -13,19 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import package_version
-from .batch import score_batch
-from .config import ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, split_list
+from .batch.output import OutputFailed
+from .batch.run import score_batch
+from .batch.targets import BatchOptions, parse_shard, unusable_paths
+from .config import CHOICES, SCORE_DEFAULTS, ConfigError, Settings, choice_error, split_list
 from .errors import ServiceFailed
+from .http.server import STOP_SIGNALS, CannotListen, serve
 from .logging import configure_logging
-from .model import ModelError, load_model
-from .output import OutputFailed
-from .server import STOP_SIGNALS, CannotListen, serve
-from .targets import BatchOptions, parse_shard, unusable_paths
+from .scoring.model import ModelError, load_model
 
-# `nsfwoid score` is for throughput, not latency: one single-threaded model run per core, at once, as the
-# process-per-core ceiling runs, rather than one run spread over every core, whose threads wait on each other
-# while the decode workers take cores from them (README, "Scoring many images"). Flags and NSFWOID_* still win.
-SCORE_DEFAULTS = {"inference_runs": 0, "batch_wait_ms": 25.0}
 # `nsfwoid score`'s exit status when no retry would do better: argparse's for a usage error, also a model that
 # fails and decode workers that cannot start. The backfill Job fails at once on it.
 CANNOT_RUN = 2
@@ -51,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
             flag = "--" + f.name.replace("_", "-")
             if isinstance(f.default, bool):
                 sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+            elif f.name in CHOICES:
+                sub.add_argument(flag, type=functools.partial(choice, f.name), default=None, help=f.metadata["help"])
             else:
                 kind = split_list if isinstance(f.default, tuple) else type(f.default)
-                choices = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}.get(f.name)
-                sub.add_argument(flag, type=kind, choices=choices, default=None, help=f.metadata["help"])
+                sub.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
     return parser
 
 
@@ -87,6 +85,13 @@ def add_batch_arguments(score: argparse.ArgumentParser) -> None:
                        help="only the targets whose number modulo N is I (numbered from 0)")
     score.add_argument("--progress-every", type=float, default=defaults.progress_every, metavar="SECONDS",
                        help="when stderr is no terminal, a progress line this often (default %(default)s)")
+
+
+def choice(name: str, text: str) -> str:
+    """A flag whose value is one of config.CHOICES, refused by argparse in config's words."""
+    if why := choice_error(name, text):
+        raise argparse.ArgumentTypeError(why)
+    return text
 
 
 def shard_argument(text: str) -> tuple[int, int]:
@@ -135,21 +140,17 @@ def batch_options(args: argparse.Namespace) -> BatchOptions:
     )
 
 
-def apply_score_defaults(args: argparse.Namespace) -> None:
-    for name, value in SCORE_DEFAULTS.items():
-        if getattr(args, name) is None and ENV_PREFIX + name.upper() not in os.environ:
-            setattr(args, name, value)
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings.load(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)})
+    """The command's defaults, then NSFWOID_* variables, then its flags."""
+    defaults = SCORE_DEFAULTS if args.command == "score" else {}
+    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Settings)}
+    return Settings.load(defaults=defaults, **flags)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "score":
-        apply_score_defaults(args)
         if not args.targets and args.from_file is None and args.from0 is None:
             parser.error("score: give targets, or --from FILE, or --from0 FILE")
         if args.resume and args.output is None:

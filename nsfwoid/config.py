@@ -16,8 +16,15 @@ ENV_PREFIX = "NSFWOID_"
 MiB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+# Settings whose value is one of a few words: checked here, for variables and flags alike (choice_error).
+CHOICES = {"log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
 # Settings only `nsfwoid serve` reads; `nsfwoid score` has no flags for them.
 SERVE_ONLY = {"serve_only": True}
+# `nsfwoid score`'s own defaults, under NSFWOID_* and its flags. It is for throughput, not latency: one
+# single-threaded model run per core, at once, as the process-per-core ceiling runs, rather than one run spread
+# over every core, whose threads wait on each other while the decode workers take cores from them
+# (docs/performance.md, "`nsfwoid score`").
+SCORE_DEFAULTS = {"inference_runs": 0, "batch_wait_ms": 25.0}
 
 
 class ConfigError(ValueError):
@@ -49,9 +56,8 @@ class Settings:
     providers: tuple[str, ...] = field(
         default=(), metadata={"help": "onnxruntime providers; empty: CUDA if present, else CPU"}
     )
-    tf32: bool = field(
-        default=False, metadata={"help": "on CUDA, let cuDNN use TF32 convolutions: faster, scores move (README)"}
-    )
+    tf32: bool = field(default=False, metadata={
+        "help": "on CUDA, let cuDNN use TF32 convolutions: faster, scores move (docs/performance.md, GPU)"})
     exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
     inference_threads: int = field(
         default=0, metadata={"help": "onnxruntime intra-op threads of one model run; 0: the cores over the runs"}
@@ -129,10 +135,9 @@ class Settings:
             proxy = urllib.parse.urlsplit(self.http_proxy)
             if proxy.scheme != "http" or not proxy.hostname:
                 raise ConfigError(f"{ENV_PREFIX}HTTP_PROXY={self.http_proxy!r} is not an http://host:port URL")
-        if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        for name in CHOICES:
+            if why := choice_error(name, getattr(self, name)):
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}={why}")
 
     def check_serving(self) -> None:
         """For serving: a slow upstream must meet its own deadline (504) before the request's (503), and an image
@@ -157,10 +162,12 @@ class Settings:
         return self.decode_workers or available_cores()
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, overridden by NSFWOID_* variables, overridden by non-None keyword arguments."""
+    def load(cls, env: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
+             **overrides: Any) -> Settings:
+        """The fields' defaults, overridden by `defaults` (a command's own), by NSFWOID_* variables, then by
+        non-None keyword arguments (flags)."""
         env = _renamed(os.environ if env is None else env)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
@@ -211,15 +218,13 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
         raise ConfigError(f"{name}={raw!r} is not {KIND_WORDS.get(kind, 'a ' + kind.__name__)}") from None
 
 
+def choice_error(name: str, value: str) -> str | None:
+    """Why `value` cannot be the setting `name`, one of CHOICES; None when it can."""
+    if value in CHOICES[name]:
+        return None
+    return f"{value!r} is not one of {', '.join(CHOICES[name])}"
+
+
 def split_list(raw: str) -> tuple[str, ...]:
     """A comma-separated setting, from the environment or a flag."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting: the README's table is checked against this."""
-    rows = []
-    for f in dataclasses.fields(Settings):
-        default = ",".join(f.default) if isinstance(f.default, tuple) else str(f.default)
-        rows.append((ENV_PREFIX + f.name.upper(), default, f.metadata["help"]))
-    return rows

@@ -1,7 +1,7 @@
 """The error taxonomy: each error a client can cause is a Problem, with a stable name, a status and a title.
 
 Nothing here knows HTTP's machinery: decode workers raise these without importing aiohttp or prometheus-client.
-nsfwoid/answers.py renders them as RFC 9457 problem+json.
+nsfwoid/http/answers.py renders them as RFC 9457 problem+json.
 
 Each problem is identified by its `type`, `urn:nsfwoid:problem:NAME`, in problem+json answers, in KServe's
 per-instance errors and in `nsfwoid score`'s JSON lines alike: a stable name, not a link; docs/api.md

@@ -8,20 +8,16 @@ from typing import IO
 
 import ecs_logging
 import structlog
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-SERVICE_NAME = "nsfwoid"
+from . import NAME
+
 ECS_VERSION = "1.11.0"
 TRACE_ID = "trace.id"  # the ECS field
-TRACE_ID_KEY = web.RequestKey("trace_id", str)
-PROBLEM_KEY = web.RequestKey("problem", str)  # the type of the problem a request was answered with
-REQUEST_ID_HEADER = "X-Request-Id"  # a trace id the client gives, and the one each answer carries
 
 
 def _add_service_name(_, __, event: dict) -> dict:
-    event.setdefault("service.name", SERVICE_NAME)
+    event.setdefault("service.name", NAME)
     return event
 
 
@@ -64,7 +60,7 @@ def configure_logging(log_format: str = "json", level: str = "info", stream: IO[
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
-    logging.getLogger("aiohttp.access").propagate = False  # AccessLogger below writes those lines
+    logging.getLogger("aiohttp.access").propagate = False  # http/server.py's AccessLogger writes those lines
     # Python warnings (Pillow's and numpy's among them) become log lines too, not bare text on stderr.
     logging.captureWarnings(True)
     server_log = logging.getLogger("aiohttp.server")
@@ -88,36 +84,5 @@ class ProtocolErrorFilter(logging.Filter):
 PROTOCOL_ERRORS = ProtocolErrorFilter()
 
 
-def _body_bytes(response) -> int:
-    """The body alone: aiohttp's body_length counts the status line and headers too."""
-    return response.content_length if response.content_length is not None else response.body_length
-
-
 def get_logger() -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(SERVICE_NAME)
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One ECS line per request, in aiohttp's own access-log hook."""
-
-    def log(self, request, response, time: float) -> None:
-        get_logger().info(
-            f"{request.method} {request.path} {response.status}",
-            **{
-                "event.kind": "event",
-                "event.category": "web",
-                "event.duration": int(time * 1e9),
-                "http.request.method": request.method,
-                "url.path": request.path,
-                "http.response.status_code": response.status,
-                "http.response.body.bytes": _body_bytes(response),
-                "client.ip": request.remote,
-                "user_agent.original": request.headers.get("User-Agent", ""),
-                TRACE_ID: request.get(TRACE_ID_KEY, ""),
-                **({"error.type": request[PROBLEM_KEY]} if PROBLEM_KEY in request else {}),
-            },
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return True
+    return structlog.get_logger(NAME)

@@ -11,11 +11,21 @@ import dataclasses
 import pytest
 from aiohttp import web
 
-from nsfwoid import imaging
-from nsfwoid.app import create_app
-from nsfwoid.model import load_model
+from nsfwoid.http import app as app_module
+from nsfwoid.http.app import create_app
+from nsfwoid.scoring import imaging
+from nsfwoid.scoring.model import load_model
 
-from . import helpers
+from . import helpers, images
+
+# Why a test is slow: each of these markers makes it `slow` too (pyproject.toml).
+SLOW_REASONS = ("root", "wiki", "browser", "processes")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(reason) for reason in SLOW_REASONS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,14 +44,19 @@ def model():
 
 
 @pytest.fixture
-def make_client(aiohttp_client, model):
+def make_client(aiohttp_client, model, monkeypatch):
     """A client of a real running app; waits until the model has loaded and passed its self-test."""
 
+    def load_shared_model(settings):
+        """The session's model, where the settings would load the same one: loading one per app is most of a
+        test."""
+        same = all(getattr(settings, name) == getattr(helpers.TEST_SETTINGS, name) for name in MODEL_SETTINGS)
+        return model if same else load_model(settings)
+
+    monkeypatch.setattr(app_module, "load_model", load_shared_model)
+
     async def make(**overrides):
-        settings = dataclasses.replace(helpers.TEST_SETTINGS, **overrides)
-        # The session's model, where the settings would load the same one: loading one per app is most of a test.
-        shared = None if MODEL_SETTINGS & set(overrides) else model
-        app = create_app(settings, shared)
+        app = create_app(dataclasses.replace(helpers.TEST_SETTINGS, **overrides))
         client = await aiohttp_client(app)
         await helpers.until_healthy(client)
         return client
@@ -59,7 +74,7 @@ async def upstream(aiohttp_server):
     """A local image host: fixtures, status codes, redirects, slow and oversized answers."""
 
     async def image(request):
-        return web.Response(body=(helpers.FIDELITY / request.match_info["name"]).read_bytes(),
+        return web.Response(body=(images.FIDELITY / request.match_info["name"]).read_bytes(),
                             content_type="image/jpeg")
 
     async def status(request):
@@ -75,7 +90,7 @@ async def upstream(aiohttp_server):
 
     async def slow(request):
         await asyncio.sleep(float(request.query.get("seconds", "30")))
-        return web.Response(body=(helpers.FIDELITY / "brick.jpg").read_bytes(), content_type="image/jpeg")
+        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes(), content_type="image/jpeg")
 
     async def huge_length(request):
         response = web.StreamResponse(headers={"Content-Length": str(10**12)})

@@ -10,10 +10,10 @@ import base64
 import schemathesis
 from hypothesis import strategies as st
 
-from nsfwoid.imaging import FORMATS
-from tests import helpers
+from nsfwoid.scoring.imaging import FORMATS
+from tests import images
 
-IMAGES = [helpers.encode(helpers.photo(name, (96, 72)), fmt)
+IMAGES = [images.encode(images.photo(name, (96, 72)), fmt)
           for name in ("brick.jpg", "warm_flat.png") for fmt in FORMATS]
 
 for media_type in ("image/*", "application/octet-stream"):

@@ -19,16 +19,16 @@ import psutil
 import pytest
 from aiohttp import web
 
-from nsfwoid.batch import detached
+from nsfwoid.batch.run import detached
+from nsfwoid.batch.targets import in_shard
 from nsfwoid.errors import ImageTooLarge, problem_type
-from nsfwoid.targets import in_shard
 
-from . import helpers
+from . import helpers, images, processes, reference
 
 # Real `nsfwoid` processes, each with its decode workers.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
-EXPECTED = helpers.expected_scores()
+EXPECTED = reference.expected_scores()
 LOOPBACK = {"NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
 
 
@@ -56,9 +56,9 @@ def photos(tmp_path):
     root = tmp_path / "photos"
     (root / "nested").mkdir(parents=True)
     for name in ("brick.jpg", "retina.jpg"):
-        shutil.copy(helpers.FIDELITY / name, root / name)
-    shutil.copy(helpers.FIDELITY / "warm_flat.png", root / "nested" / "warm_flat.png")
-    shutil.copy(helpers.FIDELITY / "brick.jpg", root / "nested" / "brick_copy.jpg")
+        shutil.copy(images.FIDELITY / name, root / name)
+    shutil.copy(images.FIDELITY / "warm_flat.png", root / "nested" / "warm_flat.png")
+    shutil.copy(images.FIDELITY / "brick.jpg", root / "nested" / "brick_copy.jpg")
     (root / "nested" / "notes.txt").write_text("not an image, and not walked: no image suffix")
     (root / "nested" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     return root
@@ -85,7 +85,7 @@ class Host:
                 headers = {"Retry-After": self.retry_after} if self.retry_after else {}
                 return web.Response(status=503, headers=headers, text="busy")
             photo = name.split("~")[0]  # many URLs, few photographs: name~N
-            return web.Response(body=(helpers.FIDELITY / photo).read_bytes(), content_type="image/jpeg")
+            return web.Response(body=(images.FIDELITY / photo).read_bytes(), content_type="image/jpeg")
         finally:
             self.active -= 1
 
@@ -136,7 +136,7 @@ async def test_names_that_are_not_utf_8_pass_as_bytes_and_a_fifo_is_refused(tmp_
     root = tmp_path / "odd"
     root.mkdir()
     odd = os.fsdecode(os.fsencode(root) + b"/caf\xe9.jpg")
-    shutil.copy(helpers.FIDELITY / "brick.jpg", odd)
+    shutil.copy(images.FIDELITY / "brick.jpg", odd)
     fifo = root / "pipe.jpg"
     os.mkfifo(fifo)
     strict = {"PYTHONIOENCODING": "utf-8:strict"}  # standard input and output as a UTF-8 locale sets them up
@@ -193,7 +193,7 @@ async def test_shards_cover_every_target_once(photos):
 
 async def test_identical_bytes_are_scored_once(tmp_path):
     for i in range(6):
-        shutil.copy(helpers.FIDELITY / "warm_flat.png", tmp_path / f"copy{i}.png")
+        shutil.copy(images.FIDELITY / "warm_flat.png", tmp_path / f"copy{i}.png")
     code, out, err = await run_score("--jsonl", str(tmp_path))
     scores = {r["score"] for r in jsonl(out)}
     assert code == 0 and len(jsonl(out)) == 6 and len(scores) == 1
@@ -204,7 +204,7 @@ def peak_rss_of_a_run(directory: Path) -> int:
     """Peak RSS of `nsfwoid score` on a directory of files that all fail, with its decode workers."""
     process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", "--concurrency", "4", str(directory)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with helpers.PeakRss(process.pid) as rss:
+    with processes.PeakRss(process.pid) as rss:
         assert process.wait(timeout=120) == 1
     return rss.peak
 
@@ -256,7 +256,7 @@ async def resumable_run(aiohttp_server, tmp_path, lines: int = 10):
 
 async def test_resume_after_sigkill_gives_one_line_per_target(aiohttp_server, tmp_path):
     process, urls, args, output = await resumable_run(aiohttp_server, tmp_path)
-    workers = helpers.decode_workers(process.pid)
+    workers = processes.decode_workers(process.pid)
     assert workers
     process.send_signal(signal.SIGKILL)
     _, killed_err = await process.communicate()
@@ -475,13 +475,13 @@ async def test_a_directory_that_cannot_be_read_is_a_failed_target_not_a_silent_g
     """Run without the capability to read past permissions: a `chmod 000` directory inside the tree, and one given
     as the target itself, are each a failed target (file-unreadable) and the run exits 1. A symbolic link to a
     directory is followed, and a link back up the tree is not followed round."""
-    helpers.require_root_and(("setpriv",), "the unreadable-directory test", "root and util-linux's setpriv")
+    processes.require_root_and(("setpriv",), "the unreadable-directory test", "root and util-linux's setpriv")
     tree, elsewhere = tmp_path / "tree", tmp_path / "elsewhere"
     for folder in (tree / "ok", tree / "locked", elsewhere):
         folder.mkdir(parents=True)
-    shutil.copy(helpers.FIDELITY / "brick.jpg", tree / "ok" / "brick.jpg")
-    shutil.copy(helpers.FIDELITY / "retina.jpg", tree / "locked" / "retina.jpg")
-    shutil.copy(helpers.FIDELITY / "warm_flat.png", elsewhere / "warm.png")
+    shutil.copy(images.FIDELITY / "brick.jpg", tree / "ok" / "brick.jpg")
+    shutil.copy(images.FIDELITY / "retina.jpg", tree / "locked" / "retina.jpg")
+    shutil.copy(images.FIDELITY / "warm_flat.png", elsewhere / "warm.png")
     (tree / "linked").symlink_to(elsewhere)
     (tree / "ok" / "up").symlink_to(tree)  # a loop
     (tree / "locked").chmod(0)
@@ -527,7 +527,7 @@ async def test_a_signal_stops_a_run_that_waits_on_its_list(tmp_path, signum, sou
         args, stdin = ["--from", str(fifo)], subprocess.DEVNULL
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nsfwoid", "score", *args, stdin=stdin,
                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    await helpers.until(lambda: helpers.decode_workers(process.pid), 60)  # started, and waiting on the list
+    await helpers.until(lambda: processes.decode_workers(process.pid), 60)  # started, and waiting on the list
     await asyncio.sleep(0.5)
     process.send_signal(signum)
     _, err = await asyncio.wait_for(process.communicate(), 15)
@@ -575,7 +575,7 @@ async def test_names_that_would_break_a_text_line_are_quoted_and_resumed_exactly
     root.mkdir()
     names = ["line\nfeed.jpg", "carriage\rreturn.jpg", '"quoted.jpg', "plain.jpg"]
     for name in names:
-        shutil.copy(helpers.FIDELITY / "brick.jpg", root / name)
+        shutil.copy(images.FIDELITY / "brick.jpg", root / name)
     (root / "empty\n.png").write_bytes(b"")  # fails: recorded beside the output, quoted too
     output = tmp_path / "scores.txt"
     code, _, err = await run_score(str(root), "--output", str(output))

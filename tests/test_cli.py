@@ -11,12 +11,12 @@ import urllib.request
 
 import pytest
 
-from nsfwoid.cli import apply_score_defaults, build_parser, settings_from_args
+from nsfwoid.cli import build_parser, settings_from_args
 from nsfwoid.config import ConfigError, Settings, available_cores
 
-from . import helpers
+from . import images, processes, reference
 
-EXPECTED = helpers.expected_scores()
+EXPECTED = reference.expected_scores()
 CLI = [sys.executable, "-m", "nsfwoid"]
 
 
@@ -25,9 +25,9 @@ def run_cli(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_score_prints_one_line_per_target():
-    paths = [str(helpers.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
+    paths = [str(images.FIDELITY / n) for n in ("brick.jpg", "retina.jpg")]
     result = run_cli("score", "--exact", *paths)
     assert result.returncode == 0, result.stderr
     scores = {target: float(score) for score, target in (line.split("\t") for line in result.stdout.splitlines())}
@@ -36,11 +36,11 @@ def test_score_prints_one_line_per_target():
         assert scores[path] == pytest.approx(EXPECTED[name], abs=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_score_reports_bad_inputs(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    good = str(helpers.FIDELITY / "brick.jpg")
+    good = str(images.FIDELITY / "brick.jpg")
     result = run_cli("score", good, str(text), str(tmp_path / "missing.jpg"), "http://2130706433/a.jpg")
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith("0.")
@@ -50,10 +50,10 @@ def test_score_reports_bad_inputs(tmp_path):
     assert any("invalid-url" in e for e in errors)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_score_url_from_local_server(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1",
-                               "--directory", str(helpers.FIDELITY)], stdout=subprocess.PIPE, text=True)
+                               "--directory", str(images.FIDELITY)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline().split("port ")[1].split()[0])
         url = f"http://127.0.0.1:{port}/brick.jpg"
@@ -97,15 +97,13 @@ def test_score_runs_the_model_once_per_core_unless_told(monkeypatch, argv, env, 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     args = build_parser().parse_args(argv)
-    if args.command == "score":
-        apply_score_defaults(args)
     settings = settings_from_args(args)
     cores = available_cores()
     assert settings.inference_run_count == (cores if runs == "per core" else runs)
     assert settings.inference_thread_count == max(1, cores // settings.inference_run_count)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("env", [{"NSFWOID_PORT": "eighty"}, {"NSFWOID_EXACT": "maybe"},
                                  {"NSFWOID_MAX_INFLIGHT": "0"}, {"NSFWOID_LOG_FORMAT": "xml"},
                                  {"NSFWOID_HTTP_PROXY": "socks5://127.0.0.1:1080"},
@@ -146,19 +144,19 @@ def get(url, timeout=5.0):
         return exc.code, exc.read()
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     from aiohttp import web
 
     async def slow(request):
         await asyncio.sleep(1.5)
-        return web.Response(body=(helpers.FIDELITY / "brick.jpg").read_bytes())
+        return web.Response(body=(images.FIDELITY / "brick.jpg").read_bytes())
 
     app = web.Application()
     app.router.add_get("/slow.jpg", slow)
     upstream = await aiohttp_server(app)
     server, base = await asyncio.to_thread(
-        helpers.start_service, stdout=subprocess.PIPE, NSFWOID_LOG_LEVEL="info", NSFWOID_LOG_FORMAT="json",
+        processes.start_service, stdout=subprocess.PIPE, NSFWOID_LOG_LEVEL="info", NSFWOID_LOG_FORMAT="json",
         NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
         import aiohttp
@@ -183,7 +181,7 @@ async def test_sigterm_drains_in_flight_requests(aiohttp_server):
     assert "draining" in messages and messages[-1] == "stopped"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_version():
     from nsfwoid import package_version
 
@@ -192,7 +190,7 @@ def test_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+", package_version())
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_each_command_lists_only_the_flags_it_uses():
     serve_help, score_help = run_cli("serve", "--help").stdout, run_cli("score", "--help").stdout
     for flag in ("--host", "--port", "--max-inflight", "--drain-timeout", "--request-timeout", "--log-level"):
@@ -201,7 +199,7 @@ def test_each_command_lists_only_the_flags_it_uses():
         assert flag in serve_help and flag in score_help, flag
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("args, env", [(["--log-level", "verbose"], {}), ([], {"NSFWOID_LOG_LEVEL": "verbose"})])
 def test_unknown_log_levels_are_refused_in_one_line(args, env):
     """The flag or variable, the value and the values accepted, in one line; the usage is for --help."""
@@ -211,7 +209,7 @@ def test_unknown_log_levels_are_refused_in_one_line(args, env):
     assert all(level in result.stderr for level in ("debug", "info", "warning", "error"))
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("command, args, flag", [
     ("serve", ["--log-format", "xml"], "--log-format"), ("serve", ["--port", "eighty"], "--port"),
     ("score", ["--concurrency", "0", "a.jpg"], "--concurrency"), ("score", ["--shard", "3/2", "a.jpg"], "--shard"),
@@ -222,7 +220,7 @@ def test_bad_flag_values_are_one_line_naming_the_flag(command, args, flag):
     assert result.stderr.startswith(f"nsfwoid {command}: error: argument {flag}: ") and "usage:" not in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_request_deadline_must_outlast_the_download():
     with pytest.raises(ConfigError, match="REQUEST_TIMEOUT"):
         Settings(request_timeout=5, fetch_timeout=10).check_serving()
@@ -230,10 +228,10 @@ def test_request_deadline_must_outlast_the_download():
     result = run_cli("serve", "--request-timeout", "5", "--fetch-timeout", "10")
     assert result.returncode != 0 and "must be longer than" in result.stderr and "Traceback" not in result.stderr
     # `nsfwoid score` has no request deadline, so a long download timeout is fine there.
-    assert run_cli("score", "--fetch-timeout", "60", str(helpers.FIDELITY / "brick.jpg")).returncode == 0
+    assert run_cli("score", "--fetch-timeout", "60", str(images.FIDELITY / "brick.jpg")).returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_the_memory_for_images_must_hold_the_largest_image():
     with pytest.raises(ConfigError, match="IMAGE_MEMORY"):
         Settings(image_memory=2**20, max_image_bytes=2**21).check_serving()
@@ -241,9 +239,9 @@ def test_the_memory_for_images_must_hold_the_largest_image():
     assert result.returncode != 0 and "IMAGE_MEMORY" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_port_in_use_is_one_clear_line():
-    server, base = helpers.start_service()
+    server, base = processes.start_service()
     try:
         port = base.rsplit(":", 1)[1]
         result = run_cli("serve", env={"NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": port})
@@ -266,7 +264,7 @@ def test_console_logs_have_colour_only_on_a_terminal(tmp_path):
     assert "to a file" in written and "answer=42" in written and "\x1b[" not in written
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 async def test_drain_timeout_bounds_the_exit(aiohttp_server):
     from aiohttp import web
 
@@ -278,7 +276,7 @@ async def test_drain_timeout_bounds_the_exit(aiohttp_server):
     app.router.add_get("/very-slow.jpg", very_slow)
     upstream = await aiohttp_server(app)
     server, base = await asyncio.to_thread(
-        helpers.start_service, NSFWOID_DRAIN_TIMEOUT="1", NSFWOID_FETCH_TIMEOUT="20", NSFWOID_REQUEST_TIMEOUT="25",
+        processes.start_service, NSFWOID_DRAIN_TIMEOUT="1", NSFWOID_FETCH_TIMEOUT="20", NSFWOID_REQUEST_TIMEOUT="25",
         NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
         import aiohttp
@@ -300,14 +298,14 @@ async def test_drain_timeout_bounds_the_exit(aiohttp_server):
             server.kill()
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("on_a_terminal", [True, False], ids=["terminal", "pipe"])
 def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_terminal):
     """NSFWOID_LOG_FORMAT unset: console lines on a TTY, ECS JSON on a pipe (as in Kubernetes)."""
     import pty
 
     env = {key: value for key, value in os.environ.items() if key != "NSFWOID_LOG_FORMAT"}
-    env.update(NSFWOID_HOST="127.0.0.1", NSFWOID_PORT=str(helpers.free_port()), NSFWOID_LOG_LEVEL="info")
+    env.update(NSFWOID_HOST="127.0.0.1", NSFWOID_PORT=str(processes.free_port()), NSFWOID_LOG_LEVEL="info")
     if on_a_terminal:
         reader, writer = pty.openpty()
     else:
@@ -335,7 +333,7 @@ def test_logs_are_for_a_person_on_a_terminal_and_ecs_json_elsewhere(on_a_termina
         assert entry["service"] == {"name": "nsfwoid"} and next(iter(entry)) == "@timestamp"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_decode_workers_were_called_threads_and_the_old_name_still_works():
     with pytest.warns(FutureWarning, match="NSFWOID_DECODE_THREADS is deprecated: set NSFWOID_DECODE_WORKERS"):
         assert Settings.load({"NSFWOID_DECODE_THREADS": "3"}).decode_workers == 3

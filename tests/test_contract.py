@@ -13,7 +13,7 @@ import requests
 import yaml
 from openapi_spec_validator import validate
 
-from . import helpers
+from . import helpers, images, processes, upstreams
 
 ROOT = Path(__file__).parent.parent
 OPENAPI = yaml.safe_load((ROOT / "openapi.yaml").read_text())
@@ -24,7 +24,7 @@ METHODS = {"get", "post", "put", "delete", "patch", "head", "options"}
 @pytest.fixture(scope="module")
 def service():
     # No generated URL can be on this allowlist, so the service never reaches out while fuzzed.
-    process, base = helpers.start_service(NSFWOID_ALLOWED_HOSTS="allowed-host.invalid")
+    process, base = processes.start_service(NSFWOID_ALLOWED_HOSTS="allowed-host.invalid")
     yield base
     process.terminate()
     process.wait(timeout=30)
@@ -48,7 +48,7 @@ def test_openapi_documents_every_problem_type():
 
 
 def test_openapi_covers_every_route():
-    from nsfwoid.app import create_app
+    from nsfwoid.http.app import create_app
 
 
     served = {(r.resource.canonical, r.method.lower()) for r in create_app(helpers.TEST_SETTINGS).router.routes()
@@ -57,7 +57,7 @@ def test_openapi_covers_every_route():
     assert served == documented
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_openapi_is_served(service):
     response = requests.get(service + "/openapi.yaml", timeout=5)
     assert response.status_code == 200 and yaml.safe_load(response.text) == OPENAPI
@@ -69,7 +69,7 @@ def test_openapi_is_served(service):
 SCHEMATHESIS_SEED = "1"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_schemathesis_finds_nothing_with_every_check(service):
     """The schemathesis CLI, every check and phase, against the running service: nothing may be reported."""
     command = [str(Path(sys.executable).with_name("schemathesis")), "run", str(ROOT / "openapi.yaml"),
@@ -143,13 +143,13 @@ def run_x_ample(base: str, spec: dict, path: str, method: str, example: dict) ->
 @pytest.fixture(scope="module")
 def commons_fixture():
     """A local stand-in for upload.wikimedia.org, serving a real photograph at every path."""
-    with helpers.image_host((helpers.FIDELITY / "brick.jpg").read_bytes(), "image/jpeg") as url:
+    with upstreams.image_host((images.FIDELITY / "brick.jpg").read_bytes(), "image/jpeg") as url:
         yield url
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_x_amples_pass_against_a_running_instance(commons_fixture):
-    process, base = helpers.start_service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
+    process, base = processes.start_service(NSFWOID_ALLOWED_HOSTS="127.0.0.1", NSFWOID_ALLOW_PRIVATE_ADDRESSES="true")
     try:
         spec = requests.get(base + "/?spec", timeout=5).json()
         assert spec == SPEC  # the served spec is spec.yaml
@@ -167,7 +167,7 @@ def test_x_amples_pass_against_a_running_instance(commons_fixture):
         process.wait(timeout=30)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_x_ample_runner_can_fail(service):
     wrong = {"title": "wrong", "request": {}, "response": {"status": 200, "body": {"status": "broken"}}}
     assert run_x_ample(service, SPEC, "/healthz", "get", wrong)

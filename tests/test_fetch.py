@@ -10,11 +10,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from nsfwoid.addresses import is_public_address
 from nsfwoid.errors import InvalidUrl, UrlNotAllowed
-from nsfwoid.fetch import checked_url, host_allowed
+from nsfwoid.fetch.addresses import is_public_address
+from nsfwoid.fetch.download import checked_url, host_allowed
 
-from . import helpers
+from . import helpers, images, processes, reference, upstreams
 
 
 class Recorder:
@@ -54,7 +54,7 @@ async def recorder():
 
 @pytest.fixture
 async def forward_proxy():
-    proxy = await helpers.ForwardProxy().start()
+    proxy = await upstreams.ForwardProxy().start()
     yield proxy
     proxy.close()
 
@@ -242,7 +242,7 @@ async def test_through_a_proxy_it_connects_and_the_allowlist_still_applies(make_
     client = await make_client(allow_private_addresses=False, http_proxy=forward_proxy.url)
     response = await client.post("/", data={"url": image}, headers={"Accept": "application/json"})
     assert response.status == 200, await response.text()
-    assert (await response.json())["score"] == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+    assert (await response.json())["score"] == pytest.approx(reference.expected_scores()["brick.jpg"], abs=0.005)
     assert forward_proxy.requests == [image]
 
     off_the_list = f"http://[::1]:{recorder.port}/a.jpg"
@@ -253,7 +253,7 @@ async def test_through_a_proxy_it_connects_and_the_allowlist_still_applies(make_
     assert recorder.connections == 0
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificates_checked(aiohttp_server,
                                                                                           forward_proxy, tmp_path):
     """Image hosts speak https (upload.wikimedia.org does). Through NSFWOID_HTTP_PROXY the service asks the proxy for
@@ -262,7 +262,7 @@ async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificat
     trusted_ca, other_ca = trustme.CA(), trustme.CA()
     ca_file = tmp_path / "ca.pem"
     trusted_ca.cert_pem.write_to_path(str(ca_file))
-    brick = (helpers.FIDELITY / "brick.jpg").read_bytes()
+    brick = (images.FIDELITY / "brick.jpg").read_bytes()
 
     async def send_brick(_):
         return web.Response(body=brick, content_type="image/jpeg")
@@ -276,7 +276,7 @@ async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificat
 
     trusted, untrusted = await image_host(trusted_ca), await image_host(other_ca)
     service, base = await asyncio.to_thread(
-        helpers.start_service, NSFWOID_HTTP_PROXY=forward_proxy.url, NSFWOID_ALLOWED_HOSTS="localhost",
+        processes.start_service, NSFWOID_HTTP_PROXY=forward_proxy.url, NSFWOID_ALLOWED_HOSTS="localhost",
         SSL_CERT_FILE=str(ca_file))
     try:
         async with aiohttp.ClientSession(base) as session:
@@ -284,7 +284,7 @@ async def test_https_images_are_tunnelled_through_the_proxy_and_their_certificat
             async with session.post("/", data={"url": url}, headers={"Accept": "application/json"}) as response:
                 assert response.status == 200, await response.text()
                 score = (await response.json())["score"]
-            assert score == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+            assert score == pytest.approx(reference.expected_scores()["brick.jpg"], abs=0.005)
             assert forward_proxy.requests == [f"localhost:{trusted.port}"]
 
             url = f"https://localhost:{untrusted.port}/brick.jpg"

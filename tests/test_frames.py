@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from nsfwoid import imaging
 from nsfwoid.errors import PROBLEM_CONTENT_TYPE, ImageTooLarge
+from nsfwoid.scoring import imaging
 
-from . import helpers
+from . import images, reference
 
 SIZE = (320, 240)
 # brick and grass score about 0.005 and 0.003; warm_flat about 0.29: the explicit frame stands in.
@@ -22,7 +22,7 @@ JSON = {"Accept": "application/json"}
 
 
 def clean_first_animation(fmt: str) -> bytes:
-    return helpers.animation([helpers.photo(name, SIZE) for name in SEQUENCE], fmt)
+    return images.animation([images.photo(name, SIZE) for name in SEQUENCE], fmt)
 
 
 async def score_json(client, data: bytes) -> dict:
@@ -35,8 +35,8 @@ async def score_json(client, data: bytes) -> dict:
 async def test_a_clean_first_frame_does_not_hide_a_later_one(make_client, fmt):
     client = await make_client(exact=True)
     data = clean_first_animation(fmt)
-    stills = [(await score_json(client, helpers.encode(frame, "PNG")))["score"]
-              for frame in helpers.decoded_frames(data)]
+    stills = [(await score_json(client, images.encode(frame, "PNG")))["score"]
+              for frame in images.decoded_frames(data)]
     body = await score_json(client, data)
     assert body["frames"]["count"] == len(SEQUENCE)
     assert [f["index"] for f in body["frames"]["scored"]] == [0, 1, 2, 3]
@@ -53,7 +53,7 @@ async def test_a_clean_first_frame_does_not_hide_a_later_one(make_client, fmt):
 async def test_max_frames_one_is_the_reference_behaviour(make_client, fmt):
     client = await make_client(exact=True, max_frames=1)
     data = clean_first_animation(fmt)
-    first = (await score_json(client, helpers.encode(helpers.decoded_frames(data)[0], "PNG")))["score"]
+    first = (await score_json(client, images.encode(images.decoded_frames(data)[0], "PNG")))["score"]
     body = await score_json(client, data)
     assert body["frames"] == {"count": len(SEQUENCE), "scored": [{"index": 0, "score": body["score"]}]}
     assert body["score"] == pytest.approx(first, abs=1e-4) and body["score"] < 0.05
@@ -61,10 +61,10 @@ async def test_max_frames_one_is_the_reference_behaviour(make_client, fmt):
 
 async def test_a_still_has_one_frame_and_scores_as_before(make_client, model):
     client = await make_client(exact=True)
-    data = (helpers.FIDELITY / HIGH).read_bytes()
+    data = (images.FIDELITY / HIGH).read_bytes()
     body = await score_json(client, data)
     assert body["frames"] == {"count": 1, "scored": [{"index": 0, "score": body["score"]}]}
-    assert body["score"] == pytest.approx(helpers.expected_scores()[HIGH], abs=1e-4)
+    assert body["score"] == pytest.approx(reference.expected_scores()[HIGH], abs=1e-4)
 
 
 @pytest.mark.parametrize(("count", "limit", "expected"), [
@@ -84,9 +84,9 @@ def test_many_frames_are_sampled_spread_evenly():
 
 async def test_frames_of_one_image_share_model_runs(make_client):
     client = await make_client(exact=True, max_batch=16, batch_wait_ms=0)
-    frames = [helpers.photo(name, SIZE) for name in (LOW, OTHER_LOW, HIGH)] * 4  # 12 frames
+    frames = [images.photo(name, SIZE) for name in (LOW, OTHER_LOW, HIGH)] * 4  # 12 frames
     before = await batch_sizes(client)
-    body = await score_json(client, helpers.animation(frames, "TIFF"))
+    body = await score_json(client, images.animation(frames, "TIFF"))
     after = await batch_sizes(client)
     assert len(body["frames"]["scored"]) == 8
     # Eight frames queued at once go through in one model run, even without any batch wait.
@@ -105,7 +105,7 @@ async def batch_sizes(client) -> dict:
 
 MEASURE = """
 import json, sys, time
-from nsfwoid import imaging
+from nsfwoid.scoring import imaging
 imaging.configure_pillow(50_000_000)
 data = sys.stdin.buffer.read()
 started = time.monotonic()
@@ -127,7 +127,7 @@ def measure_frames(data: bytes) -> dict:
 
 def test_ten_thousand_frames_are_sampled_in_bounded_time_and_memory():
     canvas = (256, 256)
-    data = helpers.many_frame_gif(helpers.photo(LOW, canvas), 10_000)
+    data = images.many_frame_gif(images.photo(LOW, canvas), 10_000)
     measured = measure_frames(data)
     assert measured["count"] == 10_000
     assert measured["indices"] == imaging.sample_indices(10_000, 8)
@@ -157,7 +157,7 @@ async def test_truncated_animation_is_scored_not_refused(make_client, fmt):
 
 async def test_seeking_counts_against_the_decode_time_limit(make_client):
     client = await make_client(decode_timeout=0.2)
-    data = helpers.many_frame_gif(helpers.photo(LOW, (256, 256)), 10_000)
+    data = images.many_frame_gif(images.photo(LOW, (256, 256)), 10_000)
     started = time.monotonic()
     response = await client.post("/", data=data, headers={"Content-Type": "image/gif"})
     assert response.status == 413 and response.content_type == PROBLEM_CONTENT_TYPE
@@ -167,14 +167,14 @@ async def test_seeking_counts_against_the_decode_time_limit(make_client):
 
 
 def test_tiff_pages_are_each_held_to_the_pixel_limit(model):
-    small, large = helpers.photo(LOW, (100, 100)), helpers.photo(HIGH, (400, 400))
-    data = helpers.animation([small, large], "TIFF")
+    small, large = images.photo(LOW, (100, 100)), images.photo(HIGH, (400, 400))
+    data = images.animation([small, large], "TIFF")
     with pytest.raises(ImageTooLarge):
         imaging.to_frames(data, max_pixels=100 * 100, exact=True, max_frames=8)
     assert imaging.to_frames(data, max_pixels=100 * 100, exact=True, max_frames=1).indices == (0,)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_cli_scores_every_frame(tmp_path, model):
     path = tmp_path / "clean_first.gif"
     path.write_bytes(clean_first_animation("GIF"))
@@ -184,8 +184,8 @@ def test_cli_scores_every_frame(tmp_path, model):
                                  str(path)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         scores[max_frames] = float(result.stdout.split("\t")[0])
-    stills = [float(model.run(helpers.to_tensor(helpers.encode(frame, "PNG"), max_pixels=10**8, exact=True)[None])[0])
-              for frame in helpers.decoded_frames(path.read_bytes())]
+    stills = [float(model.run(reference.to_tensor(images.encode(frame, "PNG"), max_pixels=10**8, exact=True)[None])[0])
+              for frame in images.decoded_frames(path.read_bytes())]
     assert scores["8"] == pytest.approx(max(stills), abs=1e-4)
     assert scores["1"] == pytest.approx(stills[0], abs=1e-4)
 

@@ -11,16 +11,17 @@ import time
 import aiohttp
 import pytest
 
-from nsfwoid.admission import RUNTIME, Status
 from nsfwoid.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE, problem_type
+from nsfwoid.http.intake import ADMISSION
+from nsfwoid.http.state import RUNTIME, Status
 
-from . import helpers
+from . import helpers, images, processes, reference
 
-EXPECTED = helpers.expected_scores()
+EXPECTED = reference.expected_scores()
 JPEG = {"Content-Type": "image/jpeg"}
 # models/README.md: the sha256 of the published weights.
 WEIGHTS_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("path", ["/", "/v1/score"])
@@ -211,20 +212,20 @@ async def test_unsupported_media_type(client):
 @pytest.mark.parametrize("fmt, named", [("AVIF", "an AVIF image"), ("PDF", "a PDF file")])
 async def test_a_format_nsfwoid_does_not_read_is_named(client, fmt, named):
     """Pillow writes both; nsfwoid reads neither, and says what it found rather than "not an image"."""
-    data = helpers.encode(helpers.photo("brick.jpg", (64, 48)), fmt)
+    data = images.encode(images.photo("brick.jpg", (64, 48)), fmt)
     problem = await helpers.problem_of(await client.post("/", data=data, headers={"Content-Type": "image/avif"}),
                                        415, "unsupported-media-type")
     assert problem["detail"].startswith(f"{named}, which is not one of JPEG"), problem
 
 
 async def test_invalid_image(client):
-    data = helpers.encode(helpers.photo("brick.jpg"), "PNG")[:30]
+    data = images.encode(images.photo("brick.jpg"), "PNG")[:30]
     response = await client.post("/", data=data, headers={"Content-Type": "image/png"})
     await helpers.problem_of(response, 422, "invalid-image")
 
 
 async def test_image_too_large(client):
-    response = await client.post("/", data=helpers.bomb_png(), headers={"Content-Type": "image/png"})
+    response = await client.post("/", data=images.bomb_png(), headers={"Content-Type": "image/png"})
     await helpers.problem_of(response, 413, "image-too-large")
 
 
@@ -298,7 +299,7 @@ async def test_images_held_in_memory_are_bounded(make_client):
     await asyncio.sleep(0.2)
     assert (await client.post("/", data=BRICK, headers=JPEG)).status == 200
     stalled.pop()[1].close()
-    await helpers.until(lambda: client.app[RUNTIME].image_memory.taken == 0)
+    await helpers.until(lambda: client.app[ADMISSION].image_memory.taken == 0)
 
 
 async def test_a_download_counts_at_its_declared_length_else_at_the_cap(make_client, upstream):
@@ -306,7 +307,7 @@ async def test_a_download_counts_at_its_declared_length_else_at_the_cap(make_cli
     decompressed, so its declared length says nothing of its size)."""
     cap = 2**20
     client = await make_client(max_image_bytes=cap, image_memory=2 * cap - 2**17, read_timeout=5)
-    held = client.app[RUNTIME].image_memory
+    held = client.app[ADMISSION].image_memory
 
     def download(query: str) -> asyncio.Task:
         return asyncio.ensure_future(client.post("/", data={"url": str(upstream.make_url(f"/stalled?{query}"))}))
@@ -350,7 +351,7 @@ async def test_internal_errors_are_named_problems(client, monkeypatch):
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr(client.app[RUNTIME].scorer.batcher, "score_many", broken)
+    monkeypatch.setattr(client.app[RUNTIME].pipeline.batcher, "score_many", broken)
     response = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})
     body = await helpers.problem_of(response, 500, "internal-error")
     assert "a bug of ours" not in body["detail"]  # the cause goes to the log, not to the client
@@ -413,17 +414,17 @@ async def test_image_sent_as_a_form_by_mistake_is_scored(client):
 
 
 async def test_service_stays_healthy_after_bad_input(client):
-    for data in (b"", b"\xff\xd8\xff", helpers.bomb_png(), b"GIF89a" + b"\0" * 100):
+    for data in (b"", b"\xff\xd8\xff", images.bomb_png(), b"GIF89a" + b"\0" * 100):
         response = await client.post("/", data=data, headers={"Content-Type": "image/gif"})
         assert 400 <= response.status < 500
     assert (await client.get("/healthz")).status == 200
     assert (await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})).status == 200
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 async def test_a_client_hanging_up_mid_body_is_499_not_500():
     """Against `nsfwoid serve` itself: its runner, not the test server's, decides what a hang-up does."""
-    process, base = await asyncio.to_thread(helpers.start_service, stdout=subprocess.PIPE,
+    process, base = await asyncio.to_thread(processes.start_service, stdout=subprocess.PIPE,
                                             NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
     try:
         host, port = base.removeprefix("http://").split(":")
@@ -575,13 +576,13 @@ async def test_expect_continue_refusal_has_a_trace_id_an_instance_and_is_counted
 
 
 def test_aiohttp_still_has_what_protocol_py_replaces():
-    """nsfwoid/protocol.py replaces aiohttp's request parser and connection handler through two module globals. A
+    """nsfwoid/http/protocol.py replaces aiohttp's request parser and connection handler through two module globals. A
     release that renamed them would quietly undo it: this fails loudly instead."""
     import inspect
 
     from aiohttp import http_parser, web_protocol, web_server
 
-    from nsfwoid import protocol
+    from nsfwoid.http import protocol
 
     assert "HttpRequestParser(" in inspect.getsource(web_protocol.RequestHandler)
     assert "RequestHandler(" in inspect.getsource(web_server.Server)

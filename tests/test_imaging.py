@@ -8,38 +8,38 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nsfwoid import imaging
 from nsfwoid.errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
+from nsfwoid.scoring import imaging
 
-from . import helpers
+from . import images, reference
 
 LIMIT = 50_000_000
-BASE = helpers.photo("motorcycle.webp", (400, 300))
-OTHER = helpers.photo("grass_1600.jpg", (400, 300))
+BASE = images.photo("motorcycle.webp", (400, 300))
+OTHER = images.photo("grass_1600.jpg", (400, 300))
 
 
 def tensor(data: bytes, exact: bool = True) -> np.ndarray:
-    return helpers.to_tensor(data, max_pixels=LIMIT, exact=exact)
+    return reference.to_tensor(data, max_pixels=LIMIT, exact=exact)
 
 
-def reference(image: Image.Image) -> np.ndarray:
-    return helpers.preprocess(image.convert("RGB"))
+def reference_input(image: Image.Image) -> np.ndarray:
+    return reference.preprocess(image.convert("RGB"))
 
 
 FORMATS = {
-    "jpeg-baseline": lambda: helpers.encode(BASE, "JPEG", quality=90),
-    "jpeg-progressive": lambda: helpers.encode(BASE, "JPEG", quality=90, progressive=True),
-    "jpeg-grayscale": lambda: helpers.encode(BASE.convert("L"), "JPEG"),
-    "jpeg-cmyk": lambda: helpers.encode(BASE.convert("CMYK"), "JPEG"),
-    "png-palette": lambda: helpers.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-    "png-1bit": lambda: helpers.encode(BASE.convert("1"), "PNG"),
-    "png-16bit": lambda: helpers.sixteen_bit_grey_png(BASE.convert("L")),
-    "png-rgba": lambda: helpers.encode(BASE.convert("RGBA"), "PNG"),
-    "gif-animated": lambda: helpers.animated_gif(BASE, OTHER),
-    "webp": lambda: helpers.encode(BASE, "WEBP", quality=90),
-    "webp-lossless": lambda: helpers.encode(BASE, "WEBP", lossless=True),
-    "tiff-multipage": lambda: helpers.multipage_tiff(BASE, OTHER),
-    "bmp": lambda: helpers.encode(BASE, "BMP"),
+    "jpeg-baseline": lambda: images.encode(BASE, "JPEG", quality=90),
+    "jpeg-progressive": lambda: images.encode(BASE, "JPEG", quality=90, progressive=True),
+    "jpeg-grayscale": lambda: images.encode(BASE.convert("L"), "JPEG"),
+    "jpeg-cmyk": lambda: images.encode(BASE.convert("CMYK"), "JPEG"),
+    "png-palette": lambda: images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+    "png-1bit": lambda: images.encode(BASE.convert("1"), "PNG"),
+    "png-16bit": lambda: images.sixteen_bit_grey_png(BASE.convert("L")),
+    "png-rgba": lambda: images.encode(BASE.convert("RGBA"), "PNG"),
+    "gif-animated": lambda: images.animated_gif(BASE, OTHER),
+    "webp": lambda: images.encode(BASE, "WEBP", quality=90),
+    "webp-lossless": lambda: images.encode(BASE, "WEBP", lossless=True),
+    "tiff-multipage": lambda: images.multipage_tiff(BASE, OTHER),
+    "bmp": lambda: images.encode(BASE, "BMP"),
 }
 
 
@@ -55,8 +55,8 @@ def test_every_format_is_scored(model, kind, exact):
 
 @pytest.mark.parametrize("kind, first", [("gif-animated", "gif"), ("tiff-multipage", "tiff")])
 def test_first_frame_or_page_is_used(kind, first):
-    single = helpers.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE) if first == "gif" else BASE, first)
-    only_second = helpers.encode(OTHER, first)
+    single = images.encode(BASE.convert("P", palette=Image.Palette.ADAPTIVE) if first == "gif" else BASE, first)
+    only_second = images.encode(OTHER, first)
     multi = tensor(FORMATS[kind]())
     assert np.array_equal(multi, tensor(single))
     assert not np.array_equal(multi, tensor(only_second))
@@ -64,20 +64,20 @@ def test_first_frame_or_page_is_used(kind, first):
 
 def test_sixteen_bit_is_scaled_not_clipped():
     grey = BASE.convert("L")
-    sixteen = tensor(helpers.sixteen_bit_grey_png(grey))
-    assert np.array_equal(sixteen, reference(grey))
+    sixteen = tensor(images.sixteen_bit_grey_png(grey))
+    assert np.array_equal(sixteen, reference_input(grey))
     # Pillow's own convert("RGB") of I;16 clips to white: make sure we are not doing that.
     assert sixteen.std() > 10
 
 
 def test_sixteen_bit_mode_is_what_pillow_gives():
-    with Image.open(io.BytesIO(helpers.sixteen_bit_grey_png(BASE.convert("L")))) as image:
+    with Image.open(io.BytesIO(images.sixteen_bit_grey_png(BASE.convert("L")))) as image:
         assert image.mode in imaging.SIXTEEN_BIT_MODES
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF"])
 def test_truncated_files_are_scored(model, fmt):
-    whole = helpers.encode(BASE, fmt)
+    whole = images.encode(BASE, fmt)
     cut = whole[: int(len(whole) * 0.6)]
     result = tensor(cut)
     assert result.shape == (224, 224, 3)
@@ -87,28 +87,28 @@ def test_truncated_files_are_scored(model, fmt):
 
 def test_truncated_webp_is_a_clear_error():
     # libwebp decodes whole files only, so Pillow cannot read a truncated WebP even tolerantly.
-    whole = helpers.encode(BASE, "WEBP")
+    whole = images.encode(BASE, "WEBP")
     with pytest.raises(InvalidImage):
         tensor(whole[: len(whole) // 2])
 
 
 def test_truncated_fixture_decodes_like_the_reference(model):
-    data = (helpers.FIDELITY / "motorcycle_truncated_60.jpg").read_bytes()
+    data = (images.FIDELITY / "motorcycle_truncated_60.jpg").read_bytes()
     (score,) = model.run(tensor(data)[None])
-    assert score == pytest.approx(helpers.expected_scores()["motorcycle_truncated_60.jpg"], abs=1e-4)
+    assert score == pytest.approx(reference.expected_scores()["motorcycle_truncated_60.jpg"], abs=1e-4)
 
 
 def test_bomb_is_refused_from_the_header():
-    bomb = helpers.bomb_png(100_000, 100_000)
+    bomb = images.bomb_png(100_000, 100_000)
     assert len(bomb) < 200
     with pytest.raises(ImageTooLarge, match="pixels"):
         tensor(bomb)
 
 
 @pytest.mark.parametrize("data, why", [
-    (helpers.huge_tile_tiff(), "tile is far larger"),
-    (helpers.many_strip_tiff(), "8000000 strips"),
-    (helpers.tiff((16, 16, {273: (4, "DATA"), 279: (4, 64)}), helpers.HUGE_TILE), "tile is far larger"),
+    (images.huge_tile_tiff(), "tile is far larger"),
+    (images.many_strip_tiff(), "8000000 strips"),
+    (images.tiff((16, 16, {273: (4, "DATA"), 279: (4, 64)}), images.HUGE_TILE), "tile is far larger"),
 ], ids=["huge tile", "8 million strips", "huge tile on page 2"])
 def test_tiff_layouts_that_make_libtiff_allocate_are_refused_before_decoding(data, why):
     with pytest.raises(ImageTooLarge, match=why):
@@ -116,10 +116,10 @@ def test_tiff_layouts_that_make_libtiff_allocate_are_refused_before_decoding(dat
 
 
 def test_pixel_limit_is_configurable():
-    data = helpers.encode(BASE, "PNG")
+    data = images.encode(BASE, "PNG")
     with pytest.raises(ImageTooLarge):
-        helpers.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
-    assert helpers.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
+        reference.to_tensor(data, max_pixels=400 * 300 - 1, exact=True)
+    assert reference.to_tensor(data, max_pixels=400 * 300, exact=True).shape == (224, 224, 3)
 
 
 @pytest.mark.parametrize("data", [b"", b"hello, world", b"<html></html>", b"%PDF-1.4\n"])
@@ -130,33 +130,33 @@ def test_non_images_are_unsupported(data):
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
 def test_damaged_header_is_invalid(fmt):
-    data = helpers.encode(BASE, fmt)
+    data = images.encode(BASE, fmt)
     with pytest.raises(InvalidImage):
         tensor(data[:20])
 
 
 def test_preprocess_is_bit_identical_to_the_reference_steps():
     """A literal transcription of classify_nsfw.py's steps, against the optimised preprocess."""
-    for name in helpers.PHOTOS:
-        rgb = helpers.photo(name, (500, 375))
+    for name in images.PHOTOS:
+        rgb = images.photo(name, (500, 375))
         resized = rgb.resize((256, 256), Image.Resampling.BILINEAR)
-        reencoded = Image.open(io.BytesIO(helpers.encode(resized, "JPEG")))
+        reencoded = Image.open(io.BytesIO(images.encode(resized, "JPEG")))
         pixels = np.asarray(reencoded, dtype=np.float32)[16:240, 16:240, :]
         expected = pixels[:, :, ::-1] - np.array([104, 117, 123], dtype=np.float32)
-        actual = helpers.preprocess(rgb)
+        actual = reference.preprocess(rgb)
         assert actual.dtype == np.float32 and actual.flags.c_contiguous
         np.testing.assert_array_equal(actual, expected)
 
 
 def test_fast_path_stays_close_to_exact_on_photos(model):
-    for name in helpers.PHOTOS[1:]:
-        data = helpers.encode(helpers.photo(name, (4000, 3000)), "JPEG", quality=90)
+    for name in images.PHOTOS[1:]:
+        data = images.encode(images.photo(name, (4000, 3000)), "JPEG", quality=90)
         fast, exact = model.run(np.stack([tensor(data, exact=False), tensor(data, exact=True)]))
         assert abs(fast - exact) <= 0.005, name
 
 
 def _mutations():
-    seeds = [helpers.encode(BASE.resize((64, 48)), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")]
+    seeds = [images.encode(BASE.resize((64, 48)), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")]
     return st.tuples(
         st.sampled_from(seeds),
         st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
@@ -219,15 +219,16 @@ def test_every_list_of_formats_read_is_the_one_in_imaging():
     import re
     from pathlib import Path
 
-    from nsfwoid import targets
+    from nsfwoid.batch import targets
 
     from . import schemathesis_hooks
 
     php = (Path(__file__).parents[1] / "mediawiki" / "Nsfwoid" / "includes" / "FileScorer.php").read_text()
     listed = re.search(r"MIME_TYPES = \[(.*?)\];", php, re.S).group(1)
-    assert set(re.findall(r"'([^']+)'", listed)) == imaging.MIME_TYPES
+    mime_types = {mime for mimes, _ in imaging.READ_FORMATS.values() for mime in mimes}
+    assert set(re.findall(r"'([^']+)'", listed)) == mime_types
     assert schemathesis_hooks.FORMATS == imaging.FORMATS
     assert targets.SUFFIXES is imaging.SUFFIXES and {".jpg", ".png", ".tiff", ".webp"} <= imaging.SUFFIXES
     for name, (mimes, suffixes) in imaging.READ_FORMATS.items():
-        assert imaging.looks_like_image(helpers.encode(helpers.photo("brick.jpg", (32, 24)), name)), name
+        assert imaging.looks_like_image(images.encode(images.photo("brick.jpg", (32, 24)), name)), name
         assert mimes and suffixes, name

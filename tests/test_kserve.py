@@ -5,14 +5,14 @@ import base64
 
 import pytest
 
-from nsfwoid.admission import RUNTIME, Status
 from nsfwoid.errors import TYPE_PREFIX, problem_type
+from nsfwoid.http.state import RUNTIME, Status
 
-from . import helpers
+from . import helpers, images, reference
 
 PREDICT = "/v1/models/open_nsfw:predict"
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
-WARM = (helpers.FIDELITY / "warm_flat.png").read_bytes()
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
+WARM = (images.FIDELITY / "warm_flat.png").read_bytes()
 
 
 b64 = helpers.b64_instance
@@ -44,7 +44,7 @@ async def test_mixed_instances_each_get_their_own_answer(client, upstream):
     assert response.status == 200 and response.content_type == "application/json"
     predictions = (await response.json())["predictions"]
     assert len(predictions) == len(instances)
-    expected = helpers.expected_scores()
+    expected = reference.expected_scores()
     assert predictions[0]["score"] == pytest.approx(expected["brick.jpg"], abs=0.005)
     assert predictions[0]["source"] == "body" and predictions[0]["bytes"] == len(BRICK)
     assert predictions[2]["score"] == pytest.approx(expected["warm_flat.png"], abs=1e-4)
@@ -91,7 +91,7 @@ async def test_instances_are_batched_together(make_client):
                 if line.startswith(f"nsfwoid_batch_size_{k} ")}
 
     before = await batches()
-    instances = [b64(helpers.encode(helpers.photo(name, (200, 150)), "PNG")) for name in helpers.PHOTOS] * 2
+    instances = [b64(images.encode(images.photo(name, (200, 150)), "PNG")) for name in images.PHOTOS] * 2
     response = await client.post(PREDICT, json={"instances": instances})
     assert response.status == 200 and len((await response.json())["predictions"]) == 8
     after = await batches()

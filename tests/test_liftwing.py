@@ -4,12 +4,12 @@ import base64
 
 import pytest
 
-from nsfwoid.liftwing import BAD_PADDING, NOT_AN_IMAGE, NOT_THE_FORMAT
+from nsfwoid.http.liftwing import BAD_PADDING, NOT_AN_IMAGE, NOT_THE_FORMAT
 
-from . import helpers
+from . import helpers, images, reference
 
 PREDICT = "/v1/models/nsfw-model:predict"
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
 
 
 instance = helpers.b64_instance
@@ -21,7 +21,7 @@ async def test_the_first_instance_is_scored_by_open_nsfw_in_the_retired_shape(cl
     assert response.status == 200 and response.content_type == "application/json"
     answer = await response.json()
     assert set(answer) == {"prob_nsfw", "prob_sfw"}
-    assert answer["prob_nsfw"] == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+    assert answer["prob_nsfw"] == pytest.approx(reference.expected_scores()["brick.jpg"], abs=0.005)
     assert answer["prob_sfw"] == pytest.approx(1 - answer["prob_nsfw"], abs=1e-12)
     # The same image through the service's own route: the same open_nsfw score.
     own = await client.post("/", data=BRICK, headers={"Content-Type": "image/jpeg"})

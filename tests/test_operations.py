@@ -17,11 +17,11 @@ from aiohttp import hdrs
 
 from nsfwoid.logging import configure_logging
 
-from . import helpers
+from . import helpers, images, processes
 
 ROOT = Path(__file__).parent.parent
-SCHEMAS = helpers.DATA / "schemas"
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+SCHEMAS = images.DATA / "schemas"
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
 
 
 async def test_metrics_are_exported_and_move(client, upstream, model):
@@ -84,8 +84,8 @@ def test_metric_names_follow_prometheus_conventions():
 
 
 async def test_ecs_access_and_scoring_logs(aiohttp_server, aiohttp_client):
-    from nsfwoid.app import create_app
-    from nsfwoid.logging import AccessLogger
+    from nsfwoid.http.app import create_app
+    from nsfwoid.http.server import AccessLogger
 
 
     stream = io.StringIO()
@@ -220,7 +220,7 @@ def test_pipelinelib_config_is_valid():
     assert any(s["build"] == "production" and s["publish"]["image"] for s in pipelines["publish"]["stages"])
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_kubernetes_manifests_validate_strictly():
     path = ROOT / "deploy" / "kubernetes" / "nsfwoid.yaml"
     result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
@@ -241,7 +241,7 @@ def test_kubernetes_manifests_validate_strictly():
     assert pod["spec"]["terminationGracePeriodSeconds"] >= drain + pause
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     path = ROOT / "deploy" / "kubernetes" / "backfill-job.yaml"
     result = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(path)],
@@ -281,7 +281,7 @@ def test_backfill_job_is_an_indexed_job_of_resumable_shards():
     assert parsed.shard == (1, 64) and parsed.resume and parsed.jsonl
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_kubernetes_validation_is_strict(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n")
@@ -308,13 +308,13 @@ def test_python_warnings_are_ecs_lines():
     assert line["ecs.version"] == "1.11.0"
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_malformed_requests_log_one_warning_without_their_bytes():
     import socket
 
-    process, base = helpers.start_service(stdout=subprocess.PIPE, NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
+    process, base = processes.start_service(stdout=subprocess.PIPE, NSFWOID_LOG_FORMAT="json", NSFWOID_LOG_LEVEL="info")
     port = int(base.rsplit(":", 1)[1])
-    image = (helpers.FIDELITY / "brick.jpg").read_bytes()[:4000]
+    image = (images.FIDELITY / "brick.jpg").read_bytes()[:4000]
     malformed = [  # each sent in parts, a moment apart
         [b"POST /?token=SECRET HTTP/1.1\nHost: x\nContent-Type: image/jpeg\nContent-Length: 4000\n\n" + image],  # LF
         [b"GARBAGE /?token=SECRET HTTP/9.9 extra\r\nHost: x\r\n\r\n"],

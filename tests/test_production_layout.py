@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from . import helpers
+from . import images, processes, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUBBER = yaml.safe_load((ROOT / ".pipeline" / "blubber.yaml").read_text())
@@ -83,10 +83,10 @@ exec chroot --userspec="$user" "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$@"
 
 @pytest.fixture(scope="module", autouse=True)
 def tools():
-    helpers.require_root_and(("unshare", "chroot", "ip", "findmnt", "nsenter"), "the production-layout test", NEEDS)
+    processes.require_root_and(("unshare", "chroot", "ip", "findmnt", "nsenter"), "the production-layout test", NEEDS)
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.processes]
 
 
 def pod_spec(workload: dict) -> dict:
@@ -244,8 +244,8 @@ def probe_path(probe: dict) -> str:
 
 
 def test_the_image_holds_the_installed_package_and_nothing_of_the_checkout(tmp_path, image):
-    check = ("import importlib.util, nsfwoid, nsfwoid.model\n"
-             "print(nsfwoid.__file__); print(nsfwoid.model.packaged_model_path())\n"
+    check = ("import importlib.util, nsfwoid, nsfwoid.scoring.model\n"
+             "print(nsfwoid.__file__); print(nsfwoid.scoring.model.packaged_model_path())\n"
              "print(importlib.util.find_spec('tests'), importlib.util.find_spec('benchmarks'))\n")
     pod = Pod(tmp_path, image, DEPLOYMENT, command=[str(APP / ".venv/bin/python"), "-c", check])
     out, err = pod.process.communicate(timeout=120)
@@ -270,8 +270,8 @@ def test_the_deployment_serves_answers_its_probes_and_drains_within_the_grace_pe
         assert status == 200, pod.process.stderr.read() if pod.process.poll() is not None else "not healthy"
         for probe in ("readinessProbe", "livenessProbe"):
             assert pod.http(probe_path(spec[probe]))[0] == 200
-        status, score = pod.http("/", (helpers.FIDELITY / "brick.jpg").read_bytes())
-        assert status == 200 and float(score) == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=0.005)
+        status, score = pod.http("/", (images.FIDELITY / "brick.jpg").read_bytes())
+        assert status == 200 and float(score) == pytest.approx(reference.expected_scores()["brick.jpg"], abs=0.005)
 
         # Termination: the preStop hook runs in the container, then SIGTERM; all within the grace period.
         started = time.monotonic()
@@ -295,7 +295,7 @@ def test_the_backfill_job_writes_its_shard_and_exits_0(tmp_path, image):
     (data / "scores").mkdir(parents=True)
     photos = ("brick.jpg", "warm_flat.png")
     for name in photos:
-        shutil.copy(helpers.FIDELITY / name, data / name)
+        shutil.copy(images.FIDELITY / name, data / name)
     shards = int(JOB["spec"]["completions"])
     # Two targets in shard 3 of 64, lines 3 and 67, which the Job's --shard selects: one of each photograph.
     lines = [f"/data/{photos[number // shards % 2]}" for number in range(2 * shards)]
@@ -314,6 +314,6 @@ def test_the_backfill_job_writes_its_shard_and_exits_0(tmp_path, image):
     records = {r["target"]: r for r in map(json.loads, shard.read_text().splitlines())}
     assert sorted(records) == sorted(mine) == ["/data/brick.jpg", "/data/warm_flat.png"]
     for target, record in records.items():
-        assert record["score"] == pytest.approx(helpers.expected_scores()[Path(target).name], abs=0.005)
+        assert record["score"] == pytest.approx(reference.expected_scores()[Path(target).name], abs=0.005)
     # It wrote its shard file and nothing else.
     assert pod.left_behind() == {"/dev/shm": [], "/tmp": [], "/data": sorted([*before, "scores/shard-3.jsonl"])}

@@ -15,20 +15,20 @@ import psutil
 import pytest
 from PIL import Image
 
-from nsfwoid import sandbox
+from nsfwoid.scoring import sandbox
 
-from . import helpers
+from . import helpers, images, processes
 
 # Real `nsfwoid` processes, each with its decode workers.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
 
 
 @pytest.fixture
 def service(request):
     env = getattr(request, "param", {})
-    process, base = helpers.start_service(**env)
+    process, base = processes.start_service(**env)
     yield process, base
     process.kill()
     process.wait()
@@ -44,7 +44,7 @@ async def post(session: aiohttp.ClientSession, base: str, data: bytes) -> tuple[
 async def still_healthy(session: aiohttp.ClientSession, base: str) -> None:
     async with session.get(base + "/healthz") as response:
         assert response.status == 200
-    status, body = await post(session, base, (helpers.FIDELITY / "brick.jpg").read_bytes())
+    status, body = await post(session, base, (images.FIDELITY / "brick.jpg").read_bytes())
     assert status == 200 and 0 <= body["score"] <= 1
 
 
@@ -53,11 +53,11 @@ async def test_a_decode_past_its_time_is_killed_with_a_413(service):
     process, base = service
     async with aiohttp.ClientSession() as session:
         started = time.monotonic()
-        status, body = await post(session, base, helpers.slow_gif())
+        status, body = await post(session, base, images.slow_gif())
         assert status == 413 and body["type"].endswith("image-too-large"), body
         assert "longer than 0.5 s" in body["detail"]
         assert time.monotonic() - started < 2
-        assert helpers.busy_workers(process.pid) == []  # killed, not left decoding
+        assert processes.busy_workers(process.pid) == []  # killed, not left decoding
         await still_healthy(session, base)
 
 
@@ -66,24 +66,25 @@ async def test_a_decode_past_its_time_is_killed_with_a_413(service):
 async def test_a_decode_stops_when_its_request_is_answered(service):
     process, base = service
     async with aiohttp.ClientSession() as session:
-        status, body = await post(session, base, helpers.slow_gif())
+        status, body = await post(session, base, images.slow_gif())
         assert status in (413, 503), body  # the request's deadline caps the decode's time
-        assert helpers.busy_workers(process.pid) == []
+        assert processes.busy_workers(process.pid) == []
         await still_healthy(session, base)
 
 
 async def test_a_client_hanging_up_stops_its_decode(service):
     process, base = service
-    data = helpers.slow_gif()
+    data = images.slow_gif()
     _, writer = await asyncio.open_connection("127.0.0.1", int(base.rsplit(":", 1)[1]))
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/gif\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(data) + data)
     await writer.drain()
-    while not await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2):
+    while not await asyncio.to_thread(processes.busy_workers, process.pid, 0.2):
         pass
     writer.close()
     await asyncio.sleep(0.3)
-    assert await asyncio.to_thread(helpers.busy_workers, process.pid) == []  # the worker was killed, not left decoding
+    # The worker was killed, not left decoding.
+    assert await asyncio.to_thread(processes.busy_workers, process.pid) == []
     async with aiohttp.ClientSession() as session:
         async with session.get(base + "/metrics") as response:
             assert 'status="499"' in await response.text()
@@ -93,10 +94,10 @@ async def test_a_client_hanging_up_stops_its_decode(service):
 async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
     process, base = service
     async with aiohttp.ClientSession() as session:
-        pending = asyncio.create_task(post(session, base, helpers.slow_gif()))
+        pending = asyncio.create_task(post(session, base, images.slow_gif()))
         busy = []
         while not busy:
-            busy = await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2)
+            busy = await asyncio.to_thread(processes.busy_workers, process.pid, 0.2)
         for pid in busy:
             psutil.Process(pid).send_signal(signal.SIGSEGV)  # as a codec's bug would
         status, body = await pending
@@ -108,7 +109,7 @@ async def test_a_crashed_worker_is_replaced_and_its_request_gets_a_422(service):
 @pytest.mark.parametrize("service", [{"NSFWOID_DECODE_MEMORY": str(320 * 2**20)}], indirect=True)
 async def test_a_decode_past_its_memory_limit_gets_a_413(service):
     _, base = service
-    large = helpers.encode(Image.new("RGBA", (6000, 6000), (200, 100, 50, 255)), "PNG")  # 144 MB of RGBA
+    large = images.encode(Image.new("RGBA", (6000, 6000), (200, 100, 50, 255)), "PNG")  # 144 MB of RGBA
     async with aiohttp.ClientSession() as session:
         status, body = await post(session, base, large)
         assert status == 413 and "MiB a decode worker may use" in body["detail"], body
@@ -119,10 +120,10 @@ async def test_a_decode_past_its_memory_limit_gets_a_413(service):
                          indirect=True)
 async def test_sigterm_exits_within_the_drain_timeout_while_decodes_run(service):
     process, base = service
-    workers = helpers.service_processes(process.pid)[1:]
+    workers = processes.service_processes(process.pid)[1:]
     async with aiohttp.ClientSession() as session:
-        pending = [asyncio.create_task(post(session, base, helpers.slow_gif())) for _ in range(2)]
-        while len(await asyncio.to_thread(helpers.busy_workers, process.pid, 0.2)) < 2:
+        pending = [asyncio.create_task(post(session, base, images.slow_gif())) for _ in range(2)]
+        while len(await asyncio.to_thread(processes.busy_workers, process.pid, 0.2)) < 2:
             pass
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -145,7 +146,7 @@ def still_running(process: psutil.Process) -> bool:
 
 async def test_request_body_gzip_bombs_cost_no_cpu_after_their_answer(service):
     process, base = service
-    bomb = helpers.gzip_bomb()
+    bomb = images.gzip_bomb()
     port = int(base.rsplit(":", 1)[1])
 
     async def send() -> bytes:
@@ -170,7 +171,7 @@ async def test_request_body_gzip_bombs_cost_no_cpu_after_their_answer(service):
 def float_tiff(size: tuple[int, int]) -> bytes:
     steps = (np.arange(size[0], dtype=np.float32) // 500) * 60  # 0 to 900, in bands: it compresses
     values = np.tile(steps, (size[1], 1))
-    return helpers.encode(Image.fromarray(values, mode="F"), "TIFF", compression="tiff_adobe_deflate")
+    return images.encode(Image.fromarray(values, mode="F"), "TIFF", compression="tiff_adobe_deflate")
 
 
 def gradient(size: tuple[int, int]) -> Image.Image:
@@ -185,7 +186,7 @@ def test_decode_workers_start_small_on_any_number_of_cores(service):
     from a server that imports numpy, are held to one OpenBLAS thread, or on 16 cores they would start at
     750 MiB of their 768 MiB limit (measured by faking 16 cores), and a 45 MP PNG would get a 413."""
     process, _ = service
-    children = helpers.service_processes(process.pid)[1:]
+    children = processes.service_processes(process.pid)[1:]
     assert len(children) >= 2  # the forkserver and its workers
     for child in children:
         assert child.environ().get("OPENBLAS_NUM_THREADS") == "1", child
@@ -194,34 +195,29 @@ def test_decode_workers_start_small_on_any_number_of_cores(service):
 
 async def test_starting_a_decode_pool_leaves_the_environment_alone():
     before = dict(os.environ)
-    pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
-    await pool.start()
-    pool.close()
+    async with sandbox.DecodePool(helpers.TEST_SETTINGS):
+        pass
     assert dict(os.environ) == before
 
 
 async def test_decode_workers_load_neither_aiohttp_nor_prometheus_client():
     """A worker holds the decoder and the error taxonomy, not the HTTP layer or the metrics."""
-    pool = sandbox.DecodePool(helpers.TEST_SETTINGS)
-    await pool.start()
-    try:
-        decoded = await pool.decode((helpers.FIDELITY / "brick.jpg").read_bytes(), exact=True, timeout=30)
+    async with sandbox.DecodePool(helpers.TEST_SETTINGS) as pool:
+        decoded = await pool.decode((images.FIDELITY / "brick.jpg").read_bytes(), exact=True, timeout=30)
         loaded = await pool.run(eval, b"sorted(__import__('sys').modules)", timeout=30)
-    finally:
-        pool.close()
-    assert decoded.frames.count == 1 and "nsfwoid.imaging" in loaded and "nsfwoid.errors" in loaded
+    assert decoded.frames.count == 1 and "nsfwoid.scoring.imaging" in loaded and "nsfwoid.errors" in loaded
     assert not [name for name in loaded if name.split(".")[0] in ("aiohttp", "prometheus_client")]
 
 
 CASES = {
     # name: (bytes, copies sent at once, the statuses allowed)
-    "huge TIFF tile": (helpers.huge_tile_tiff, 2, {413}),
-    "7000×7000 animated WebP canvas": (helpers.large_canvas_webp, 2, {413}),
-    "TIFF of 8 million strips": (helpers.many_strip_tiff, 2, {413}),
-    "16-bit grey 8000×6000 PNG": (lambda: helpers.sixteen_bit_grey_png(Image.new("L", (8000, 6000), 90)), 2, {200}),
+    "huge TIFF tile": (images.huge_tile_tiff, 2, {413}),
+    "7000×7000 animated WebP canvas": (images.large_canvas_webp, 2, {413}),
+    "TIFF of 8 million strips": (images.many_strip_tiff, 2, {413}),
+    "16-bit grey 8000×6000 PNG": (lambda: images.sixteen_bit_grey_png(Image.new("L", (8000, 6000), 90)), 2, {200}),
     "float32 8000×6000 TIFF": (lambda: float_tiff((8000, 6000)), 2, {200}),
-    "45 MP PNG": (lambda: helpers.encode(gradient((7800, 5800)), "PNG"), 32, {200}),
-    "12 MP JPEG": (lambda: helpers.encode(gradient((4000, 3000)), "JPEG", quality=90), 32, {200}),
+    "45 MP PNG": (lambda: images.encode(gradient((7800, 5800)), "PNG"), 32, {200}),
+    "12 MP JPEG": (lambda: images.encode(gradient((4000, 3000)), "JPEG", quality=90), 32, {200}),
 }
 
 
@@ -235,7 +231,7 @@ async def test_hostile_and_huge_images_stay_under_1_5_gib(service, case):
     build, copies, allowed = CASES[case]
     data = build()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-        with helpers.PeakRss(process.pid) as rss:
+        with processes.PeakRss(process.pid) as rss:
             results = await asyncio.gather(*(post(session, base, data) for _ in range(copies)))
         assert {status for status, _ in results} <= allowed, results[:2]
         print(f"{case}: peak RSS {rss.peak / 2**20:.0f} MiB, service and workers")
@@ -256,7 +252,7 @@ async def test_three_json_calls_of_24_mib_of_objects_cost_little_and_leave_healt
                                     headers={"Content-Type": "application/json"}) as response:
                 return response.status, await response.json(content_type=None)
 
-        with helpers.PeakRss(process.pid) as rss:
+        with processes.PeakRss(process.pid) as rss:
             calls = asyncio.gather(*(call() for _ in range(3)))
             slowest = 0.0
             while not calls.done():

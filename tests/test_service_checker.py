@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from . import helpers
+from . import images, processes
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.processes]
 
 CHECKER = Path(__file__).resolve().parents[2] / "shared" / "tools" / "service-checker"
 NEEDS = "root, util-linux's unshare and mount, and iproute2's ip"
@@ -28,7 +28,7 @@ NEEDS = "root, util-linux's unshare and mount, and iproute2's ip"
 # upload.wikimedia.org's stand-in: HTTPS on loopback, answering every GET with one photo.
 STANDIN = """
 import http.server, ssl, sys
-from tests.helpers import answering
+from tests.upstreams import answering
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 443), answering(open(sys.argv[1], "rb").read(), "image/jpeg"))
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(sys.argv[2])
@@ -64,7 +64,7 @@ wait
 @pytest.fixture(scope="module")
 def service_checker(tmp_path_factory) -> Path:
     """service-checker-swagger, installed from the unmodified copy into a venv of its own."""
-    helpers.require_root_and(("unshare", "mount", "ip"), "the service-checker test", NEEDS)
+    processes.require_root_and(("unshare", "mount", "ip"), "the service-checker test", NEEDS)
     if not CHECKER.is_dir():
         pytest.fail(f"{CHECKER} is missing: the service-checker test runs the copy kept in ../shared")
     root = tmp_path_factory.mktemp("service-checker")
@@ -84,7 +84,7 @@ def test_wikimedias_service_checker_passes_every_x_ample(service_checker, tmp_pa
     env = {**os.environ, "STANDIN": STANDIN, "NSFWOID_HOST": "127.0.0.1", "NSFWOID_PORT": "8080",
            "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true", "NSFWOID_LOG_LEVEL": "warning"}
     run = subprocess.run(["unshare", "--mount", "--net", "sh", "-c", RUN, "run", str(tmp_path), sys.executable,
-                          str(helpers.FIDELITY / "brick.jpg"), str(service_checker)],
+                          str(images.FIDELITY / "brick.jpg"), str(service_checker)],
                          capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1])
     log = (tmp_path / "serve.log").read_text() if (tmp_path / "serve.log").exists() else ""
     assert "exit status 0" in run.stdout, run.stdout + run.stderr + log

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from . import helpers
+from . import images, processes, reference
 
 # onnxruntime's telemetry sends its first DNS query within a minute of a session's creation (docs/security.md).
 WAIT_S = 65
@@ -29,12 +29,12 @@ WAIT_S = 65
 TRACED = 'ip link set lo up && exec strace --seccomp-bpf -f -qq -e trace=connect -o "$0" "$@"'
 NEEDS = "root, strace and iproute2 (apt-get install strace iproute2)"
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.root, pytest.mark.processes]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tools():
-    helpers.require_root_and(("strace", "ip", "unshare", "nsenter"), "the telemetry test", NEEDS)
+    processes.require_root_and(("strace", "ip", "unshare", "nsenter"), "the telemetry test", NEEDS)
 
 
 class Traced:
@@ -107,7 +107,7 @@ while time.monotonic() < deadline:
 
 
 def test_no_process_connects_outside_or_writes_telemetry_files_and_the_check_sees_telemetry_when_on(tmp_path):
-    port, base, brick = "8080", "http://127.0.0.1:8080/", str(helpers.FIDELITY / "brick.jpg")
+    port, base, brick = "8080", "http://127.0.0.1:8080/", str(images.FIDELITY / "brick.jpg")
     serve = Traced(tmp_path, "serve", ["serve", "--port", port, "--host", "127.0.0.1"])
     control = Traced(tmp_path, "control", ["serve", "--port", port, "--host", "127.0.0.1"], telemetry="0")
     score = Traced(tmp_path, "score", ["score", "--from", "-"], stdin=subprocess.PIPE)
@@ -127,7 +127,7 @@ def test_no_process_connects_outside_or_writes_telemetry_files_and_the_check_see
 
     # Each ran, and did its work, for over a minute with a session loaded.
     assert time.monotonic() - started > WAIT_S
-    assert before == after == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=1e-4)
+    assert before == after == pytest.approx(reference.expected_scores()["brick.jpg"], abs=1e-4)
     assert score.process.returncode == 0, score_err
     assert float(score_out.split("\t")[0]) == pytest.approx(before, abs=1e-4)
     assert serve.process.returncode == 0, serve_err

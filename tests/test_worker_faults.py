@@ -23,20 +23,20 @@ from PIL import Image
 
 from nsfwoid.errors import problem_type
 
-from . import helpers
+from . import helpers, images, processes, reference
 
 # Real `nsfwoid` processes and their decode workers, killed and stopped.
-pytestmark = [pytest.mark.slow, pytest.mark.processes]
+pytestmark = pytest.mark.processes
 
 WORKERS = 2
-BRICK = (helpers.FIDELITY / "brick.jpg").read_bytes()
+BRICK = (images.FIDELITY / "brick.jpg").read_bytes()
 LOST = problem_type("decode-worker-lost")
 
 
 @pytest.fixture
 def service(request):
     env = {"NSFWOID_DECODE_WORKERS": str(WORKERS), **getattr(request, "param", {})}
-    process, base = helpers.start_service(**env)
+    process, base = processes.start_service(**env)
     yield process, base
     process.kill()
     process.wait()
@@ -53,14 +53,14 @@ async def workers_restored(pid: int, session: aiohttp.ClientSession) -> list[psu
     """Wait until the service has WORKERS live workers, as its processes and its gauge both say."""
     async def restored() -> bool:
         metrics = await helpers.scrape(session)
-        alive = [worker for worker in helpers.decode_workers(pid) if worker.status() != psutil.STATUS_ZOMBIE]
+        alive = [worker for worker in processes.decode_workers(pid) if worker.status() != psutil.STATUS_ZOMBIE]
         return len(alive) == WORKERS and helpers.sample_value(metrics["nsfwoid_decode_workers"]) == WORKERS
 
     deadline = time.monotonic() + 10
     while not await restored():
         assert time.monotonic() < deadline, "the decode workers were not replaced"
         await asyncio.sleep(0.05)
-    return helpers.decode_workers(pid)
+    return processes.decode_workers(pid)
 
 
 async def replaced(session: aiohttp.ClientSession, cause: str) -> float:
@@ -78,7 +78,7 @@ async def scores_and_is_healthy(session: aiohttp.ClientSession, times: int = 4) 
 
 async def busy_worker(pid: int) -> int:
     """The worker that is decoding (spending CPU) now."""
-    while not (busy := await asyncio.to_thread(helpers.busy_workers, pid, 0.2)):
+    while not (busy := await asyncio.to_thread(processes.busy_workers, pid, 0.2)):
         pass
     return busy[0]
 
@@ -88,7 +88,7 @@ async def test_an_idle_worker_killed_from_outside_costs_no_request(service):
     async with aiohttp.ClientSession(base) as session:
         await scores_and_is_healthy(session, 1)
         before = await replaced(session, "outside")
-        first, *_ = helpers.decode_workers(process.pid)
+        first, *_ = processes.decode_workers(process.pid)
         first.send_signal(signal.SIGKILL)  # idle: as the OOM killer or an operator would
         for _ in range(5):  # every one served, also before the worker is replaced
             status, body = await post(session, BRICK)
@@ -104,7 +104,7 @@ async def test_an_idle_worker_killed_from_outside_costs_no_request(service):
 async def test_a_worker_killed_while_it_decodes_costs_its_request_a_retryable_503(service):
     process, base = service
     async with aiohttp.ClientSession(base) as session:
-        pending = asyncio.create_task(post(session, helpers.slow_gif()))
+        pending = asyncio.create_task(post(session, images.slow_gif()))
         busy = await busy_worker(process.pid)
         os.kill(busy, signal.SIGKILL)
         status, body = await pending
@@ -119,7 +119,7 @@ async def test_a_worker_killed_while_it_decodes_costs_its_request_a_retryable_50
 async def test_a_worker_stopped_while_it_decodes_is_killed_at_the_decode_timeout(service):
     process, base = service
     async with aiohttp.ClientSession(base) as session:
-        pending = asyncio.create_task(post(session, helpers.slow_gif()))
+        pending = asyncio.create_task(post(session, images.slow_gif()))
         stopped = psutil.Process(await busy_worker(process.pid))
         stopped.suspend()  # SIGSTOP, as a freezer would
         started = time.monotonic()
@@ -135,7 +135,7 @@ async def test_idle_workers_stopped_from_outside_are_replaced_before_they_are_gi
     process, base = service
     async with aiohttp.ClientSession(base) as session:
         await scores_and_is_healthy(session, 1)
-        stopped = helpers.decode_workers(process.pid)
+        stopped = processes.decode_workers(process.pid)
         for worker in stopped:
             worker.suspend()
         await helpers.until(lambda: all(worker.status() == psutil.STATUS_STOPPED for worker in stopped))
@@ -149,7 +149,7 @@ async def test_idle_workers_stopped_from_outside_are_replaced_before_they_are_gi
 def twelve_megapixels() -> bytes:
     rng = np.random.default_rng(1)
     small = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    return helpers.encode(Image.fromarray(small).resize((4000, 3000)), "JPEG", quality=85)
+    return images.encode(Image.fromarray(small).resize((4000, 3000)), "JPEG", quality=85)
 
 
 @pytest.mark.parametrize("service", [{"NSFWOID_MAX_INFLIGHT": "64"}], indirect=True)
@@ -159,7 +159,7 @@ async def test_workers_killed_again_and_again_under_load_never_cost_a_500(servic
     throughout, and the workers are back afterwards."""
     process, base = service
     broken = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-    mix = [BRICK, (helpers.FIDELITY / "retina.jpg").read_bytes(), twelve_megapixels(), broken]
+    mix = [BRICK, (images.FIDELITY / "retina.jpg").read_bytes(), twelve_megapixels(), broken]
     answers: list[tuple[int, str]] = []
     health: list[int] = []
     stop = time.monotonic() + 8
@@ -182,7 +182,7 @@ async def test_workers_killed_again_and_again_under_load_never_cost_a_500(servic
         rng = random.Random(0)
         while time.monotonic() < stop:
             await asyncio.sleep(0.3)
-            workers = helpers.decode_workers(process.pid)
+            workers = processes.decode_workers(process.pid)
             if workers:
                 with_pid = rng.choice(workers)
                 try:
@@ -212,19 +212,19 @@ async def test_workers_that_cannot_be_replaced_fail_the_service_truthfully(servi
     """A pod at its limit of tasks (a pids cgroup, as Kubernetes sets one) cannot fork a new worker. Both workers
     are killed: after three failed starts /healthz answers 503 failed with the reason, so that the liveness
     probe restarts the pod, and scoring answers 503 service-failed at once, never overloaded or a 500."""
-    helpers.require_root_and((), "the pids-limit test", "root and the cgroup v1 pids controller")
+    processes.require_root_and((), "the pids-limit test", "root and the cgroup v1 pids controller")
     if not (PIDS_CGROUPS / "cgroup.procs").is_file():  # the machine's, not a package .ci/run could install
         pytest.skip(f"{PIDS_CGROUPS} is missing: the pids-limit test needs the cgroup v1 pids controller")
     process, base = service
     group = PIDS_CGROUPS / f"nsfwoid-test-{os.getpid()}-{process.pid}"
     group.mkdir()
     try:
-        for member in helpers.service_processes(process.pid):
+        for member in processes.service_processes(process.pid):
             (group / "cgroup.procs").write_text(str(member.pid))
         tasks = int((group / "pids.current").read_text())
         (group / "pids.max").write_text(str(tasks - WORKERS))  # no task can start once both workers are gone
         async with aiohttp.ClientSession(base) as session:
-            for worker in helpers.decode_workers(process.pid):
+            for worker in processes.decode_workers(process.pid):
                 worker.send_signal(signal.SIGKILL)
             deadline = time.monotonic() + 30
             while True:
@@ -256,11 +256,11 @@ def many_photos(tmp_path: Path) -> Path:
     """120 distinct small PNGs (lossless, so no two share bytes, and each is decoded)."""
     root = tmp_path / "many"
     root.mkdir()
-    base = helpers.photo("brick.jpg", (160, 120))
+    base = images.photo("brick.jpg", (160, 120))
     for number in range(120):
         pixels = np.array(base)
         pixels[0, 0] = (number % 256, number // 256, 7)
-        (root / f"{number:03d}.png").write_bytes(helpers.encode(Image.fromarray(pixels), "PNG"))
+        (root / f"{number:03d}.png").write_bytes(images.encode(Image.fromarray(pixels), "PNG"))
     return root
 
 
@@ -278,7 +278,7 @@ async def test_a_run_whose_workers_are_killed_and_stopped_goes_on_and_resume_fin
     kills = 0
     while run.returncode is None:
         await asyncio.sleep(0.15)
-        for worker in helpers.decode_workers(run.pid)[:1]:
+        for worker in processes.decode_workers(run.pid)[:1]:
             try:
                 worker.send_signal(signal.SIGSTOP if kills % 3 == 2 else signal.SIGKILL)
                 kills += 1
@@ -323,7 +323,7 @@ async def test_a_full_disk_ends_a_run_at_once_and_resume_is_exact(many_photos, t
     """--output on a 16 KiB tmpfs (in a private mount namespace) that fills part-way: the run ends at once with one
     line naming the output and the error, status 3, and a summary that counts only the lines written. With
     space, the same command with --resume finishes: every target once, no broken line."""
-    helpers.require_root_and(("unshare", "mount"), "the full-disk test", "root, and util-linux's unshare and mount")
+    processes.require_root_and(("unshare", "mount"), "the full-disk test", "root, and util-linux's unshare and mount")
     disk, results = tmp_path / "disk", tmp_path / "results"
     disk.mkdir()
     results.mkdir()
@@ -357,7 +357,7 @@ def test_workers_import_the_package_whatever_the_working_directory(tmp_path):
     scored = subprocess.run([script, "score", "brick.jpg"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert scored.returncode == 0, scored.stderr
-    assert float(scored.stdout.split()[0]) == pytest.approx(helpers.expected_scores()["brick.jpg"], abs=1e-4)
-    serving, _ = helpers.start_service(cwd=tmp_path, command=(str(script),))  # raises unless it becomes ready
+    assert float(scored.stdout.split()[0]) == pytest.approx(reference.expected_scores()["brick.jpg"], abs=1e-4)
+    serving, _ = processes.start_service(cwd=tmp_path, command=(str(script),))  # raises unless it becomes ready
     serving.kill()
     serving.wait()

@@ -27,12 +27,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import HungService, free_port, start_service
+from mediawiki.tests.wiki_helpers import ADMIN, EXTENSION, HIGH, LOW, MEDIAWIKI, PASSWORD
+from tests.images import FIDELITY
+from tests.processes import HungService, free_port, start_service
 
-MEDIAWIKI = Path("/usr/share/mediawiki")  # where PHP sees MediaWiki, on the host and in the chroot
-EXTENSION = Path(__file__).resolve().parents[1] / "Nsfwoid"  # also in test_mediawiki.py: tests import no test module
 ROUTER = Path(__file__).with_name("router.php")
-ADMIN, PASSWORD = "Admin", "Nsfwoid-test-password-1"
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,15 @@ RELEASES = [
 
 
 def pytest_collection_modifyitems(config, items):
+    """Every test here runs real wikis; on MediaWiki 1.43, PHP runs in a chroot, as root. Each is slow too
+    (tests/conftest.py, which is not loaded when these tests run alone)."""
     for item in items:
         if Path(item.fspath).is_relative_to(Path(__file__).parent):
-            item.add_marker(pytest.mark.slow)  # real wikis
+            item.add_marker(pytest.mark.wiki)
+            item.add_marker(pytest.mark.slow)
+            release = getattr(item, "callspec", None) and item.callspec.params.get("mediawiki")
+            if release is not None and release.root != Path("/"):  # a chroot
+                item.add_marker(pytest.mark.root)
 
 
 @pytest.fixture(scope="session", params=RELEASES, ids=[release.version for release in RELEASES])
@@ -395,3 +400,24 @@ def database_wiki(mediawiki, tmp_path):
                 subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True,
                                timeout=60, cwd="/")
     return install
+
+
+@pytest.fixture(scope="session")
+def threshold(service) -> float:
+    """Between the two highest-scoring fixtures: HIGH is over it, LOW under it."""
+    high, low = (service.score((FIDELITY / name).read_bytes())["score"] for name in (HIGH, LOW))
+    assert high > low
+    return (high + low) / 2
+
+
+@pytest.fixture(scope="session")
+def filters(wiki, threshold):
+    """The two filters of the README, saved through Special:AbuseFilter.
+
+    The upload filter is confined to titles starting with "Guarded", so that other tests can upload high-scoring
+    files to add them to pages. The title comes first: AbuseFilter stops at the first false operand of `&`, so
+    file_nsfw_score is not computed, and no score is stored, for the other uploads.
+    """
+    wiki.add_filter("Explicit image added to a page", f'action == "edit" & added_files_nsfw_score > {threshold:.9f}')
+    wiki.add_filter("Explicit upload",
+                    f'action == "upload" & page_title rlike "^Guarded" & file_nsfw_score > {threshold:.9f}')

@@ -22,7 +22,7 @@ class FileScorer {
 
 	public const CONSTRUCTOR_OPTIONS = [ 'NsfwoidMaxFileSize', 'NsfwoidThumbnailWidth' ];
 
-	/** The formats the service reads (nsfwoid/imaging.py FORMATS), as MediaWiki names them. */
+	/** The formats the service reads (nsfwoid/scoring/imaging.py FORMATS), as MediaWiki names them. */
 	private const MIME_TYPES = [
 		'image/jpeg', 'image/png', 'image/gif', 'image/webp', 'image/tiff',
 		'image/bmp', 'image/x-bmp', 'image/x-ms-bmp',
@@ -107,7 +107,7 @@ class FileScorer {
 				continue;
 			}
 			$bytes = file_get_contents( $path );
-			if ( $bytes !== false && self::sha1Base36( $bytes ) === $sha1 ) {
+			if ( $bytes !== false && self::base36( sha1( $bytes ) ) === $sha1 ) {
 				return $this->storeIfSame( $this->client->scoreBytes( $bytes, $timeout ), $sha1, $sha1 );
 			}
 		}
@@ -148,13 +148,19 @@ class FileScorer {
 			throw new ScoringException( "The thumbnail of $name could not be read", false );
 		}
 		return $this->storeIfSame(
-			$this->client->scoreBytes( $bytes, $timeout ), self::sha1Base36( $bytes ), "the thumbnail of $name",
+			$this->client->scoreBytes( $bytes, $timeout ), self::base36( sha1( $bytes ) ), "the thumbnail of $name",
 			$file->getSha1()
 		);
 	}
 
-	private static function sha1Base36( string $bytes ): string {
-		return \Wikimedia\base_convert( sha1( $bytes ), 16, 36, 31 );
+	/**
+	 * MediaWiki's img_sha1 form of a hex SHA-1: base 36, zero-padded to 31 digits.
+	 *
+	 * @param string $hex
+	 * @return string
+	 */
+	public static function base36( string $hex ): string {
+		return \Wikimedia\base_convert( $hex, 16, 36, 31 );
 	}
 
 	/**

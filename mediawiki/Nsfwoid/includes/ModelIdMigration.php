@@ -6,12 +6,12 @@ use DatabaseUpdater;
 use MediaWiki\MediaWikiServices;
 
 /**
- * update.php's step from the first schema, where nss_model held the model's sha256 in 64 bytes of
+ * update.php's step from the sha256-keyed schema, where nss_model held the model's sha256 in 64 bytes of
  * hex, to nsfwoid_model's ids. It gives each model found in nsfwoid_score an id, first seen at its
  * oldest score, and writes that id into its scores, a batch at a time in primary key order, waiting
  * for replicas between batches. The generated patch then changes nss_model's type.
  *
- * It runs only while the first schema's index (nss_model, nss_sha1) exists, and it can be stopped
+ * It runs only while the sha256-keyed schema's index (nss_model, nss_sha1) exists, and it can be stopped
  * and run again: it converts only values that are still 64 characters of hex.
  */
 class ModelIdMigration {
@@ -43,7 +43,7 @@ class ModelIdMigration {
 			$id = (int)$db->selectField( 'nsfwoid_model', 'nsm_id', [ 'nsm_sha256' => $model->nss_model ], __METHOD__ );
 			$updater->output( "Giving model {$model->nss_model} the id $id in nsfwoid_score...\n" );
 			do {
-				// The first schema's index (nss_model, nss_sha1) finds each batch.
+				// The sha256-keyed schema's index (nss_model, nss_sha1) finds each batch.
 				$sha1s = $db->selectFieldValues( 'nsfwoid_score', 'nss_sha1', [ 'nss_model' => $model->nss_model ],
 					__METHOD__, [ 'ORDER BY' => 'nss_sha1', 'LIMIT' => self::BATCH_SIZE ] );
 				if ( $sha1s ) {

@@ -217,7 +217,7 @@ class ScoreStore {
 
 	/**
 	 * The id of a model in this wiki's nsfwoid_model, given to it now if it has none. A model that
-	 * scores migrated from the first schema left nameless gets its name when the service gives it.
+	 * scores migrated from the sha256-keyed schema left nameless gets its name when the service gives it.
 	 */
 	private function acquireModelId( string $sha256, ?string $name ): int {
 		if ( isset( $this->acquiredModelIds[$sha256] ) ) {

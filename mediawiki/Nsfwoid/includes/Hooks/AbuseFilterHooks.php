@@ -11,6 +11,7 @@ use MediaWiki\Extension\AbuseFilter\Hooks\AbuseFilterGenerateTitleVarsHook;
 use MediaWiki\Extension\AbuseFilter\Variables\VariableHolder;
 use MediaWiki\Extension\Nsfwoid\AddedFiles;
 use MediaWiki\Extension\Nsfwoid\EditedPages;
+use MediaWiki\Extension\Nsfwoid\FileScorer;
 use MediaWiki\Extension\Nsfwoid\PendingUploads;
 use MediaWiki\Extension\Nsfwoid\ScoreLookup;
 use RecentChange;
@@ -84,7 +85,7 @@ class AbuseFilterHooks implements
 		if ( $method === self::UPLOADED_FILE ) {
 			$result = null;
 			if ( $vars->varIsSet( 'file_sha1' ) ) {
-				$sha1 = \Wikimedia\base_convert( $vars->getComputedVariable( 'file_sha1' )->toString(), 16, 36, 31 );
+				$sha1 = FileScorer::base36( $vars->getComputedVariable( 'file_sha1' )->toString() );
 				$result = $this->scoreLookup->uploadScore( $sha1, $this->pendingUploads->getAll(), $timeout );
 			}
 			return false;

@@ -16,7 +16,7 @@ class SchemaHooks implements LoadExtensionSchemaUpdatesHook {
 		$sql = dirname( __DIR__, 2 ) . '/sql/' . $updater->getDB()->getType();
 		// A new wiki: every table.
 		$updater->addExtensionTable( 'nsfwoid_score', "$sql/tables-generated.sql" );
-		// A wiki on the first schema, whose index (nss_model, nss_sha1) marks it: the model table,
+		// A wiki on the sha256-keyed schema, whose index (nss_model, nss_sha1) marks it: the model table,
 		// each score's model as its id, then nss_model's new type without that index.
 		$updater->addExtensionTable( 'nsfwoid_model', "$sql/patch-nsfwoid_model.sql" );
 		$updater->addExtensionUpdate( [ [ ModelIdMigration::class, 'run' ] ] );

@@ -7,11 +7,13 @@ import os
 import signal
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from .admission import RUNTIME, Status
+from ..config import Settings
+from ..logging import TRACE_ID, get_logger
 from .app import create_app
-from .config import Settings
-from .logging import AccessLogger, get_logger
+from .intake import ADMISSION
+from .state import PROBLEM_KEY, RUNTIME, TRACE_ID_KEY, Status
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DRAIN_POLL_SECONDS = 0.05
@@ -47,12 +49,43 @@ async def serve(settings: Settings) -> None:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    runtime = app[RUNTIME]
+    runtime, admission = app[RUNTIME], app[ADMISSION]
     if runtime.status is Status.OK:
         runtime.status = Status.DRAINING
-    log.info("draining", inflight=runtime.scoring_slots.taken, drain_timeout=settings.drain_timeout)
+    log.info("draining", inflight=admission.scoring_slots.taken, drain_timeout=settings.drain_timeout)
     deadline = loop.time() + settings.drain_timeout
-    while runtime.busy and loop.time() < deadline:
+    while admission.busy and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
     await runner.cleanup()
     log.info("stopped")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One ECS line per request, in aiohttp's own access-log hook."""
+
+    def log(self, request, response, time: float) -> None:
+        get_logger().info(
+            f"{request.method} {request.path} {response.status}",
+            **{
+                "event.kind": "event",
+                "event.category": "web",
+                "event.duration": int(time * 1e9),
+                "http.request.method": request.method,
+                "url.path": request.path,
+                "http.response.status_code": response.status,
+                "http.response.body.bytes": _body_bytes(response),
+                "client.ip": request.remote,
+                "user_agent.original": request.headers.get("User-Agent", ""),
+                TRACE_ID: request.get(TRACE_ID_KEY, ""),
+                **({"error.type": request[PROBLEM_KEY]} if PROBLEM_KEY in request else {}),
+            },
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+
+def _body_bytes(response) -> int:
+    """The body alone: aiohttp's body_length counts the status line and headers too."""
+    return response.content_length if response.content_length is not None else response.body_length

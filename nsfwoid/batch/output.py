@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import urllib.parse
+from http import HTTPStatus
 from typing import IO
 
-from .errors import Problem
+from ..errors import Problem
+from ..scoring.scored import Scored, format_score
 from .progress import Progress, Tally
-from .scoring import Scored, format_score
-from .targets import NAME_ERRORS, SCORED, BatchOptions, text_name, unwritten_path
+from .targets import BatchOptions, text_name, unwritten_path
 
 
 class OutputFailed(Exception):
@@ -28,8 +29,7 @@ def redacted(target: str) -> str:
 
 
 def result_record(target: str, scored: Scored) -> dict:
-    return {"target": target, "score": scored.score, "sha1": scored.sha1, "sha1_base36": scored.sha1_base36,
-            "bytes": scored.size, "frames": scored.frames_json()}
+    return {"target": target, **scored.to_json()}
 
 
 def error_record(target: str, problem: Problem) -> dict:
@@ -47,7 +47,7 @@ class Output:
     def result(self, target: str, scored: Scored) -> None:
         if self.options.min_score is not None and scored.score < self.options.min_score:
             self.tally.below += 1
-            self._write_unwritten(SCORED, "below-min-score", target)
+            self._write_unwritten(HTTPStatus.OK, "below-min-score", target)
             return
         if self.options.jsonl:
             self._write(json.dumps(result_record(target, scored)))
@@ -68,7 +68,7 @@ class Output:
         path = unwritten_path(self.options.output)
         if self.unwritten is None:
             try:
-                self.unwritten = path.open("a", encoding="utf-8", errors=NAME_ERRORS)
+                self.unwritten = path.open("a", encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
                 raise OutputFailed(f"cannot write to {path}: {exc.strerror or exc}") from None
         self._write_to(self.unwritten, f"{status}\t{name}\t{text_name(target)}", path)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .logging import get_logger
+from ..config import Settings
+from ..logging import get_logger
+from .imaging import model_input
 
 MODEL_NAME = "open_nsfw"
 MODEL_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
-INPUT_SHAPE = (224, 224, 3)
 NSFW_COLUMN = 1  # output columns are [sfw, nsfw]
 
 CPU = "CPUExecutionProvider"
@@ -67,7 +67,7 @@ def _preload_cuda_libraries(ort) -> None:
 def provider_options(providers: list[str], settings: Settings) -> list:
     """The providers with their options. On CUDA: TF32 convolutions only when NSFWOID_TF32 allows them; and
     cuDNN's heuristic choice of convolution algorithm: its default, an exhaustive search, runs again for every
-    batch size it has not seen, and on the H100 it found nothing faster (README, GPU)."""
+    batch size it has not seen, and on the H100 it found nothing faster (docs/performance.md, GPU)."""
     cuda = {"use_tf32": "1" if settings.tf32 else "0", "cudnn_conv_algo_search": "HEURISTIC"}
     return [(name, cuda) if name == CUDA else name for name in providers]
 
@@ -87,12 +87,17 @@ class Model:
     input_name: str
     sha256: str
     provider: str
+    identity: dict[str, str]  # what names its scores: /healthz, JSON answers, KServe
 
     # 0: each run takes the batch as it comes. Otherwise every run takes exactly this many images: a batch is
     # split into runs of this size, and the last is padded with zeros. On CUDA a run whose batch size differs
-    # from the last run's takes over 100 ms instead of about 4 (README, GPU). On the CPU, padding costs what
-    # scoring as many images would, so it is not done there.
+    # from the last run's takes over 100 ms instead of about 4 (docs/performance.md, GPU). On the CPU, padding
+    # costs what scoring as many images would, so it is not done there.
     fixed_batch: int = 0
+
+    def run_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The decode workers' uint8 crops → their NSFW probabilities. Blocking: the batcher's inference thread."""
+        return self.run(model_input(np.stack(crops)))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """N×224×224×3 float32 tensors → N NSFW probabilities. Blocking: call it off the event loop."""
@@ -111,10 +116,6 @@ class Model:
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         (probabilities,) = self.session.run(None, {self.input_name: batch})
         return probabilities[:, NSFW_COLUMN]
-
-    @property
-    def identity(self) -> dict[str, str]:
-        return {"name": MODEL_NAME, "sha256": self.sha256}
 
 
 def load_model(settings: Settings) -> Model:
@@ -142,5 +143,6 @@ def load_model(settings: Settings) -> Model:
         input_name=session.get_inputs()[0].name,
         sha256=sha256,
         provider=provider,
+        identity={"name": MODEL_NAME, "sha256": sha256},
         fixed_batch=settings.max_batch if provider == CUDA else 0,
     )

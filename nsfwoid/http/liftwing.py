@@ -15,12 +15,13 @@ import binascii
 
 from aiohttp import web
 
-from .admission import RUNTIME, SETTINGS, request_deadline
+from ..config import Settings
+from ..errors import InvalidImage, InvalidRequest, UnsupportedMediaType
+from . import intake
 from .answers import json_response
-from .errors import InvalidImage, InvalidRequest, UnsupportedMediaType, check_size
-from .inputs import expect_continue
-from .kserve import readiness, received_call
-from .scoring import log_scored
+from .intake import expect_continue
+from .kserve import instances_of, parse_call, readiness
+from .state import RUNTIME, SETTINGS
 
 ALIAS = "nsfw-model"
 MODEL_PATH = f"/v1/models/{ALIAS}"
@@ -48,24 +49,24 @@ async def model_ready(request: web.Request) -> web.Response:
 
 
 async def predict(request: web.Request) -> web.Response:
-    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
-    async with received_call(request) as payload:
-        data = await first_image(payload, settings.max_image_bytes)
-        with runtime.admitted(1, settings.max_inflight):
-            async with request_deadline(settings) as deadline:
-                try:
-                    scored = await runtime.scorer.score(data, deadline=deadline)
-                except (UnsupportedMediaType, InvalidImage):
-                    raise RetiredModelRefusal(NOT_AN_IMAGE) from None
-    log_scored(scored, "body")
+    pipeline = request.app[RUNTIME].pipeline
+    settings = request.app[SETTINGS]
+    async with intake.json_call(request) as body:
+        payload = await asyncio.to_thread(parse_call, body, settings.max_instances)
+        data = await first_image(payload, settings)
+        async with intake.admitted(request, 1) as deadline:
+            try:
+                scored = await pipeline.score(data, source="body", deadline=deadline)
+            except (UnsupportedMediaType, InvalidImage):
+                raise RetiredModelRefusal(NOT_AN_IMAGE) from None
     return json_response({"prob_nsfw": scored.score, "prob_sfw": 1 - scored.score})
 
 
-async def first_image(payload: object, cap: int) -> bytes:
+async def first_image(payload: object, settings: Settings) -> bytes:
     """The first instance's image bytes. The others are not scored, as the retired model did not score them,
     but must have the same shape (the retired model did not look at them: the one way in which it differs)."""
-    instances = payload.get("instances") if isinstance(payload, dict) else None
-    if not isinstance(instances, list) or not instances or not all(map(_has_the_shape, instances)):
+    instances = instances_of(payload)
+    if instances is None or not all(map(_has_the_shape, instances)):
         raise RetiredModelRefusal(NOT_THE_FORMAT)
     encoded = instances[0]["image"]["b64"]
     # Not validated, as the retired model did not: characters outside base64's alphabet are skipped. But the
@@ -78,8 +79,7 @@ async def first_image(payload: object, cap: int) -> bytes:
         raise RetiredModelRefusal(BAD_PADDING) from None
     except ValueError:  # characters that are not ASCII
         raise RetiredModelRefusal(NOT_THE_FORMAT) from None
-    check_size(len(data), cap, "the image")
-    return data
+    return intake.capped(data, settings)
 
 
 def _has_the_shape(instance: object) -> bool:

@@ -13,10 +13,9 @@ from collections.abc import Callable
 import aiohttp
 from yarl import URL
 
-from . import metrics, package_version
-from .addresses import BlockedAddress, guarded_socket
-from .config import Settings
-from .errors import (
+from .. import HOME, NAME, metrics, package_version
+from ..config import Settings
+from ..errors import (
     InvalidUrl,
     UpstreamBusy,
     UpstreamError,
@@ -25,12 +24,13 @@ from .errors import (
     UrlNotAllowed,
     check_size,
 )
+from .addresses import BlockedAddress, guarded_socket
 
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 GONE_STATUSES = frozenset({404, 410})
 # Wikimedia's User-Agent policy: client/version (contact) library/version.
-USER_AGENT = f"nsfwoid/{package_version()} (https://www.mediawiki.org/wiki/Nsfwoid) aiohttp/{aiohttp.__version__}"
+USER_AGENT = f"{NAME}/{package_version()} ({HOME}) aiohttp/{aiohttp.__version__}"
 BUSY_STATUSES = frozenset({429, 503})
 # Hosts made of digits, dots and hex that are not a canonical dotted quad: 2130706433, 0x7f000001,
 # 0177.0.0.1, 127.1. The C resolver reads them as IPv4 addresses; we refuse them outright.
@@ -96,11 +96,12 @@ def create_session(settings: Settings, *, connections: int | None = None, per_ho
 
 
 async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings,
-                hold: Callable[[int], None] | None = None) -> bytes:
+                hold: Callable[[int | None], None] | None = None) -> bytes:
     """Download an image under every limit, following at most MAX_REDIRECTS re-checked redirects.
 
-    `hold`, when given, is called with the bytes the image will take (body_size) once the answer's headers
-    have come, before its body is read; it may refuse by raising a Problem.
+    `hold`, when given, is called once the answer's headers have come and its declared length is within the
+    cap, before its body is read, with that length (None: none declared, or a compressed body, read
+    decompressed); it may refuse by raising a Problem.
     """
     url = checked_url(raw_url, settings.allowed_hosts)
     loop = asyncio.get_running_loop()
@@ -119,10 +120,7 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
                         raise UpstreamNotFound(f"{url.host} answered {response.status}")
                     if response.status != 200:
                         raise UpstreamError(f"{url.host} answered {response.status}")
-                    check_length(response.content_length, settings.max_image_bytes)
-                    if hold is not None:
-                        hold(body_size(response, settings.max_image_bytes))
-                    data = await read_capped(response.content, settings.max_image_bytes)
+                    data = await read_capped(response, settings.max_image_bytes, hold)
                     metrics.FETCH_DURATION.observe(loop.time() - started)
                     metrics.FETCH_BYTES.observe(len(data))
                     return data
@@ -138,29 +136,18 @@ async def fetch(session: aiohttp.ClientSession, raw_url: str, settings: Settings
         raise UpstreamError(f"download from {url.host} failed: {type(exc).__name__}") from None
 
 
-def check_length(declared_length: int | None, cap: int) -> None:
-    if declared_length is not None:
-        check_size(declared_length, cap, "the declared length")
-
-
-def held_size(declared_length: int | None, cap: int) -> int:
-    """What a body will take in memory: its declared length, which the HTTP parser holds it to; the cap when it
-    declares none."""
-    return cap if declared_length is None else min(declared_length, cap)
-
-
-def body_size(response: aiohttp.ClientResponse, cap: int) -> int:
-    """What the answer's body will take in memory (held_size); the cap when it is compressed, since it is read
-    decompressed."""
-    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return cap
-    return held_size(response.content_length, cap)
-
-
-async def read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
-    """The whole body, or PayloadTooLarge as soon as its size passes cap."""
+async def read_capped(response: aiohttp.ClientResponse, cap: int, hold: Callable[[int | None], None] | None) \
+        -> bytes:
+    """The whole body, or PayloadTooLarge: at once for a declared length over the cap, else as soon as its size
+    passes it. `hold`: see fetch."""
+    declared = response.content_length
+    if declared is not None:
+        check_size(declared, cap, "the declared length")
+    if hold is not None:
+        compressed = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        hold(None if compressed else declared)
     buffer = bytearray()
-    async for chunk in stream.iter_chunked(CHUNK_BYTES):
+    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
         buffer += chunk
         check_size(len(buffer), cap, "the download")
     return bytes(buffer)

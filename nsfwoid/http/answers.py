@@ -1,14 +1,16 @@
-"""HTTP answers: JSON and problem+json, as every route and the middleware render them."""
+"""HTTP answers: a score as text or JSON, and problem+json, as every route and the middleware render them."""
 
 from __future__ import annotations
 
 import json
+import time
 from http import HTTPStatus
 
+import mimeparse
 from aiohttp import web
 
-from . import metrics
-from .errors import (
+from .. import metrics
+from ..errors import (
     INSTANCE_PREFIX,
     PROBLEM_CONTENT_TYPE,
     MethodNotAllowed,
@@ -16,6 +18,36 @@ from .errors import (
     Problem,
     too_large,
 )
+from ..scoring.scored import Scored, format_score
+from .intake import ImageBytes
+
+# On a tie (no Accept, */*, equal qualities) the last one wins: text stays the default.
+ANSWER_TYPES = ["application/json", "text/plain"]
+
+
+def score_response(request: web.Request, scored: Scored, image: ImageBytes, started: float) -> web.Response:
+    """POST / and /v1/score: the score as text, or as JSON (score_json) when Accept prefers it."""
+    if not wants_json(request):
+        return web.Response(text=format_score(scored.score) + "\n")
+    return json_response(score_json(scored, image, started))
+
+
+def score_json(scored: Scored, image: ImageBytes, started: float) -> dict:
+    """The JSON answer of POST /v1/score, and each prediction of the KServe :predict route. `started`: when the
+    request (or the instance) began, for timings_ms.total."""
+    timings = {"fetch": image.fetch_seconds, "preprocess": scored.preprocess_seconds,
+               "inference": scored.inference_seconds, "total": time.perf_counter() - started}
+    return {**scored.to_json(), "model": scored.model, "source": image.source,
+            "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None}}
+
+
+def wants_json(request: web.Request) -> bool:
+    """Content negotiation, quality values included: JSON only when Accept prefers it to text."""
+    accept = request.headers.get("Accept", "")
+    try:
+        return bool(accept) and mimeparse.best_match(ANSWER_TYPES, accept) == "application/json"
+    except ValueError:  # an unreadable Accept header: the default answer
+        return False
 
 
 def json_text(body: object) -> str:

@@ -1,4 +1,4 @@
-"""Async micro-batcher in front of Model.run: up to max_batch queued tensors go into one model run, and up to
+"""Async micro-batcher in front of Model.run_crops: up to max_batch queued crops go into one model run, and up to
 `parallel` runs go at once, each on an inference thread of its own."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import metrics
+from .. import metrics
 
-RunBatch = Callable[[np.ndarray], np.ndarray]
+RunBatch = Callable[[list[np.ndarray]], np.ndarray]
 _STOP = None
 
 
@@ -91,8 +91,8 @@ class Batcher:
         tensors = [tensor for tensor, _ in batch]
         started = time.perf_counter()
         try:
-            # Stacking copies megabytes: do it on the inference thread, not on the event loop.
-            scores = await loop.run_in_executor(self._executor, lambda: self._run_batch(np.stack(tensors)))
+            # Stacking copies megabytes: run_batch does it on the inference thread, not on the event loop.
+            scores = await loop.run_in_executor(self._executor, self._run_batch, tensors)
         except Exception as exc:  # a model failure is ours, not the client's: it becomes a 500
             for _, future in batch:
                 if not future.done():

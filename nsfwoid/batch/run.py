@@ -1,6 +1,5 @@
-"""`nsfwoid score` at scale: the run. Targets (targets.py) are read concurrently, downloaded politely, decoded in
-the service's decode pool and scored by its micro-batcher; each outcome goes to the output (output.py) and the
-progress (progress.py).
+"""`nsfwoid score` at scale: the run. Targets (targets.py) are read concurrently, downloaded politely and scored
+by the service's pipeline; each outcome goes to the output (output.py) and the progress (progress.py).
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 
-from .config import Settings
-from .errors import (
+from ..config import Settings
+from ..errors import (
     FileNotFound,
     FileUnreadable,
     MissingInput,
@@ -27,13 +26,15 @@ from .errors import (
     UpstreamBusy,
     check_size,
 )
-from .fetch import create_session, fetch
-from .model import Model
+from ..fetch.download import create_session, fetch
+from ..scoring.decode_worker import sha1_hex
+from ..scoring.model import Model
+from ..scoring.pipeline import Pipeline, running_pipeline, self_test
+from ..scoring.sandbox import DecodePool
+from ..scoring.scored import Scored
 from .output import Output
 from .progress import Progress, Tally
-from .sandbox import sha1_hex
-from .scoring import Scored, Scorer, running_scorer, self_test
-from .targets import NAME_ERRORS, BatchOptions, count_targets, resume_point, selected, to_do_again
+from .targets import BatchOptions, count_targets, resume_point, selected, to_do_again
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_AFTER_CAP_SECONDS = 300.0
@@ -87,12 +88,12 @@ async def read_ahead(targets: Iterator[str]) -> AsyncIterator[list[str]]:
         yield chunk
 
 
-class Batch:
-    """One run: the shared session, scorer, per-run caches and the output."""
+class Run:
+    """One run: the shared session, the pipeline, per-run caches and the output."""
 
-    def __init__(self, settings: Settings, options: BatchOptions, session: aiohttp.ClientSession, scorer: Scorer,
+    def __init__(self, settings: Settings, options: BatchOptions, session: aiohttp.ClientSession, pipeline: Pipeline,
                  output: Output) -> None:
-        self.settings, self.options, self.session, self.scorer = settings, options, session, scorer
+        self.settings, self.options, self.session, self.pipeline = settings, options, session, pipeline
         self.output, self.tally, self.progress = output, output.tally, output.progress
         # Identical bytes are scored once per run: SHA-1 → the task scoring them, then its result or problem.
         self.by_sha1: dict[str, asyncio.Future | Scored | Problem] = {}
@@ -125,15 +126,19 @@ class Batch:
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (target := await queue.get()) is not None:
-            outcome = await self._outcome(target)
-            # Counted once written: a run stopped by a full disk counts only what its output holds.
-            if isinstance(outcome, Problem):
-                self.output.error(target, outcome)
-                self.tally.errors[outcome.name] += 1
-            else:
-                self.output.result(target, outcome)
-                self.tally.scored += 1
-            self.progress.update()
+            await self.one(target)
+
+    async def one(self, target: str) -> None:
+        """Score one target, and write its line."""
+        outcome = await self._outcome(target)
+        # Counted once written: a run stopped by a full disk counts only what its output holds.
+        if isinstance(outcome, Problem):
+            self.output.error(target, outcome)
+            self.tally.errors[outcome.name] += 1
+        else:
+            self.output.result(target, outcome)
+            self.tally.scored += 1
+        self.progress.update()
 
     async def _outcome(self, target: str) -> Scored | Problem:
         try:
@@ -144,14 +149,14 @@ class Batch:
         if known is not None:
             self.tally.duplicates += 1
             return await asyncio.shield(known) if isinstance(known, asyncio.Future) else known
-        task = asyncio.ensure_future(self._score(data, sha1))
+        task = asyncio.ensure_future(self._score(data, sha1, "url" if "://" in target else "file"))
         self.by_sha1[sha1] = task
         self.by_sha1[sha1] = outcome = await asyncio.shield(task)
         return outcome
 
-    async def _score(self, data: bytes, sha1: str) -> Scored | Problem:
+    async def _score(self, data: bytes, sha1: str, source: str) -> Scored | Problem:
         try:
-            return await self.scorer.score(data, sha1=sha1)
+            return await self.pipeline.score(data, source=source, sha1=sha1)
         except ServiceFailed:
             raise  # no target can be scored: the run ends
         except Problem as problem:
@@ -191,27 +196,28 @@ async def score_batch(settings: Settings, options: BatchOptions, model: Model) -
     """
     finished = resume_point(options.output, options.jsonl) if options.resume and options.output else {}
     if options.output:
-        out = options.output.open("a", encoding="utf-8", errors=NAME_ERRORS)
+        out = options.output.open("a", encoding="utf-8", errors="surrogateescape")
     else:
-        sys.stdout.reconfigure(errors=NAME_ERRORS)
+        sys.stdout.reconfigure(errors="surrogateescape")
         out = sys.stdout
     tally = None
     stop_counting = threading.Event()
     try:
         async with (
             create_session(settings, connections=options.concurrency, per_host=options.per_host) as session,
-            running_scorer(settings, model.run) as scorer,
+            DecodePool(settings) as pool,
+            running_pipeline(settings, model, pool) as pipeline,
         ):
-            await self_test(scorer)
+            await self_test(pipeline)
             # Counted from here, as the service is ready from here: the model and the decode workers are up.
             tally = Tally()
             progress = Progress(tally, sys.stderr, options.progress_every)
             counting = asyncio.ensure_future(asyncio.to_thread(count_targets, options, stop_counting))
             counting.add_done_callback(lambda task: task.cancelled() or progress.set_total(task.result()))
             output = Output(options, out, tally, progress)
-            batch = Batch(settings, options, session, scorer, output)
+            run = Run(settings, options, session, pipeline, output)
             try:
-                await batch.run(selected(options), finished)
+                await run.run(selected(options), finished)
                 await counting  # the total, for the summary
             finally:
                 output.close()

@@ -37,10 +37,11 @@ from aiohttp.http_exceptions import (
     LineTooLong,
 )
 
-from . import metrics
+from .. import metrics
+from ..errors import InternalError, InvalidRequest, Overloaded, Problem, RequestTimeout
+from ..logging import get_logger
 from .answers import counted_problem_response, problem_bytes
-from .errors import InternalError, InvalidRequest, Overloaded, Problem, RequestTimeout
-from .logging import REQUEST_ID_HEADER, TRACE_ID_KEY, get_logger
+from .state import REQUEST_ID_HEADER, TRACE_ID_KEY
 
 AIOHTTP_REQUEST_PARSER = http_parser.HttpRequestParser  # the C parser where aiohttp was built with it
 # Singletons that may be repeated with the same value, by their lower-case names: aiohttp's SINGLETON_HEADERS but

@@ -11,17 +11,17 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO
 
-from .imaging import SUFFIXES
+from ..scoring.imaging import SUFFIXES
 
-# Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes.
-NAME_ERRORS = "surrogateescape"
+# Targets are file names, which are bytes: one that is not UTF-8 is read, kept and written back as those bytes
+# (errors="surrogateescape" wherever targets are read or written).
 # Beside --output: the finished targets that the output does not hold (under --min-score; failed, in text output),
 # so that --resume never does them again. One `STATUS<TAB>NAME<TAB>TARGET` line each.
 UNWRITTEN_SUFFIX = ".resume"
-SCORED = 200  # the status a scored target is recorded with
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,10 @@ def listed(options: BatchOptions) -> Iterator[str]:
         yield from _nul_separated(options.from_file)
         return
     if options.from_file == "-":
-        sys.stdin.reconfigure(errors=NAME_ERRORS)
+        sys.stdin.reconfigure(errors="surrogateescape")
         stream = sys.stdin
     else:
-        stream = open(options.from_file, encoding="utf-8", errors=NAME_ERRORS)
+        stream = open(options.from_file, encoding="utf-8", errors="surrogateescape")
     with stream:
         for line in stream:
             line = line.strip()
@@ -114,9 +114,9 @@ def _nul_separated(from_file: str, block: int = 1 << 16) -> Iterator[str]:
         rest = b""
         while data := stream.read(block):
             *entries, rest = (rest + data).split(b"\0")
-            yield from (entry.decode("utf-8", NAME_ERRORS) for entry in entries if entry)
+            yield from (entry.decode("utf-8", "surrogateescape") for entry in entries if entry)
         if rest:
-            yield rest.decode("utf-8", NAME_ERRORS)
+            yield rest.decode("utf-8", "surrogateescape")
 
 
 def unusable_paths(from_file: str | None, output: Path | None) -> str | None:
@@ -191,7 +191,7 @@ def unwritten_path(output: Path) -> Path:
 
 
 def resume_point(output: Path, jsonl: bool) -> dict[str, int]:
-    """The targets finished earlier, each with the status it finished with (SCORED, or its problem's): from the
+    """The targets finished earlier, each with the status it finished with (200, or its problem's): from the
     output's lines, and from the unwritten file beside it. A line cut short by a kill is dropped first. Where a
     target has several lines (it failed, and was tried again), the lowest status counts: a success anywhere."""
     finished: dict[str, int] = {}
@@ -207,9 +207,9 @@ def resume_point(output: Path, jsonl: bool) -> dict[str, int]:
             elif jsonl:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     record = json.loads(line)
-                    note(record["target"], int(record["error"]["status"]) if "error" in record else SCORED)
+                    note(record["target"], int(record["error"]["status"]) if "error" in record else HTTPStatus.OK)
             elif "\t" in line:
-                note(from_text_name(line.split("\t", 1)[1]), SCORED)
+                note(from_text_name(line.split("\t", 1)[1]), HTTPStatus.OK)
     return finished
 
 
@@ -221,7 +221,7 @@ def _complete_lines(path: Path) -> Iterator[str]:
         complete = _end_of_last_line(stream)
         if complete < stream.seek(0, os.SEEK_END):
             stream.truncate(complete)
-    with path.open(encoding="utf-8", errors=NAME_ERRORS) as lines:
+    with path.open(encoding="utf-8", errors="surrogateescape") as lines:
         for line in lines:
             yield line.rstrip("\n")
 

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
 import structlog
 from aiohttp import hdrs, web
 
-from . import metrics, routes
-from .admission import RUNTIME, SETTINGS, Runtime, Status
+from .. import metrics
+from ..config import Settings
+from ..errors import InternalError, Problem
+from ..fetch.download import create_session
+from ..logging import TRACE_ID, get_logger
+from ..scoring.model import load_model
+from ..scoring.pipeline import running_pipeline, self_test
+from ..scoring.sandbox import DecodePool
+from . import routes
 from .answers import counted_problem_response, http_problem_response, problem_from_http
-from .config import Settings
-from .errors import InternalError, Problem
-from .fetch import create_session
-from .inputs import check_expectation, client_max_size
+from .intake import ADMISSION, Admission, check_head, client_max_size
 from .kserve import add_kserve_routes
 from .liftwing import add_liftwing_routes
-from .logging import PROBLEM_KEY, REQUEST_ID_HEADER, TRACE_ID, TRACE_ID_KEY, get_logger
-from .model import Model, load_model
 from .protocol import MAX_HEADERS, adapt_aiohttp_protocol
-from .scoring import running_scorer, self_test
+from .state import PROBLEM_KEY, REQUEST_ID_HEADER, RUNTIME, SETTINGS, TRACE_ID_KEY, Runtime, Status
 
-LOADED_MODEL = web.AppKey("loaded_model", Model | None)
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before the answer
 REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def create_app(settings: Settings, model: Model | None = None) -> web.Application:
-    """The service. `model`: one already loaded for these settings (tests share one); None: loaded at start-up."""
+def create_app(settings: Settings) -> web.Application:
+    """The service: its routes, its middleware, and what lives as long as it (the HTTP session, the pipeline)."""
     settings.check_serving()
     adapt_aiohttp_protocol()
     app = web.Application(
@@ -43,9 +45,9 @@ def create_app(settings: Settings, model: Model | None = None) -> web.Applicatio
     )
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
-    app[LOADED_MODEL] = model
+    app[ADMISSION] = Admission()
     app.cleanup_ctx.append(http_session_ctx)
-    app.cleanup_ctx.append(model_ctx)
+    app.cleanup_ctx.append(pipeline_ctx)
     routes.add_routes(app)
     add_kserve_routes(app)
     add_liftwing_routes(app)
@@ -59,29 +61,31 @@ async def http_session_ctx(app: web.Application):
     await runtime.http.close()
 
 
-async def model_ctx(app: web.Application):
-    """Loads the model and runs the self-test in the background: /healthz says 503 until it passes."""
+async def pipeline_ctx(app: web.Application):
+    """The decode workers start at once; the pipeline is built in the background once the model has loaded, then
+    scores its self-test: /healthz says 503 until it passes."""
     settings, runtime = app[SETTINGS], app[RUNTIME]
-    async with running_scorer(settings, lambda batch: runtime.model.run(batch), runtime.fail) as scorer:
-        runtime.scorer = scorer
-        startup = asyncio.create_task(_start_model(settings, runtime, app[LOADED_MODEL]))
+    async with DecodePool(settings, runtime.fail) as pool, contextlib.AsyncExitStack() as running:
+        startup = asyncio.create_task(_start_pipeline(settings, runtime, pool, running))
         yield
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
 
 
-async def _start_model(settings: Settings, runtime: Runtime, loaded: Model | None) -> None:
+async def _start_pipeline(settings: Settings, runtime: Runtime, pool: DecodePool,
+                          running: contextlib.AsyncExitStack) -> None:
     log = get_logger()
     try:
-        runtime.model = loaded or await asyncio.to_thread(load_model, settings)
-        metrics.MODEL_INFO.info({**runtime.model.identity, "provider": runtime.model.provider})
-        score = runtime.selftest_score = await self_test(runtime.scorer)
+        model = await asyncio.to_thread(load_model, settings)
+        metrics.MODEL_INFO.info({**model.identity, "provider": model.provider})
+        runtime.pipeline = await running.enter_async_context(running_pipeline(settings, model, pool))
+        score = runtime.selftest_score = await self_test(runtime.pipeline)
     except Exception as exc:
         runtime.fail(str(exc))
         log.critical("model failed to start", **{"error.message": str(exc), "error.type": type(exc).__name__})
         return
     runtime.status = Status.OK
-    log.info("model ready", provider=runtime.model.provider, selftest_score=score)
+    log.info("model ready", provider=model.provider, selftest_score=score)
 
 
 def _route_label(request: web.Request) -> str:
@@ -105,7 +109,7 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
     request[TRACE_ID_KEY] = trace_id
     structlog.contextvars.bind_contextvars(**{TRACE_ID: trace_id})
     try:
-        check_expectation(request, request.app[SETTINGS])
+        check_head(request, request.app[SETTINGS])
         response = await handler(request)
     except Problem as problem:
         response = counted_problem_response(problem, trace_id)

@@ -24,15 +24,17 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 
-from . import decode_worker, metrics
-from .config import Settings
+from .. import metrics
+from ..config import Settings
+from ..errors import ImageTooLarge, InvalidImage, ServiceFailed, WorkerLost
+from ..logging import get_logger
+from . import decode_worker
 from .decode_worker import READY, TAKEN, Decoded, serve, sha1_hex
-from .errors import ImageTooLarge, InvalidImage, ServiceFailed, WorkerLost
-from .logging import get_logger
 
 __all__ = ["WORKER_BASELINE_BYTES", "DecodePool", "Decoded", "sha1_hex"]
 
-# What a worker's address space holds before it decodes anything: Python, numpy, Pillow (about 135 MiB).
+# What a worker's address space may hold before it decodes anything: Python, numpy, Pillow. A new worker stays
+# under it (tests/test_sandbox.py); a decode gets NSFWOID_DECODE_MEMORY less this (docs/operations.md, Sizing).
 WORKER_BASELINE_BYTES = 192 * 2**20
 START_TIMEOUT_SECONDS = 30  # for a new worker's READY
 FAILED_STARTS = 3  # starts in a row that fail before the pool is failed
@@ -110,7 +112,8 @@ FORKSERVER_ENVIRONMENT = {
     # OpenBLAS maps a stack and a buffer, about 40 MiB of address space, for each core it may run on (a pod with
     # a CPU limit sees all its node's cores) as numpy is imported. Every worker inherits them, though it never
     # multiplies a matrix: on 16 cores, 750 MiB of the 768 MiB that NSFWOID_DECODE_MEMORY allows, and on 64 more
-    # than all of it (measured with faked core counts). With one thread, a worker starts at about 135 MiB.
+    # than all of it (measured with faked core counts). With one thread, a worker starts under
+    # WORKER_BASELINE_BYTES on any number of cores.
     "OPENBLAS_NUM_THREADS": "1",
     # The forkserver is started as `python -c`, which would put the working directory first on its path: run
     # where a folder is called nsfwoid (a checkout's parent), it would import that folder as the package, and
@@ -142,11 +145,11 @@ class DecodePool:
 
     def __init__(self, settings: Settings, on_failure: Callable[[str], None] = lambda reason: None) -> None:
         self._settings, self._on_failure = settings, on_failure
-        # forkserver: workers start small (numpy and Pillow, about 50 MiB), not as copies of a process that
+        # forkserver: workers start small (numpy and Pillow), not as copies of a process that
         # holds onnxruntime and the model; and quickly, forked from a server that has imported them once. They
         # inherit none of the service's descriptors, so each worker's pipe is open in that worker alone.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["nsfwoid.imaging", "nsfwoid.decode_worker"])
+        self._context.set_forkserver_preload(["nsfwoid.scoring.imaging", "nsfwoid.scoring.decode_worker"])
         self._size = settings.decode_worker_count
         # Each worker's exchange, and each start, blocks a thread: the event loop never waits on a pipe.
         self._threads = ThreadPoolExecutor(max_workers=2 * self._size + 1, thread_name_prefix="nsfwoid-decode")
@@ -158,10 +161,18 @@ class DecodePool:
         self._closed = False
         self.failure: str | None = None
 
-    async def start(self) -> None:
+    async def __aenter__(self) -> DecodePool:
         """Start the workers; back once each is ready, or the pool has failed."""
-        await asyncio.to_thread(_start_forkserver)
-        await asyncio.gather(*(self._add_worker() for _ in range(self._size)))
+        try:
+            await asyncio.to_thread(_start_forkserver)
+            await asyncio.gather(*(self._add_worker() for _ in range(self._size)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.close()
 
     async def decode(self, data: bytes, *, exact: bool, timeout: float, sha1: str | None = None) -> Decoded:
         """Decode in a worker within `timeout` seconds. Cancelling the awaiting task kills the worker."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
+from ..errors import ImageTooLarge, InvalidImage, Problem, UnsupportedMediaType
 
 # The one list of the formats nsfwoid reads: Pillow's name → the MIME types MediaWiki gives such files, and the
 # file name suffixes `nsfwoid score` walks directories for. The extension's MIME list and the schemathesis hooks
@@ -27,7 +27,6 @@ READ_FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "BMP": (("image/bmp", "image/x-bmp", "image/x-ms-bmp"), (".bmp",)),
 }
 FORMATS = tuple(READ_FORMATS)
-MIME_TYPES = frozenset(mime for mimes, _ in READ_FORMATS.values() for mime in mimes)
 SUFFIXES = frozenset(suffix for _, suffixes in READ_FORMATS.values() for suffix in suffixes)
 RESIZE = 256
 CROP = 224
@@ -35,7 +34,7 @@ CROP_OFFSET = (RESIZE - CROP) // 2
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # The fast path lets libjpeg decode at 1/2, 1/4 or 1/8 scale, but never below this size: twice the
-# reference resize keeps scores close to the exact path (see README, "Fast decode").
+# reference resize keeps scores close to the exact path (docs/performance.md, "Fast decode: fidelity").
 DRAFT_SIZE = 2 * RESIZE
 GREY_BAND_ROWS = 256
 # A TIFF tile may be larger than its image (tiles are padded to multiples of 16), but not by this much:

@@ -1,0 +1,2 @@
+"""`nsfwoid score`: the run (run.py), its targets (targets.py), its output (output.py) and its progress
+(progress.py)."""

@@ -1,0 +1,1 @@
+"""Fetching images from URLs safely: the downloader (download.py) and the address guard (addresses.py)."""
