@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import IO
 
 from ..errors import Problem
-from ..scoring.scored import Scored, format_score
+from ..scoring.scored import Scored
 from .progress import Progress, Tally
 from .targets import BatchOptions, text_name, unwritten_path
 
@@ -29,7 +29,7 @@ def redacted(target: str) -> str:
 
 
 def result_record(target: str, scored: Scored) -> dict:
-    return {"target": target, **scored.to_json()}
+    return {"target": target, **scored.json}
 
 
 def error_record(target: str, problem: Problem) -> dict:
@@ -52,7 +52,7 @@ class Output:
         if self.options.jsonl:
             self._write(json.dumps(result_record(target, scored)))
         else:
-            self._write(f"{format_score(scored.score)}\t{text_name(target)}")
+            self._write(f"{scored.text}\t{text_name(target)}")
 
     def error(self, target: str, problem: Problem) -> None:
         if self.options.jsonl:

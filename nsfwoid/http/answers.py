@@ -18,7 +18,7 @@ from ..errors import (
     Problem,
     too_large,
 )
-from ..scoring.scored import Scored, format_score
+from ..scoring.scored import Scored
 from .intake import ImageBytes
 
 # On a tie (no Accept, */*, equal qualities) the last one wins: text stays the default.
@@ -28,7 +28,7 @@ ANSWER_TYPES = ["application/json", "text/plain"]
 def score_response(request: web.Request, scored: Scored, image: ImageBytes, started: float) -> web.Response:
     """POST / and /v1/score: the score as text, or as JSON (score_json) when Accept prefers it."""
     if not wants_json(request):
-        return web.Response(text=format_score(scored.score) + "\n")
+        return web.Response(text=scored.text + "\n")
     return json_response(score_json(scored, image, started))
 
 
@@ -37,7 +37,7 @@ def score_json(scored: Scored, image: ImageBytes, started: float) -> dict:
     request (or the instance) began, for timings_ms.total."""
     timings = {"fetch": image.fetch_seconds, "preprocess": scored.preprocess_seconds,
                "inference": scored.inference_seconds, "total": time.perf_counter() - started}
-    return {**scored.to_json(), "model": scored.model, "source": image.source,
+    return {**scored.json, "model": scored.model, "source": image.source,
             "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None}}
 
 

@@ -3,7 +3,7 @@ shape, and the SHA-1 in MediaWiki's base 36."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCORE_DECIMALS = 9
 BASE36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -35,14 +35,18 @@ class Scored:
     size: int
     preprocess_seconds: float
     inference_seconds: float
+    # Its renderings, as the service's answers and `nsfwoid score` write them: made once, with the score, so that
+    # each answer only copies them. The text form, and the JSON shape.
+    text: str = field(init=False, repr=False, compare=False)
+    json: dict = field(init=False, repr=False, compare=False)
 
-    def to_json(self) -> dict:
-        """The score's JSON shape, as the service's answers and `nsfwoid score --jsonl` carry it."""
-        return {
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", format_score(self.score))
+        object.__setattr__(self, "json", {
             "score": self.score,
             "sha1": self.sha1,
             "sha1_base36": base36_sha1(self.sha1),
             "bytes": self.size,
             "frames": {"count": self.frame_count,
                        "scored": [{"index": index, "score": score} for index, score in self.frame_scores]},
-        }
+        })
