@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 # onnxruntime comes from the [cpu] or the [gpu] extra: the two wheels install
 # the same `onnxruntime` module and must never be installed together.
 ONNXRUNTIME_VERSION = "1.31.1"
+# NSFWOID_PRECISION=bf16 runs on OpenVINO's CPU plugin: the [openvino] extra, beside [cpu].
+OPENVINO_VERSION = "2026.4.1"
 
 setup(
     name="nsfwoid",
@@ -29,6 +31,7 @@ setup(
     ],
     extras_require={
         "cpu": [f"onnxruntime=={ONNXRUNTIME_VERSION}"],
+        "openvino": [f"openvino=={OPENVINO_VERSION}"],
         # CUDA and cuDNN come as NVIDIA wheels through onnxruntime-gpu's own extras. onnxruntime-gpu 1.27 and
         # later are built for CUDA 13 and cuDNN 9, so they need an NVIDIA driver for CUDA 13 (580 or later); 1.26
         # and earlier are built for CUDA 12. The extras alone would take the newest CUDA 13 wheels;
@@ -45,8 +48,12 @@ setup(
         ],
         "test": [
             f"onnxruntime=={ONNXRUNTIME_VERSION}",
+            # bf16's tests where the processor has it, its refusal everywhere, and the telemetry test of OpenVINO.
+            f"openvino=={OPENVINO_VERSION}",
             "hypothesis>=6.100",
             "jsonschema>=4.20",
+            # KServe's own model classes check deploy/kubernetes/inferenceservice.yaml (tests/test_operations.py).
+            "kserve==0.21.0",
             "kubernetes-validate==1.37.0",
             "openapi-spec-validator>=0.7",
             "psutil>=5.9",

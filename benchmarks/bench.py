@@ -15,6 +15,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -167,6 +168,21 @@ def service_runs(corpora: dict[str, list[bytes]], layout: str) -> dict:
     return results
 
 
+def alternating_rounds(services: dict[str, Service], requests: list, rounds: int, concurrency: int) \
+        -> dict[str, list[float]]:
+    """Images/s of each service, in rounds that alternate between them, so that a machine's slow spell hits each
+    alike; each round after a warm-up of its own."""
+    rates: dict[str, list[float]] = {name: [] for name in services}
+    for _ in range(rounds):
+        for name, service in services.items():
+            asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
+            elapsed, _, statuses = asyncio.run(load([service.base], requests, concurrency))
+            assert statuses == {200: len(requests)}, statuses
+            rates[name].append(round(len(requests) / elapsed, 1))
+            print(f"{name} {len(requests) / elapsed:.1f} images/s", flush=True)
+    return rates
+
+
 def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurrency: int = 16) -> dict:
     """Thumbnail throughput of this tree's service and of `revision`'s, in one run on the same machine.
 
@@ -182,15 +198,8 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
                        check=True, capture_output=True)
         services = {"current": Service(NSFWOID_MAX_INFLIGHT="64"),
                     revision: Service(NSFWOID_MAX_INFLIGHT="64", PYTHONPATH=str(worktree))}
-        rates: dict[str, list[float]] = {name: [] for name in services}
         try:
-            for _ in range(rounds):
-                for name, service in services.items():
-                    asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
-                    elapsed, _, statuses = asyncio.run(load([service.base], requests, concurrency))
-                    assert statuses == {200: count}, statuses
-                    rates[name].append(round(count / elapsed, 1))
-                    print(f"compare {name} {count / elapsed:.1f} images/s", flush=True)
+            rates = alternating_rounds(services, requests, rounds, concurrency)
         finally:
             for service in services.values():
                 service.stop()
@@ -201,6 +210,33 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
     return {"revision": revision, "concurrency": concurrency, "images_per_s": rates,
             "median_current_over_revision": round(median["current"] / median[revision], 3),
             "best_current_over_revision": round(best["current"] / best[revision], 3)}
+
+
+def bf16_against_fp32(tensors: list[np.ndarray], corpus: list[bytes], seconds: float, rounds: int = 6,
+                      concurrency: int = 16) -> dict:
+    """NSFWOID_PRECISION=bf16 against fp32 in one run: bare inference at each batch size (OpenVINO bf16 against
+    onnxruntime fp32, each with the service's session settings), then the thumbnail service, both serving at
+    once and measured in alternating rounds."""
+    settings = Settings()
+    models = {"fp32": load_model(settings), "bf16": load_model(dataclasses.replace(settings, precision="bf16"))}
+    bare = {precision: {size: images_per_s(model, batch_of(tensors, size), seconds) for size in BATCHES}
+            for precision, model in models.items()}
+    print("bare", bare, flush=True)
+    count = REQUESTS["thumbs"]
+    requests = image_posts(corpus, count)
+    services = {precision: Service(NSFWOID_MAX_INFLIGHT="64", NSFWOID_PRECISION=precision) for precision in models}
+    try:
+        rates = alternating_rounds(services, requests, rounds, concurrency)
+    finally:
+        for service in services.values():
+            service.stop()
+    best_bare = {precision: max(by_batch.values()) for precision, by_batch in bare.items()}
+    median = {name: float(np.median(values)) for name, values in rates.items()}
+    return {"bare_images_per_s_by_batch": bare, "service_images_per_s": rates, "concurrency": concurrency,
+            "bare_bf16_over_fp32": round(best_bare["bf16"] / best_bare["fp32"], 3),
+            "bare_bf16_over_fp32_by_batch": {size: round(bare["bf16"][size] / bare["fp32"][size], 3)
+                                             for size in BATCHES},
+            "service_median_bf16_over_fp32": round(median["bf16"] / median["fp32"], 3)}
 
 
 def chart(result: dict, path: Path) -> None:
@@ -531,6 +567,13 @@ def on_gpu(result: dict, corpora: dict[str, list[bytes]], tensors: list[np.ndarr
         out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def machine() -> dict:
+    """The machine a run is on: its processor by name (platform.processor() is often empty on Linux)."""
+    model_name = next((line.partition(":")[2].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                       if line.startswith("model name")), platform.processor() or platform.machine())
+    return {"cpus": os.cpu_count(), "processor": model_name, "python": platform.python_version()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="time per ceiling batch size")
@@ -539,6 +582,9 @@ def main() -> None:
                         help="only `nsfwoid score`, with the ceiling and decode cost its bound needs")
     parser.add_argument("--compare-with", metavar="REVISION",
                         help="only the thumbnail service throughput, this tree's against REVISION's")
+    parser.add_argument("--bf16", action="store_true",
+                        help="only NSFWOID_PRECISION=bf16 against fp32: bare inference and the thumbnail service "
+                             "(needs nsfwoid[openvino] and AVX-512 BF16 or AMX)")
     args = parser.parse_args()
     if args.compare_with:
         result = compared_with(args.compare_with, make_corpora(only="thumbs")["thumbs"])
@@ -549,8 +595,12 @@ def main() -> None:
 
     corpora = make_corpora()
     tensors = [to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
-    result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()}}
+    result = {"machine": machine()}
+    if args.bf16:
+        result["bf16"] = bf16_against_fp32(tensors, corpora["thumbs"], args.seconds)
+        print("bf16", result["bf16"], flush=True)
+        args.out.with_name("results_bf16.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     if load_model(Settings()).provider == CUDA:
         on_gpu(result, corpora, tensors, args.seconds, args.out.with_name("results_gpu.json"))
         return

@@ -21,6 +21,7 @@ from .config import CHOICES, SCORE_DEFAULTS, ConfigError, Settings, choice_error
 from .errors import ServiceFailed
 from .http.server import STOP_SIGNALS, CannotListen, serve
 from .logging import configure_logging
+from .scoring.bf16 import bf16_refusal
 from .scoring.model import ModelError, load_model
 
 # `nsfwoid score`'s exit status when no retry would do better: argparse's for a usage error, also a model that
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
             settings.check_serving()
     except ConfigError as exc:
         print(f"nsfwoid: {exc}", file=sys.stderr)
+        sys.exit(CANNOT_RUN)
+    # Before anything starts: the service would otherwise listen, and only /healthz would say it cannot score.
+    if settings.precision == "bf16" and (why := bf16_refusal()):
+        print(f"nsfwoid: {why}", file=sys.stderr)
         sys.exit(CANNOT_RUN)
     if args.command == "serve":
         configure_logging(settings.log_format, settings.log_level)

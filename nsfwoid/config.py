@@ -17,7 +17,8 @@ MiB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 # Settings whose value is one of a few words: checked here, for variables and flags alike (choice_error).
-CHOICES = {"log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
+PRECISIONS = ("fp32", "bf16")
+CHOICES = {"log_format": LOG_FORMATS, "log_level": LOG_LEVELS, "precision": PRECISIONS}
 # Settings only `nsfwoid serve` reads; `nsfwoid score` has no flags for them.
 SERVE_ONLY = {"serve_only": True}
 # `nsfwoid score`'s own defaults, under NSFWOID_* and its flags. It is for throughput, not latency: one
@@ -58,6 +59,9 @@ class Settings:
     )
     tf32: bool = field(default=False, metadata={
         "help": "on CUDA, let cuDNN use TF32 convolutions: faster, scores move (docs/performance.md, GPU)"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32 (onnxruntime), or bf16 (OpenVINO, nsfwoid[openvino]; needs AVX-512 BF16 or AMX): a model of "
+                "its own"})
     exact: bool = field(default=False, metadata={"help": "always use the exact reference decode"})
     inference_threads: int = field(
         default=0, metadata={"help": "onnxruntime intra-op threads of one model run; 0: the cores over the runs"}

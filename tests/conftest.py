@@ -35,7 +35,7 @@ def pillow_settings():
 
 
 # The settings the model is loaded with; an app that changes one loads its own.
-MODEL_SETTINGS = {"model_path", "providers", "tf32", "inference_threads", "inference_runs"}
+MODEL_SETTINGS = {"model_path", "providers", "tf32", "inference_threads", "inference_runs", "precision"}
 
 
 @pytest.fixture(scope="session")

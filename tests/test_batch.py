@@ -120,7 +120,8 @@ async def test_jsonl_records_scores_and_errors(photos, tmp_path):
     records = {r["target"]: r for r in jsonl(out)}
     assert len(records) == 3
     brick = records[str(photos / "brick.jpg")]
-    assert set(brick) == {"target", "score", "sha1", "sha1_base36", "bytes", "frames"}
+    assert set(brick) == {"target", "score", "model", "sha1", "sha1_base36", "bytes", "frames"}
+    assert brick["model"]["precision"] == "fp32" and brick["model"]["id"] == brick["model"]["sha256"]
     assert brick["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=1e-4)
     assert int(brick["sha1_base36"], 36) == int(brick["sha1"], 16) and brick["bytes"] == 34918
     assert records[str(photos / "missing.jpg")]["error"] == {

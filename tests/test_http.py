@@ -62,7 +62,7 @@ async def test_json_answer(client, upstream):
     assert response.status == 200 and response.content_type == "application/json"
     body = await response.json()
     assert body["score"] == pytest.approx(EXPECTED["brick.jpg"], abs=0.005)
-    assert body["model"] == {"name": "open_nsfw", "sha256": WEIGHTS_SHA256}
+    assert body["model"] == {"name": "open_nsfw", "sha256": WEIGHTS_SHA256, "precision": "fp32", "id": WEIGHTS_SHA256}
     assert body["sha1"] == hashlib.sha1(BRICK).hexdigest()
     assert int(body["sha1_base36"], 36) == int(body["sha1"], 16) and len(body["sha1_base36"]) == 31
     assert body["bytes"] == len(BRICK) and body["source"] == "url"

@@ -347,3 +347,82 @@ def test_blubbers_test_variant_runs_what_ci_runs():
     assert installs[-1][1:] == ["install", "--no-cache-dir", "-e", ".[test]"] and "pip install -q -e '.[test]'" in ci
     assert variant["entrypoint"] == [f"{blubber['lives']['in']}/.venv/bin/pytest"]
     assert ci_command.endswith("&& .venv/bin/pytest")
+
+
+def manifests(name: str) -> dict[str, dict]:
+    """A file of deploy/kubernetes/, by kind."""
+    return {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / name).read_text())}
+
+
+def test_the_hpa_adds_pods_at_once_and_removes_them_slowly():
+    documents = manifests("nsfwoid.yaml")
+    hpa = documents["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == documents["Deployment"]["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 600
+    assert all(policy["value"] <= 10 for policy in behavior["scaleDown"]["policies"] if policy["type"] == "Percent")
+
+
+def kserve_errors(value, kind: str, path: str = "") -> list[str]:
+    """What in `value` does not fit the type `kind` as the KServe SDK's model classes (and, below them, the
+    Kubernetes client's) define it: unknown fields, and values of another type. Strict, as an API server is."""
+    import kserve.models
+    import kubernetes.client.models
+
+    # The generators write list[X] and dict(str, X) (KServe), or List[X] and Dict[str, X] (Kubernetes).
+    if listed := re.fullmatch(r"[Ll]ist\[(.+)\]", kind):
+        if not isinstance(value, list):
+            return [f"{path}: not a list"]
+        return [error for index, item in enumerate(value)
+                for error in kserve_errors(item, listed.group(1), f"{path}[{index}]")]
+    if mapped := re.fullmatch(r"dict\(str, (.+)\)|Dict\[str, (.+)\]", kind):
+        if not isinstance(value, dict):
+            return [f"{path}: not a mapping"]
+        item_kind = mapped.group(1) or mapped.group(2)
+        return [error for key, item in value.items() for error in kserve_errors(item, item_kind, f"{path}.{key}")]
+    primitive = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object,
+                 "ResourceQuantity": (str, int, float), "IntOrString": (int, str)}.get(kind)
+    if primitive is not None:
+        fits = isinstance(value, primitive) and not (primitive is int and isinstance(value, bool))
+        return [] if fits else [f"{path}: {value!r} is not {kind}"]
+    model = getattr(kserve.models, kind, None) or getattr(kubernetes.client.models, kind)
+    if not isinstance(value, dict):
+        return [f"{path}: not a {kind}"]
+    fields = {json_key: name for name, json_key in model.attribute_map.items()}
+    errors = [f"{path}.{key}: no such field of {kind}" for key in value if key not in fields]
+    return errors + [error for key, item in value.items() if key in fields
+                     for error in kserve_errors(item, model.openapi_types[fields[key]], f"{path}.{key}")]
+
+
+def test_the_inferenceservice_is_valid_by_kserve_s_own_definition():
+    service = manifests("inferenceservice.yaml")["InferenceService"]
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert kserve_errors(service, "V1beta1InferenceService") == []
+    # The check is strict: a misspelt field and a value of the wrong type are both found.
+    broken = yaml.safe_load(yaml.safe_dump(service))
+    broken["spec"]["predictor"]["minReplica"] = 4
+    broken["spec"]["predictor"]["containers"][0]["readinessProbe"]["periodSeconds"] = "5"
+    assert kserve_errors(broken, "V1beta1InferenceService") == [
+        ".spec.predictor.minReplica: no such field of V1beta1PredictorSpec",
+        ".spec.predictor.containers[0].readinessProbe.periodSeconds: '5' is not int"]
+
+
+def test_the_inferenceservice_runs_the_deployment_s_pod():
+    """The same image, settings, probes, resources and security context as the Deployment, so that Lift Wing's
+    predictor behaves as the plain manifests do."""
+    service, plain = manifests("inferenceservice.yaml")["InferenceService"], manifests("nsfwoid.yaml")
+    deployment, hpa = plain["Deployment"], plain["HorizontalPodAutoscaler"]
+    served, predictor = deployment["spec"]["template"]["spec"], service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe gives a custom predictor's container
+    assert container == {**served["containers"][0], "name": "kserve-container"}
+    for field in ("securityContext", "volumes", "terminationGracePeriodSeconds", "enableServiceLinks"):
+        assert predictor[field] == served[field], field
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (hpa["spec"]["minReplicas"],
+                                                                  hpa["spec"]["maxReplicas"])
+    assert predictor["scaleMetric"] == "cpu"
+    assert predictor["scaleTarget"] == hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]

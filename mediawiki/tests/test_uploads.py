@@ -14,6 +14,7 @@ from mediawiki.tests.wiki_helpers import (
     DISALLOWED,
     PDF,
     SCORE_FILES,
+    Service,
     big_jpeg,
     error_code,
     image,
@@ -22,6 +23,7 @@ from mediawiki.tests.wiki_helpers import (
     stored_rows,
     svg,
 )
+from nsfwoid.scoring.bf16 import bf16_refusal
 from tests.images import FIDELITY
 from tests.upstreams import image_host
 
@@ -322,3 +324,29 @@ def test_a_revert_to_content_without_a_score_is_scored(wiki, service):
     assert score_jobs(wiki, "File:Reverted_unscored.png")
     wiki.run_jobs()
     assert wiki.score_of("Reverted unscored.png")["score"] == pytest.approx(service.score(unscored)["score"], abs=1e-6)
+
+
+@pytest.mark.skipif(bf16_refusal() is not None, reason=f"this machine cannot run bf16: {bf16_refusal()}")
+def test_a_service_run_in_bf16_scores_as_another_model(wiki, service):
+    """NSFWOID_PRECISION=bf16 is another model: the fp32 score counts as missing, the backfill scores the file
+    again, and the new model has a row of its own, named with its precision."""
+    bf16 = Service("127.0.0.1", NSFWOID_PRECISION="bf16")
+    try:
+        data = image("precision")
+        wiki.upload("Precision.png", data)
+        wiki.run_jobs()
+        fp32 = wiki.score_of("Precision.png")
+        assert fp32["model"] == service.score(data)["model"]["id"]
+        answer = bf16.score(data)
+        assert answer["model"]["id"] != fp32["model"]
+        with wiki.settings(f'$wgNsfwoidServiceUrl = "{bf16.url}";'):
+            backfill = wiki.php(SCORE_FILES, "--start", "Precision", "--batch-size", "1").stdout
+            stored = wiki.score_of("Precision.png")
+        assert "scored 1" in backfill, backfill
+        assert stored["model"] == answer["model"]["id"]
+        assert stored["score"] == pytest.approx(answer["score"], abs=1e-6)
+        names = wiki.php("maintenance/sql.php", "--query",
+                         f"SELECT nsm_name FROM nsfwoid_model WHERE nsm_sha256 = '{stored['model']}'").stdout
+        assert "open_nsfw bf16" in names, names
+    finally:
+        bf16.stop()

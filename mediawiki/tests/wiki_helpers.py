@@ -17,8 +17,10 @@ from pathlib import Path
 
 import requests
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.images import FIDELITY, png_with_text
+from tests.processes import free_port, start_service
 
 HIGH, LOW = "warm_flat.png", "retina.jpg"  # the fixtures' two highest scores, about 0.29 and 0.18
 
@@ -280,3 +282,44 @@ echo json_encode( [
     'newest' => $store->getNewestModel(),
 ] ), "\\n";
 """
+
+
+class Service:
+    """A real `nsfwoid serve` on a fixed port, which a test may stop and start again."""
+
+    def __init__(self, allowed_host: str, **env: str):
+        """env: more NSFWOID_* settings."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.allowed_host = allowed_host
+        self.env = env
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process, _ = start_service(port=self.port, NSFWOID_ALLOWED_HOSTS=self.allowed_host,
+                                        NSFWOID_ALLOW_PRIVATE_ADDRESSES="true", **self.env)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+
+    @contextlib.contextmanager
+    def stopped(self):
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def score(self, data: bytes) -> dict:
+        response = requests.post(self.url + "/v1/score", data=data, timeout=60,
+                                 headers={"Content-Type": "application/octet-stream", "Accept": "application/json"})
+        response.raise_for_status()
+        return response.json()
+
+    def score_requests(self) -> float:
+        """How many scoring requests the service has answered since it started, from its own metrics."""
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "nsfwoid_http_requests_total" and sample.labels["route"] == "/v1/score")

@@ -37,7 +37,7 @@ def score_json(scored: Scored, image: ImageBytes, started: float) -> dict:
     request (or the instance) began, for timings_ms.total."""
     timings = {"fetch": image.fetch_seconds, "preprocess": scored.preprocess_seconds,
                "inference": scored.inference_seconds, "total": time.perf_counter() - started}
-    return {**scored.json, "model": scored.model, "source": image.source,
+    return {**scored.json, "source": image.source,
             "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items() if v is not None}}
 
 

@@ -1,4 +1,5 @@
-"""The open_nsfw weights (location, sha256) and the onnxruntime session that runs them."""
+"""The open_nsfw weights (location, sha256), the model's identity, and the session that runs them: onnxruntime in
+fp32, or OpenVINO in bf16 (bf16.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..config import Settings
 from ..logging import get_logger
+from . import bf16
 from .imaging import model_input
 
 MODEL_NAME = "open_nsfw"
@@ -118,10 +120,19 @@ class Model:
         return probabilities[:, NSFW_COLUMN]
 
 
+def model_identity(sha256: str, precision: str) -> dict[str, str]:
+    """What names a model's scores. A score of another precision is a score of another model: its id is the
+    weights' sha256 in fp32, and a hash of the sha256 and the precision otherwise."""
+    model_id = sha256 if precision == "fp32" else hashlib.sha256(f"{sha256}/{precision}".encode()).hexdigest()
+    return {"name": MODEL_NAME, "sha256": sha256, "precision": precision, "id": model_id}
+
+
 def load_model(settings: Settings) -> Model:
-    ort = _import_onnxruntime()
     path = Path(settings.model_path) if settings.model_path else packaged_model_path()
     sha256 = verify_sha256(path)
+    if settings.precision == "bf16":
+        return _load_bf16(settings, path, sha256)
+    ort = _import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = settings.inference_thread_count
@@ -143,6 +154,18 @@ def load_model(settings: Settings) -> Model:
         input_name=session.get_inputs()[0].name,
         sha256=sha256,
         provider=provider,
-        identity={"name": MODEL_NAME, "sha256": sha256},
+        identity=model_identity(sha256, "fp32"),
         fixed_batch=settings.max_batch if provider == CUDA else 0,
     )
+
+
+def _load_bf16(settings: Settings, path: Path, sha256: str) -> Model:
+    if why := bf16.bf16_refusal():
+        raise ModelError(why)
+    try:
+        session, input_name = bf16.compile_model(path, "bf16", settings.inference_run_count,
+                                                 settings.inference_thread_count)
+    except RuntimeError as exc:
+        raise ModelError(f"OpenVINO cannot run the model in bf16: {exc}") from None
+    return Model(session=session, input_name=input_name, sha256=sha256, provider=bf16.PROVIDER,
+                 identity=model_identity(sha256, "bf16"))

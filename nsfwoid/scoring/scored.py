@@ -44,6 +44,7 @@ class Scored:
         object.__setattr__(self, "text", format_score(self.score))
         object.__setattr__(self, "json", {
             "score": self.score,
+            "model": self.model,
             "sha1": self.sha1,
             "sha1_base36": base36_sha1(self.sha1),
             "bytes": self.size,

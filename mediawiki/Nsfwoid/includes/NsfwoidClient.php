@@ -45,10 +45,11 @@ class NsfwoidClient {
 	}
 
 	/**
-	 * The sha256 of the model the service runs now, from its health check.
+	 * The id of the model the service runs now, from its health check (ServiceScore::modelId).
 	 */
 	public function currentModel( float $timeout ): string {
-		$model = $this->call( 'GET', '/healthz', $timeout )['model']['sha256'] ?? null;
+		$named = $this->call( 'GET', '/healthz', $timeout )['model'] ?? null;
+		$model = is_array( $named ) ? ServiceScore::modelId( $named ) : null;
 		if ( !is_string( $model ) ) {
 			throw new ScoringException( 'The service did not name its model', true );
 		}

@@ -4,7 +4,9 @@ namespace MediaWiki\Extension\Nsfwoid;
 
 /**
  * One answer of the service: the score, the SHA-1 of the bytes it scored (base 36, as
- * img_sha1), and the sha256 and, where known, the name of the model that scored them.
+ * img_sha1), and the id and, where known, the name of the model that scored them. A model's id is
+ * its weights' sha256 when it runs in fp32; a score of another precision (bf16) is another model,
+ * with an id of its own, and a name that says its precision.
  */
 class ServiceScore {
 
@@ -26,14 +28,36 @@ class ServiceScore {
 	 * @throws ScoringException when the answer is not a score
 	 */
 	public static function newFromJson( $json ): self {
+		$model = $json['model'] ?? null;
 		$score = self::newIfValid(
-			$json['score'] ?? null, $json['sha1_base36'] ?? null, $json['model']['sha256'] ?? null
+			$json['score'] ?? null, $json['sha1_base36'] ?? null, is_array( $model ) ? self::modelId( $model ) : null
 		);
 		if ( $score === null ) {
 			throw new ScoringException( 'The service answered without a score', true );
 		}
-		$name = $json['model']['name'] ?? null;
-		return new self( $score->score, $score->sha1, $score->model, is_string( $name ) ? $name : null );
+		return new self( $score->score, $score->sha1, $score->model, self::modelName( $model ) );
+	}
+
+	/**
+	 * @param array $model the service's `model`: name, sha256, and (newer services) precision and id
+	 * @return string|null its id; the sha256 of a service that names no id (it runs fp32)
+	 */
+	public static function modelId( array $model ): ?string {
+		$id = $model['id'] ?? $model['sha256'] ?? null;
+		return is_string( $id ) ? $id : null;
+	}
+
+	/**
+	 * @param array $model
+	 * @return string|null its name, with its precision when that is not fp32: "open_nsfw bf16"
+	 */
+	private static function modelName( array $model ): ?string {
+		$name = $model['name'] ?? null;
+		if ( !is_string( $name ) ) {
+			return null;
+		}
+		$precision = $model['precision'] ?? 'fp32';
+		return is_string( $precision ) && $precision !== 'fp32' ? "$name $precision" : $name;
 	}
 
 	/**
