@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import unittest.mock
+import urllib.request
 from pathlib import Path
 
 import gpu
@@ -43,6 +44,7 @@ from common import (
     percentiles,
     run_for,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from nsfwoid.batch.run import read_file
 from nsfwoid.cli import build_parser, settings_from_args
@@ -166,6 +168,56 @@ def service_runs(corpora: dict[str, list[bytes]], layout: str) -> dict:
         for service in services:
             service.stop()
     return results
+
+
+def thumbnail_account(corpus: list[bytes], concurrency: int = 16, rounds: int = 3) -> dict:
+    """Where a thumbnail's CPU goes in `nsfwoid serve` (one process on every core), in core-ms per thumbnail, from
+    the processes' own CPU times and the service's stage counters (nsfwoid_stage_cpu_seconds_total), over the
+    thumbnail corpus at `concurrency`: the best of `rounds`, by total."""
+    service = Service(NSFWOID_MAX_INFLIGHT="64")
+    requests = image_posts(corpus, REQUESTS["thumbs"])
+    try:
+        asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
+        measured = []
+        for _ in range(rounds):
+            before = _cpu_parts(service)
+            elapsed, _, statuses = asyncio.run(load([service.base], requests, concurrency))
+            after = _cpu_parts(service)
+            assert statuses == {200: len(requests)}, statuses
+            spent = {part: (after[part] - before[part]) * 1000 / len(requests) for part in before}
+            measured.append({"images_per_s": round(len(requests) / elapsed, 1), **_account(spent)})
+    finally:
+        service.stop()
+    return min(measured, key=lambda row: row["total"])
+
+
+def _cpu_parts(service: Service) -> dict[str, float]:
+    """CPU seconds so far: the service process's, its main thread's (the event loop), its decode workers' (and
+    their forkserver's), and the stages it counts itself."""
+    process = service.ps
+    times = process.cpu_times()
+    main = next(t for t in process.threads() if t.id == process.pid)
+    workers = sum(sum(child.cpu_times()[:2]) for child in process.children(recursive=True))
+    with urllib.request.urlopen(service.base + "/metrics", timeout=10) as answer:
+        stages = {sample.labels["stage"]: sample.value
+                  for family in text_string_to_metric_families(answer.read().decode())
+                  for sample in family.samples if sample.name == "nsfwoid_stage_cpu_seconds_total"}
+    return {"process": times.user + times.system, "main_thread": main.user_time + main.system_time,
+            "workers": workers, **{stage: stages.get(stage, 0.0) for stage in ("decode", "exchange", "batching")}}
+
+
+def _account(ms: dict[str, float]) -> dict[str, float]:
+    """The parts of a thumbnail's CPU, in core-ms, from the CPU spent (ms per thumbnail) by each part."""
+    parts = {
+        "http_loop_and_intake": ms["main_thread"],
+        "trip_to_worker_and_back": ms["exchange"] + (ms["workers"] - ms["decode"]),
+        "decode_and_preprocess": ms["decode"],
+        "batching": ms["batching"],
+        "inference": ms["process"] - ms["main_thread"] - ms["exchange"] - ms["batching"],
+    }
+    parts = {name: round(value, 2) for name, value in parts.items()}
+    neither = sum(value for name, value in parts.items() if name not in ("decode_and_preprocess", "inference"))
+    return {**parts, "neither_decode_nor_inference": round(neither, 2), "total": round(sum(parts.values()), 2)}
 
 
 def alternating_rounds(services: dict[str, Service], requests: list, rounds: int, concurrency: int) \
@@ -582,6 +634,8 @@ def main() -> None:
                         help="only `nsfwoid score`, with the ceiling and decode cost its bound needs")
     parser.add_argument("--compare-with", metavar="REVISION",
                         help="only the thumbnail service throughput, this tree's against REVISION's")
+    parser.add_argument("--account", action="store_true",
+                        help="only where a thumbnail's CPU goes in the service: results_account.json")
     parser.add_argument("--bf16", action="store_true",
                         help="only NSFWOID_PRECISION=bf16 against fp32: bare inference and the thumbnail service "
                              "(needs nsfwoid[openvino] and AVX-512 BF16 or AMX)")
@@ -596,6 +650,11 @@ def main() -> None:
     corpora = make_corpora()
     tensors = [to_tensor(d, max_pixels=10**9, exact=True) for d in corpora["thumbs"]]
     result = {"machine": machine()}
+    if args.account:
+        result["account"] = thumbnail_account(corpora["thumbs"])
+        print("account", result["account"], flush=True)
+        args.out.with_name("results_account.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.bf16:
         result["bf16"] = bf16_against_fp32(tensors, corpora["thumbs"], args.seconds)
         print("bf16", result["bf16"], flush=True)

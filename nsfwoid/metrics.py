@@ -43,6 +43,15 @@ DECODE_WORKERS_REPLACED = Counter(
     ["cause"],
 )
 MODEL_INFO = Info("nsfwoid_model", "The model being served")
+# Where a scored image's CPU time goes, in the service's own words, for the stages that run on threads or in
+# processes of their own. The rest follows from the process's CPU time: HTTP, the event loop and intake are the
+# main thread's; inference is what the process spends beyond the main thread, `exchange` and `batching` (the
+# model's own threads included); the decode workers' CPU time beyond `decode` is their side of the trip.
+STAGE_CPU = Counter(
+    "nsfwoid_stage_cpu_seconds", "CPU time by stage of scoring: decode (in the decode workers: decoding and "
+    "preprocessing), exchange (the service's side of the trip to a decode worker and back), batching (a model "
+    "run's input assembled from the crops)", ["stage"],
+)
 
 
 def count_request(method: str, route: str, status: int, seconds: float) -> None:

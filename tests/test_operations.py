@@ -36,7 +36,7 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
         "nsfwoid_preprocess_duration_seconds": "histogram", "nsfwoid_inference_duration_seconds": "histogram",
         "nsfwoid_batch_size": "histogram", "nsfwoid_score": "histogram", "nsfwoid_errors": "counter",
         "nsfwoid_inflight_requests": "gauge", "nsfwoid_model_info": "gauge", "process_resident_memory_bytes": "gauge",
-        "nsfwoid_frames_scored": "histogram",
+        "nsfwoid_frames_scored": "histogram", "nsfwoid_stage_cpu_seconds": "counter",
     }
     for name, kind in expected.items():
         assert after[name].type == kind, name
@@ -51,6 +51,9 @@ async def test_metrics_are_exported_and_move(client, upstream, model):
     assert delta("nsfwoid_frames_scored", "_sum") == 1  # a still: one frame
     assert delta("nsfwoid_inference_duration_seconds", "_count") >= 1
     assert delta("nsfwoid_preprocess_duration_seconds", "_count") == 2 - 1
+    # Each stage measured on its own thread or process took some CPU for the one image scored.
+    for stage in ("decode", "exchange", "batching"):
+        assert 0 < delta("nsfwoid_stage_cpu_seconds", "_total", stage=stage) < 5, stage
     info = after["nsfwoid_model_info"].samples[0].labels
     assert info["name"] == "open_nsfw" and info["provider"] == model.provider and len(info["sha256"]) == 64
     assert helpers.sample_value(after["nsfwoid_inflight_requests"]) == 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .. import metrics
 from ..config import Settings
 from ..logging import get_logger
 from . import bf16
@@ -99,7 +101,10 @@ class Model:
 
     def run_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """The decode workers' uint8 crops → their NSFW probabilities. Blocking: the batcher's inference thread."""
-        return self.run(model_input(np.stack(crops)))
+        started = time.thread_time()
+        batch = model_input(np.stack(crops))
+        metrics.STAGE_CPU.labels("batching").inc(time.thread_time() - started)
+        return self.run(batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """N×224×224×3 float32 tensors → N NSFW probabilities. Blocking: call it off the event loop."""

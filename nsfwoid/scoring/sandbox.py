@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -94,6 +95,7 @@ class Worker:
         worker ended without an answer. A stopped worker is not given it: another worker can take it."""
         if self.stopped():
             return Ended.BEFORE_TAKING
+        started = time.thread_time()
         try:
             self.connection.send((function, kwargs))
             self.connection.send_bytes(data)
@@ -105,6 +107,8 @@ class Worker:
             return self.connection.recv()
         except (EOFError, OSError):
             return Ended.WHILE_SERVING
+        finally:
+            metrics.STAGE_CPU.labels("exchange").inc(time.thread_time() - started)
 
 
 # The forkserver's environment, and so its workers'.
