@@ -397,14 +397,7 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
     100,000-line list (the files repeated), sampled as it runs."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "thumbs"
-        root.mkdir()
-        paths = []
-        for seed in itertools.count():
-            for data in make_corpora(seed=100 + seed, only="thumbs")["thumbs"]:
-                paths.append(root / f"{len(paths):04d}.jpg")
-                paths[-1].write_bytes(data)
-            if len(paths) >= CLI_DISTINCT_THUMBS:
-                break
+        paths = distinct_thumbs(root)
         rounds = []
         for number in range(CLI_ROUNDS):
             rounds.append(_bracketed(result, tensors, thumbs, Path(tmp) / f"local{number}.jsonl", [str(root)],
@@ -442,6 +435,28 @@ def cli_runs(result: dict, tensors: list[np.ndarray], thumbs: list[bytes]) -> di
         out["local_files"]["median_over_service"] = round(_median(rounds, "images_per_s") / best, 3)
         out["loopback_urls"]["over_service"] = round(remote["images_per_s"] / best, 3)
     return out
+
+
+def distinct_thumbs(root: Path) -> list[Path]:
+    """CLI_DISTINCT_THUMBS thumbnails of distinct bytes (a run scores identical bytes once), written to `root`."""
+    root.mkdir()
+    paths = []
+    for seed in itertools.count():
+        for data in make_corpora(seed=100 + seed, only="thumbs")["thumbs"]:
+            paths.append(root / f"{len(paths):04d}.jpg")
+            paths[-1].write_bytes(data)
+        if len(paths) >= CLI_DISTINCT_THUMBS:
+            return paths
+
+
+def cli_account() -> dict:
+    """Where a target's CPU goes in `nsfwoid score` on distinct local thumbnails, from its threads' and its decode
+    workers' CPU times while it writes (see _steady_state)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "thumbs"
+        distinct_thumbs(root)
+        output = Path(tmp) / "scores.jsonl"
+        return _score_cli(["--jsonl", "--output", str(output), str(root)], breakdown=output)
 
 
 def _median(rounds: list[dict], key: str) -> float:
@@ -579,20 +594,22 @@ def _lines(path: Path) -> int:
 def _cpu_by_part(process: psutil.Process) -> dict:
     """CPU seconds so far of each thread of a `nsfwoid score` process, and of its decode workers together."""
     threads = {thread.id: thread.user_time + thread.system_time for thread in process.threads()}
-    return {"threads": threads,
+    return {"threads": threads, "main_thread": process.pid,
             "decode_workers": sum(sum(child.cpu_times()[:2]) for child in process.children(recursive=True))}
 
 
 def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
     """CPU ms per target, from the first target written to the last sample before the last targets (so
-    before the pool and the threads wind down), of the inference threads (the `runs` busiest threads, one per
-    model run), the rest of the process (event loop, the threads that talk to the workers, reads and hashing)
-    and the decode workers; and the cores used meanwhile."""
+    before the pool and the threads wind down), of the inference threads (the `runs` busiest threads but the
+    main one, one per model run), the main thread (the event loop: the run's own work, output included), the
+    other threads (those that talk to the workers, reads and hashing) and the decode workers (decoding, and
+    their side of the trip); and the cores used meanwhile."""
     start, written, first = next(sample for sample in parts if sample[1] > 0)
     end, last_written, last = [sample for sample in parts if sample[1] < parts[-1][1]][-1]
-    by_thread = sorted((seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()),
-                       reverse=True)
-    cpu = {"inference": sum(by_thread[:runs]), "main_rest": sum(by_thread[runs:]),
+    spent = {tid: seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()}
+    main = spent.pop(last["main_thread"], 0.0)
+    by_thread = sorted(spent.values(), reverse=True)
+    cpu = {"inference": sum(by_thread[:runs]), "main_thread": main, "other_threads": sum(by_thread[runs:]),
            "decode_workers": last["decode_workers"] - first["decode_workers"]}
     targets = last_written - written
     return {"cpu_ms_per_image": {part: round(seconds * 1000 / targets, 2) for part, seconds in cpu.items()},
@@ -653,6 +670,8 @@ def main() -> None:
     if args.account:
         result["account"] = thumbnail_account(corpora["thumbs"])
         print("account", result["account"], flush=True)
+        result["cli_account"] = cli_account()
+        print("cli account", result["cli_account"], flush=True)
         args.out.with_name("results_account.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.bf16:
