@@ -19,8 +19,6 @@ CPUINFO = Path("/proc/cpuinfo")
 # The processor flags, as Linux names them, of the instructions that run bf16 natively: either will do.
 BF16_FLAGS = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX"}
 PROVIDER = "OpenVINO CPU"
-# OpenVINO's names of the precisions the service runs in.
-OPENVINO_PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
 # How far a bf16 score may be from the fp32 score of the same image, as a logit: 0.25 moves a score of 0.5 by
 # 0.06, and one of 0.95 by 0.01. The start-up self-test holds bf16 to it, and tests/test_bf16.py every fixture.
 MAX_LOGIT_DEVIATION = 0.25
@@ -65,9 +63,9 @@ class OpenVinoSession:
         return [request.get_output_tensor(0).data.copy()]
 
 
-def compile_model(path: Path, precision: str, runs: int, threads_per_run: int) -> tuple[OpenVinoSession, str]:
-    """The weights compiled for the CPU in `precision` ("bf16" or "fp32"), pinned; the session and its input's
-    name. Raises RuntimeError when OpenVINO does not run the precision asked for."""
+def compile_model(path: Path, runs: int, threads_per_run: int) -> tuple[OpenVinoSession, str]:
+    """The weights compiled for the CPU in bf16, pinned; the session and its input's name. Raises RuntimeError
+    when OpenVINO would run another precision."""
     # `import openvino` imports its model converter, which sends an event to Google Analytics and writes an id
     # under $HOME/intel, unless its telemetry package cannot be imported: then it uses a stub that sends
     # nothing. This makes it so, for this process only; nothing of nsfwoid's uses the package.
@@ -76,13 +74,12 @@ def compile_model(path: Path, precision: str, runs: int, threads_per_run: int) -
 
     core = openvino.Core()
     model = core.read_model(str(path))
-    wanted = OPENVINO_PRECISIONS[precision]
     compiled = core.compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": wanted,
+        "INFERENCE_PRECISION_HINT": "bf16",
         "NUM_STREAMS": str(runs),
         "INFERENCE_NUM_THREADS": str(runs * threads_per_run),
     })
     running = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    if running != wanted:
-        raise RuntimeError(f"OpenVINO runs {running}, not {wanted}")
+    if running != "bf16":
+        raise RuntimeError(f"OpenVINO runs {running}, not bf16")
     return OpenVinoSession(compiled), model.inputs[0].get_any_name()

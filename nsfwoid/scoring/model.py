@@ -168,7 +168,7 @@ def _load_bf16(settings: Settings, path: Path, sha256: str) -> Model:
     if why := bf16.bf16_refusal():
         raise ModelError(why)
     try:
-        session, input_name = bf16.compile_model(path, "bf16", settings.inference_run_count,
+        session, input_name = bf16.compile_model(path, settings.inference_run_count,
                                                  settings.inference_thread_count)
     except RuntimeError as exc:
         raise ModelError(f"OpenVINO cannot run the model in bf16: {exc}") from None
