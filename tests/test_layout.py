@@ -13,7 +13,7 @@ import pytest
 
 from nsfwoid.batch import run as batch_run
 from nsfwoid.batch.targets import BatchOptions
-from nsfwoid.http import routes
+from nsfwoid.http import kserve, routes
 
 from . import helpers, images
 from .module_path import ModulePath
@@ -84,19 +84,24 @@ def test_the_decode_side_imports_nothing_of_http_or_the_metrics():
         assert not {n for n in names if n.split(".")[0] in ("aiohttp", "prometheus_client") or "metrics" in n}, name
 
 
+def traced(monkeypatch, owner, name: str) -> list[ModulePath]:
+    """Replaces the coroutine function `owner.name` with one that records the path of each call; the paths."""
+    paths: list[ModulePath] = []
+    original = getattr(owner, name)
+
+    async def follow(*args):
+        path = ModulePath()
+        paths.append(path)
+        return await path.follow(original(*args))
+
+    monkeypatch.setattr(owner, name, follow)
+    return paths
+
+
 @pytest.fixture
 def traced_route(monkeypatch):
     """The paths of the requests POST / serves, from the route to its answer."""
-    paths: list[ModulePath] = []
-    original = routes.score
-
-    async def score(request):
-        path = ModulePath()
-        paths.append(path)
-        return await path.follow(original(request))
-
-    monkeypatch.setattr(routes, "score", score)
-    return paths
+    return traced(monkeypatch, routes, "score")
 
 
 @pytest.mark.parametrize(("accept", "source"), [("text/plain", "body"), ("application/json", "url")])
@@ -116,15 +121,7 @@ async def test_a_request_passes_each_module_once(traced_route, make_client, upst
 
 
 async def test_a_target_of_nsfwoid_score_passes_each_module_once(model, tmp_path, monkeypatch):
-    paths: list[ModulePath] = []
-    original = batch_run.Run.one
-
-    async def one(self, target):
-        path = ModulePath()
-        paths.append(path)
-        return await path.follow(original(self, target))
-
-    monkeypatch.setattr(batch_run.Run, "one", one)
+    paths = traced(monkeypatch, batch_run.Run, "one")
     options = BatchOptions(targets=(str(images.FIDELITY / "brick.jpg"),), jsonl=True,
                            output=tmp_path / "out.jsonl")
     assert await batch_run.score_batch(helpers.TEST_SETTINGS, options, model) == 0
@@ -154,3 +151,14 @@ def test_the_home_page_is_the_package_s_wherever_it_is_written():
              (root / "mediawiki" / "Nsfwoid" / "extension.json").read_text()]
     for text in texts:
         assert re.findall(r"https://www\.mediawiki\.org/wiki/\w+", text) == [nsfwoid.HOME]
+
+
+async def test_a_kserve_call_passes_each_module_once(make_client, monkeypatch):
+    paths = traced(monkeypatch, kserve, "predict")
+    client = await make_client()
+    brick = (images.FIDELITY / "brick.jpg").read_bytes()
+    response = await client.post("/v1/models/open_nsfw:predict", json={"instances": [helpers.b64_instance(brick)]})
+    assert response.status == 200 and "score" in (await response.json())["predictions"][0]
+    (path,) = paths
+    assert path.stops[0] == "nsfwoid.http.kserve" and "nsfwoid.scoring.pipeline" in path.stops
+    assert path.returns <= MAX_RETURNS, path.describe()

@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from ..config import Settings
-from ..errors import InvalidRequest, MissingInput, Problem
+from ..errors import InvalidRequest, MissingInput, Problem, check_size
 from ..scoring.model import MODEL_NAME
 from . import answers, intake
 from .answers import json_response
@@ -111,7 +111,8 @@ async def instance_input(instance: object, settings: Settings) -> intake.Request
             raise InvalidRequest('"image.b64" is not valid base64') from None
         if not data:
             raise MissingInput('"image.b64" is empty')
-        return intake.RequestInput(intake.capped(data, settings), None, "body")
+        check_size(len(data), settings.max_image_bytes, "the image")
+        return intake.RequestInput(data, None, "body")
     if "url" not in instance:
         raise InvalidRequest('an instance is {"image": {"b64": "…"}} or {"url": "…"}')
     url = instance["url"]
