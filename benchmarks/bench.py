@@ -54,6 +54,7 @@ from nsfwoid.scoring.model import CUDA, load_model
 from tests.reference import fast_path_deviation, to_tensor
 
 HERE = Path(__file__).resolve().parent
+STAGES = ("intake", "decode", "exchange", "batching")  # nsfwoid_stage_cpu_seconds_total's
 CONCURRENCY = (1, 4, 16, 32)
 BATCHES = (1, 4, 8, 16, 32)
 REQUESTS = {"thumbs": 512, "camera": 48, "png": 128}
@@ -203,65 +204,101 @@ def _cpu_parts(service: Service) -> dict[str, float]:
                   for family in text_string_to_metric_families(answer.read().decode())
                   for sample in family.samples if sample.name == "nsfwoid_stage_cpu_seconds_total"}
     return {"process": times.user + times.system, "main_thread": main.user_time + main.system_time,
-            "workers": workers, **{stage: stages.get(stage, 0.0) for stage in ("decode", "exchange", "batching")}}
+            "workers": workers, **{stage: stages.get(stage, 0.0) for stage in STAGES}}
 
 
 def _account(ms: dict[str, float]) -> dict[str, float]:
     """The parts of a thumbnail's CPU, in core-ms, from the CPU spent (ms per thumbnail) by each part."""
-    parts = {
-        "http_loop_and_intake": ms["main_thread"],
+    return _rounded_account({
+        "http_and_loop": ms["main_thread"] - ms["intake"],
+        "intake": ms["intake"],
         "trip_to_worker_and_back": ms["exchange"] + (ms["workers"] - ms["decode"]),
         "decode_and_preprocess": ms["decode"],
         "batching": ms["batching"],
         "inference": ms["process"] - ms["main_thread"] - ms["exchange"] - ms["batching"],
-    }
+    })
+
+
+def _rounded_account(parts: dict[str, float]) -> dict[str, float]:
+    """An account's parts rounded, with what is neither decoding nor inference, and the total."""
     parts = {name: round(value, 2) for name, value in parts.items()}
     neither = sum(value for name, value in parts.items() if name not in ("decode_and_preprocess", "inference"))
     return {**parts, "neither_decode_nor_inference": round(neither, 2), "total": round(sum(parts.values()), 2)}
 
 
 def alternating_rounds(services: dict[str, Service], requests: list, rounds: int, concurrency: int) \
-        -> dict[str, list[float]]:
-    """Images/s of each service, in rounds that alternate between them, so that a machine's slow spell hits each
-    alike; each round after a warm-up of its own."""
+        -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Images/s and p99 latency (ms) of each service, in rounds that alternate between them, so that a machine's
+    slow spell hits each alike; each round after a warm-up of its own."""
     rates: dict[str, list[float]] = {name: [] for name in services}
+    p99s: dict[str, list[float]] = {name: [] for name in services}
     for _ in range(rounds):
         for name, service in services.items():
             asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
-            elapsed, _, statuses = asyncio.run(load([service.base], requests, concurrency))
+            elapsed, latencies, statuses = asyncio.run(load([service.base], requests, concurrency))
             assert statuses == {200: len(requests)}, statuses
             rates[name].append(round(len(requests) / elapsed, 1))
-            print(f"{name} {len(requests) / elapsed:.1f} images/s", flush=True)
-    return rates
+            p99s[name].append(percentiles(latencies)["p99_ms"])
+            print(f"{name} {len(requests) / elapsed:.1f} images/s, p99 {p99s[name][-1]} ms", flush=True)
+    return rates, p99s
 
 
-def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurrency: int = 16) -> dict:
-    """Thumbnail throughput of this tree's service and of `revision`'s, in one run on the same machine.
+def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurrency: int = 16,
+                  cli_rounds: int = 3) -> dict:
+    """This tree against `revision`, in one run on the same machine, for #52's targets: the thumbnail service's
+    throughput and p99, its throughput against the CPU bound (measured before and after), and `nsfwoid score`'s
+    throughput on distinct local thumbnails.
 
-    Both serve at once (the idle one costs nothing); rounds alternate between them, so that a machine's slow
-    spell hits both alike. Reports each one's median and best round. The revision runs from a git worktree on
-    PYTHONPATH, with this environment's packages.
+    Both services serve at once (the idle one costs nothing); rounds alternate between them, and so do the CLI
+    runs, so that a machine's slow spell hits both alike. The revision runs from a git worktree on PYTHONPATH,
+    with this environment's packages.
     """
-    count = REQUESTS["thumbs"]
-    requests = image_posts(corpus, count)
+    requests = image_posts(corpus, REQUESTS["thumbs"])
+    tensors = [to_tensor(data, max_pixels=10**9, exact=True) for data in corpus]
+    bound_setup = {"machine": machine(), "ceiling": ceiling(tensors, 2.0)}
     with tempfile.TemporaryDirectory() as tmp:
         worktree = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(worktree), revision],
                        check=True, capture_output=True)
-        services = {"current": Service(NSFWOID_MAX_INFLIGHT="64"),
-                    revision: Service(NSFWOID_MAX_INFLIGHT="64", PYTHONPATH=str(worktree))}
+        trees = {"current": {}, revision: {"PYTHONPATH": str(worktree)}}
         try:
-            rates = alternating_rounds(services, requests, rounds, concurrency)
+            before = _cpu_bound_now(bound_setup, tensors, corpus)
+            services = {name: Service(NSFWOID_MAX_INFLIGHT="64", **env) for name, env in trees.items()}
+            try:
+                rates, p99s = alternating_rounds(services, requests, rounds, concurrency)
+            finally:
+                for service in services.values():
+                    service.stop()
+            after = _cpu_bound_now(bound_setup, tensors, corpus)
+            root = Path(tmp) / "thumbs"
+            distinct_thumbs(root)
+            cli_rates: dict[str, list[float]] = {name: [] for name in trees}
+            for _ in range(cli_rounds):
+                for name, env in trees.items():
+                    output = Path(tmp) / f"{len(cli_rates[name])}.jsonl"
+                    cli_rates[name].append(_score_cli(["--jsonl", "--output", str(output), str(root)],
+                                                      **env)["images_per_s"])
+                    print(f"nsfwoid score, {name}: {cli_rates[name][-1]} images/s", flush=True)
         finally:
-            for service in services.values():
-                service.stop()
             subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(worktree)],
                            check=True, capture_output=True)
     median = {name: float(np.median(values)) for name, values in rates.items()}
-    best = {name: max(values) for name, values in rates.items()}
-    return {"revision": revision, "concurrency": concurrency, "images_per_s": rates,
-            "median_current_over_revision": round(median["current"] / median[revision], 3),
-            "best_current_over_revision": round(best["current"] / best[revision], 3)}
+    bound = (before["images_per_s"] + after["images_per_s"]) / 2
+    cli_median = {name: float(np.median(values)) for name, values in cli_rates.items()}
+    return {
+        "machine": bound_setup["machine"], "revision": revision, "concurrency": concurrency,
+        "images_per_s": rates, "p99_ms": p99s,
+        "median_current_over_revision": round(median["current"] / median[revision], 3),
+        "best_current_over_revision": round(max(rates["current"]) / max(rates[revision]), 3),
+        "median_p99_ms": {name: float(np.median(values)) for name, values in p99s.items()},
+        "cpu_bound_images_per_s": {"before": round(before["images_per_s"], 1),
+                                   "after": round(after["images_per_s"], 1)},
+        "bound_cpu_ms_per_image": {part: round((before["cpu_ms_per_image"][part] + after["cpu_ms_per_image"][part])
+                                               / 2, 2) for part in before["cpu_ms_per_image"]},
+        "median_over_cpu_bound": {name: round(value / bound, 3) for name, value in median.items()},
+        "cli_images_per_s": cli_rates,
+        "cli_median_current_over_revision": round(cli_median["current"] / cli_median[revision], 3),
+    }
 
 
 def bf16_against_fp32(tensors: list[np.ndarray], corpus: list[bytes], seconds: float, rounds: int = 6,
@@ -278,7 +315,7 @@ def bf16_against_fp32(tensors: list[np.ndarray], corpus: list[bytes], seconds: f
     requests = image_posts(corpus, count)
     services = {precision: Service(NSFWOID_MAX_INFLIGHT="64", NSFWOID_PRECISION=precision) for precision in models}
     try:
-        rates = alternating_rounds(services, requests, rounds, concurrency)
+        rates, _ = alternating_rounds(services, requests, rounds, concurrency)
     finally:
         for service in services.values():
             service.stop()
@@ -554,8 +591,13 @@ def _fused_on_core(core: int, paths: list[Path]) -> tuple[float, float, int]:
 
 def _score_cli(args: list[str], sample_rss: bool = False, breakdown: Path | None = None, **env: str) -> dict:
     """Run `nsfwoid score`; its rate is the summary's (from the end of its self-test). Sampled every 0.5 s:
-    RSS, and with `breakdown` (the run's --output) the CPU of each part per target written meanwhile."""
-    process = subprocess.Popen([sys.executable, "-m", "nsfwoid", "score", *args], env={**os.environ, **env},
+    RSS, and with `breakdown` (the run's --output) the CPU of each part per target written meanwhile, the run's
+    own stage counters included (score_with_stages.py)."""
+    command = [sys.executable, "-m", "nsfwoid", "score", *args]
+    stages = breakdown.with_name(breakdown.name + ".stages.json") if breakdown is not None else None
+    if stages is not None:
+        command = [sys.executable, str(HERE / "score_with_stages.py"), str(stages), "score", *args]
+    process = subprocess.Popen(command, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples, parts = [], []
     watched = psutil.Process(process.pid)
@@ -563,8 +605,9 @@ def _score_cli(args: list[str], sample_rss: bool = False, breakdown: Path | None
         with contextlib.suppress(psutil.Error):
             if sample_rss:
                 samples.append(round(watched.memory_info().rss / 2**20, 1))
-            if breakdown is not None and breakdown.exists():
-                parts.append((time.perf_counter(), _lines(breakdown), _cpu_by_part(watched)))
+            if breakdown is not None and breakdown.exists() and stages.exists():
+                parts.append((time.perf_counter(), _lines(breakdown),
+                              {**_cpu_by_part(watched), "stages": json.loads(stages.read_text())}))
         time.sleep(0.5)
     summary = process.stderr.read().strip().splitlines()[-1]
     match = re.search(r"(\d+) targets: (\d+) scored \((\d+) identical.*?; ([\d.]+)/s", summary)
@@ -603,7 +646,8 @@ def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
     before the pool and the threads wind down), of the inference threads (the `runs` busiest threads but the
     main one, one per model run), the main thread (the event loop: the run's own work, output included), the
     other threads (those that talk to the workers, reads and hashing) and the decode workers (decoding, and
-    their side of the trip); and the cores used meanwhile."""
+    their side of the trip); and the cores used meanwhile. With the run's stage counters, the same CPU as the
+    service's account divides it (`account`)."""
     start, written, first = next(sample for sample in parts if sample[1] > 0)
     end, last_written, last = [sample for sample in parts if sample[1] < parts[-1][1]][-1]
     spent = {tid: seconds - first["threads"].get(tid, 0.0) for tid, seconds in last["threads"].items()}
@@ -612,7 +656,19 @@ def _steady_state(parts: list[tuple[float, int, dict]], runs: int) -> dict:
     cpu = {"inference": sum(by_thread[:runs]), "main_thread": main, "other_threads": sum(by_thread[runs:]),
            "decode_workers": last["decode_workers"] - first["decode_workers"]}
     targets = last_written - written
-    return {"cpu_ms_per_image": {part: round(seconds * 1000 / targets, 2) for part, seconds in cpu.items()},
+    ms = {part: seconds * 1000 / targets for part, seconds in cpu.items()}
+    stage = {name: (last["stages"].get(name, 0.0) - first["stages"].get(name, 0.0)) * 1000 / targets
+             for name in STAGES}
+    account = {
+        "loop_and_run": ms["main_thread"] + ms["other_threads"] - stage["intake"] - stage["exchange"],
+        "intake": stage["intake"],
+        "trip_to_worker_and_back": stage["exchange"] + ms["decode_workers"] - stage["decode"],
+        "decode_and_preprocess": stage["decode"],
+        "batching": stage["batching"],
+        "inference": ms["inference"] - stage["batching"],
+    }
+    return {"cpu_ms_per_image": {part: round(value, 2) for part, value in ms.items()},
+            "account": _rounded_account(account),
             "cores_used": round(sum(cpu.values()) / (end - start), 2)}
 
 
@@ -650,7 +706,8 @@ def main() -> None:
     parser.add_argument("--only-cli", action="store_true",
                         help="only `nsfwoid score`, with the ceiling and decode cost its bound needs")
     parser.add_argument("--compare-with", metavar="REVISION",
-                        help="only the thumbnail service throughput, this tree's against REVISION's")
+                        help="only this tree against REVISION: the thumbnail service (rate, p99, CPU bound) and "
+                             "`nsfwoid score`: results_compare_REVISION.json")
     parser.add_argument("--account", action="store_true",
                         help="only where a thumbnail's CPU goes in the service: results_account.json")
     parser.add_argument("--bf16", action="store_true",
@@ -660,7 +717,7 @@ def main() -> None:
     if args.compare_with:
         result = compared_with(args.compare_with, make_corpora(only="thumbs")["thumbs"])
         print("compare", result, flush=True)
-        args.out.with_name("results_compare.json").write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_name(f"results_compare_{args.compare_with}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     imaging.configure_pillow(Settings().max_pixels)
 

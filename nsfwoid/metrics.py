@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -43,15 +47,28 @@ DECODE_WORKERS_REPLACED = Counter(
     ["cause"],
 )
 MODEL_INFO = Info("nsfwoid_model", "The model being served")
-# Where a scored image's CPU time goes, in the service's own words, for the stages that run on threads or in
-# processes of their own. The rest follows from the process's CPU time: HTTP, the event loop and intake are the
-# main thread's; inference is what the process spends beyond the main thread, `exchange` and `batching` (the
-# model's own threads included); the decode workers' CPU time beyond `decode` is their side of the trip.
+# Where a scored image's CPU time goes, in the service's own words: each stage's own CPU time, on its own threads
+# or processes, or (intake) on the event loop's thread between its awaits. The rest follows from the process's CPU
+# time: HTTP and the event loop are the main thread's beyond intake; inference is what the process spends beyond
+# the main thread, `exchange` and `batching` (the model's own threads included); the decode workers' CPU time
+# beyond `decode` is their side of the trip.
 STAGE_CPU = Counter(
-    "nsfwoid_stage_cpu_seconds", "CPU time by stage of scoring: decode (in the decode workers: decoding and "
-    "preprocessing), exchange (the service's side of the trip to a decode worker and back), batching (a model "
-    "run's input assembled from the crops)", ["stage"],
+    "nsfwoid_stage_cpu_seconds", "CPU time by stage of scoring: intake (checking and reading a request's "
+    "input, on the event loop), decode (in the decode workers: decoding and preprocessing), exchange "
+    "(the service's side of the trip to a decode worker and back), batching (a model run's input assembled from "
+    "the crops)", ["stage"],
 )
+
+
+@contextmanager
+def stage_cpu(stage: str) -> Iterator[None]:
+    """Count the CPU time this thread spends in the block as `stage`'s. The block must not await: on the event
+    loop, other tasks' time would be counted too."""
+    started = time.thread_time()
+    try:
+        yield
+    finally:
+        STAGE_CPU.labels(stage).inc(time.thread_time() - started)
 
 
 def count_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -28,6 +28,7 @@ from . import helpers, images, processes, reference
 # Real `nsfwoid` processes, each with its decode workers.
 pytestmark = pytest.mark.processes
 
+ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = reference.expected_scores()
 LOOPBACK = {"NSFWOID_ALLOWED_HOSTS": "127.0.0.1", "NSFWOID_ALLOW_PRIVATE_ADDRESSES": "true"}
 
@@ -158,6 +159,20 @@ async def test_names_that_are_not_utf_8_pass_as_bytes_and_a_fifo_is_refused(tmp_
 
     code, out, _ = await run_score("--from", "-", stdin=os.fsencode(odd) + b"\n", env=strict, timeout=60)
     assert code == 0 and out == f"{score.decode()}\t{odd}\n"
+
+
+def test_a_run_counts_its_stages_as_the_service_does(photos, tmp_path):
+    """What bench.py's account of `nsfwoid score` reads (benchmarks/score_with_stages.py): reading and hashing
+    the files (intake), both sides of the decode workers' trip, decoding, and batching each took CPU time."""
+    stages = tmp_path / "stages.json"
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "score_with_stages.py"), str(stages), "score", "--output",
+         str(tmp_path / "scores.tsv"), str(photos)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 1, finished.stderr  # one broken file among them
+    assert len((tmp_path / "scores.tsv").read_text().splitlines()) == 4  # the images; the broken file on stderr
+    counted = json.loads(stages.read_text())
+    assert set(counted) == {"intake", "decode", "exchange", "batching"}
+    assert all(seconds > 0 for seconds in counted.values()), counted
 
 
 async def test_targets_from_standard_input(photos):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -101,9 +100,8 @@ class Model:
 
     def run_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """The decode workers' uint8 crops → their NSFW probabilities. Blocking: the batcher's inference thread."""
-        started = time.thread_time()
-        batch = model_input(np.stack(crops))
-        metrics.STAGE_CPU.labels("batching").inc(time.thread_time() - started)
+        with metrics.stage_cpu("batching"):
+            batch = model_input(np.stack(crops))
         return self.run(batch)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

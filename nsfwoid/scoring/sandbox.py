@@ -20,7 +20,6 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -95,20 +94,18 @@ class Worker:
         worker ended without an answer. A stopped worker is not given it: another worker can take it."""
         if self.stopped():
             return Ended.BEFORE_TAKING
-        started = time.thread_time()
-        try:
-            self.connection.send((function, kwargs))
-            self.connection.send_bytes(data)
-            if self.connection.recv_bytes() != TAKEN:
-                raise EOFError
-        except (EOFError, OSError):
-            return Ended.BEFORE_TAKING  # it ended before it had the task: another worker can take it
-        try:
-            return self.connection.recv()
-        except (EOFError, OSError):
-            return Ended.WHILE_SERVING
-        finally:
-            metrics.STAGE_CPU.labels("exchange").inc(time.thread_time() - started)
+        with metrics.stage_cpu("exchange"):
+            try:
+                self.connection.send((function, kwargs))
+                self.connection.send_bytes(data)
+                if self.connection.recv_bytes() != TAKEN:
+                    raise EOFError
+            except (EOFError, OSError):
+                return Ended.BEFORE_TAKING  # it ended before it had the task: another worker can take it
+            try:
+                return self.connection.recv()
+            except (EOFError, OSError):
+                return Ended.WHILE_SERVING
 
 
 # The forkserver's environment, and so its workers'.
