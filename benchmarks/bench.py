@@ -229,11 +229,12 @@ def _rounded_account(parts: dict[str, float]) -> dict[str, float]:
 def alternating_rounds(services: dict[str, Service], requests: list, rounds: int, concurrency: int) \
         -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Images/s and p99 latency (ms) of each service, in rounds that alternate between them, so that a machine's
-    slow spell hits each alike; each round after a warm-up of its own."""
+    slow spell hits each alike; each round after a warm-up of its own. Every other round runs them in reverse
+    order, so that going first or last favours none."""
     rates: dict[str, list[float]] = {name: [] for name in services}
     p99s: dict[str, list[float]] = {name: [] for name in services}
-    for _ in range(rounds):
-        for name, service in services.items():
+    for number in range(rounds):
+        for name, service in list(services.items())[:: -1 if number % 2 else 1]:
             asyncio.run(load([service.base], requests[: concurrency * 2], concurrency))  # warm-up
             elapsed, latencies, statuses = asyncio.run(load([service.base], requests, concurrency))
             assert statuses == {200: len(requests)}, statuses
@@ -245,9 +246,10 @@ def alternating_rounds(services: dict[str, Service], requests: list, rounds: int
 
 def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurrency: int = 16,
                   cli_rounds: int = 3) -> dict:
-    """This tree against `revision`, in one run on the same machine, for #52's targets: the thumbnail service's
-    throughput and p99, its throughput against the CPU bound (measured before and after), and `nsfwoid score`'s
-    throughput on distinct local thumbnails.
+    """This tree against `revision`, in one run on the same machine: the thumbnail service's throughput and p99,
+    its throughput against the CPU bound (measured before and after), in one process on every core and (this tree
+    alone) as the manifests run it, a 1-CPU process per core; and `nsfwoid score`'s throughput on distinct local
+    thumbnails.
 
     Both services serve at once (the idle one costs nothing); rounds alternate between them, and so do the CLI
     runs, so that a machine's slow spell hits both alike. The revision runs from a git worktree on PYTHONPATH,
@@ -269,6 +271,7 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
             finally:
                 for service in services.values():
                     service.stop()
+            per_core = _per_core_rates(requests, rounds // 2, concurrency)
             after = _cpu_bound_now(bound_setup, tensors, corpus)
             root = Path(tmp) / "thumbs"
             distinct_thumbs(root)
@@ -296,9 +299,30 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
         "bound_cpu_ms_per_image": {part: round((before["cpu_ms_per_image"][part] + after["cpu_ms_per_image"][part])
                                                / 2, 2) for part in before["cpu_ms_per_image"]},
         "median_over_cpu_bound": {name: round(value / bound, 3) for name, value in median.items()},
+        "process_per_core_images_per_s": per_core,
+        "process_per_core_median_over_cpu_bound": round(float(np.median(per_core)) / bound, 3),
         "cli_images_per_s": cli_rates,
         "cli_median_current_over_revision": round(cli_median["current"] / cli_median[revision], 3),
     }
+
+
+def _per_core_rates(requests: list, rounds: int, concurrency: int) -> list[float]:
+    """Images/s of this tree as the manifests run it, one 1-CPU service pinned to each core behind a
+    least-request balancer, in `rounds` rounds after a warm-up."""
+    services = [Service(cpus={core}, NSFWOID_MAX_INFLIGHT="64") for core in sorted(os.sched_getaffinity(0))]
+    bases = [service.base for service in services]
+    try:
+        asyncio.run(load(bases, requests[: concurrency * 2], concurrency))  # warm-up
+        rates = []
+        for _ in range(rounds):
+            elapsed, _, statuses = asyncio.run(load(bases, requests, concurrency))
+            assert statuses == {200: len(requests)}, statuses
+            rates.append(round(len(requests) / elapsed, 1))
+            print(f"current, a process per core: {rates[-1]} images/s", flush=True)
+        return rates
+    finally:
+        for service in services:
+            service.stop()
 
 
 def bf16_against_fp32(tensors: list[np.ndarray], corpus: list[bytes], seconds: float, rounds: int = 6,
