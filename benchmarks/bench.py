@@ -252,8 +252,8 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
     thumbnails.
 
     Both services serve at once (the idle one costs nothing); rounds alternate between them, and so do the CLI
-    runs, so that a machine's slow spell hits both alike. The revision runs from a git worktree on PYTHONPATH,
-    with this environment's packages.
+    runs, so that a machine's slow spell hits both alike, every other round in reverse order. The revision runs
+    from a git worktree on PYTHONPATH, with this environment's packages.
     """
     requests = image_posts(corpus, REQUESTS["thumbs"])
     tensors = [to_tensor(data, max_pixels=10**9, exact=True) for data in corpus]
@@ -276,8 +276,8 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
             root = Path(tmp) / "thumbs"
             distinct_thumbs(root)
             cli_rates: dict[str, list[float]] = {name: [] for name in trees}
-            for _ in range(cli_rounds):
-                for name, env in trees.items():
+            for number in range(cli_rounds):
+                for name, env in list(trees.items())[:: -1 if number % 2 else 1]:
                     output = Path(tmp) / f"{len(cli_rates[name])}.jsonl"
                     cli_rates[name].append(_score_cli(["--jsonl", "--output", str(output), str(root)],
                                                       **env)["images_per_s"])

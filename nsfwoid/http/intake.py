@@ -216,7 +216,7 @@ async def read_input(request: web.Request, settings: Settings) -> RequestInput:
         content_type = body_type(request)
     received = await receive(request, content_type)
     with _intake_cpu():
-        return input_of(received, content_type, settings)
+        return input_of(received, settings)
 
 
 def body_type(request: web.Request) -> str:
@@ -248,7 +248,7 @@ async def receive(request: web.Request, content_type: str) -> bytes | MultiDictP
         raise UnsupportedMediaType(f"cannot parse the {content_type} body: {exc}") from None
 
 
-def input_of(received: bytes | MultiDictProxy, content_type: str, settings: Settings) -> RequestInput:
+def input_of(received: bytes | MultiDictProxy, settings: Settings) -> RequestInput:
     """What a received body asks to score: its bytes, a form's `file`, or a form's `url`."""
     if isinstance(received, bytes):
         if not received:
