@@ -49,12 +49,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from nsfwoid.batch.run import read_file
 from nsfwoid.cli import build_parser, settings_from_args
 from nsfwoid.config import Settings
+from nsfwoid.metrics import STAGES
 from nsfwoid.scoring import imaging
 from nsfwoid.scoring.model import CUDA, load_model
 from tests.reference import fast_path_deviation, to_tensor
 
 HERE = Path(__file__).resolve().parent
-STAGES = ("intake", "decode", "exchange", "batching")  # nsfwoid_stage_cpu_seconds_total's
 CONCURRENCY = (1, 4, 16, 32)
 BATCHES = (1, 4, 8, 16, 32)
 REQUESTS = {"thumbs": 512, "camera": 48, "png": 128}
@@ -308,16 +308,14 @@ def compared_with(revision: str, corpus: list[bytes], rounds: int = 8, concurren
 
 def _per_core_rates(requests: list, rounds: int, concurrency: int) -> list[float]:
     """Images/s of this tree as the manifests run it, one 1-CPU service pinned to each core behind a
-    least-request balancer, in `rounds` rounds after a warm-up."""
+    least-request balancer, in `rounds` rounds, each after a warm-up."""
     services = [Service(cpus={core}, NSFWOID_MAX_INFLIGHT="64") for core in sorted(os.sched_getaffinity(0))]
-    bases = [service.base for service in services]
     try:
-        asyncio.run(load(bases, requests[: concurrency * 2], concurrency))  # warm-up
         rates = []
         for _ in range(rounds):
-            elapsed, _, statuses = asyncio.run(load(bases, requests, concurrency))
+            row, statuses = measured_load(services, requests, concurrency)
             assert statuses == {200: len(requests)}, statuses
-            rates.append(round(len(requests) / elapsed, 1))
+            rates.append(row["images_per_s"])
             print(f"current, a process per core: {rates[-1]} images/s", flush=True)
         return rates
     finally:

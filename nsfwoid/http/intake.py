@@ -94,7 +94,7 @@ class Admission:
 
 
 ADMISSION = web.AppKey("admission", Admission)
-INTAKE_CPU = metrics.STAGE_CPU.labels("intake")
+INTAKE_CPU = metrics.STAGE_SECONDS["intake"]
 
 
 @contextmanager

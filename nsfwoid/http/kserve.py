@@ -95,7 +95,6 @@ def parse_call(body: bytes, max_instances: int) -> object:
         raise InvalidRequest("the JSON is nested too deeply") from None
 
 
-
 async def instance_input(instance: object, settings: Settings) -> intake.RequestInput:
     """A KServe instance's image bytes, decoded from base64, or its URL still to fetch."""
     if not isinstance(instance, dict):

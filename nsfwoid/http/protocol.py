@@ -79,6 +79,8 @@ def without_repeats(head: bytes) -> bytes:
             seen[key] = value
         kept.append(line)
     return b"\r\n".join(kept)
+
+
 # What each parse error means, in words of our own: aiohttp's messages quote the request's bytes.
 PARSE_ERRORS = (
     (LineTooLong, "the request line or a header is over the size limit"),

@@ -67,7 +67,7 @@ class Pipeline:
             inference_seconds=max(seconds for _, seconds in results),
         )
         metrics.PREPROCESS_DURATION.observe(scored.preprocess_seconds)
-        metrics.STAGE_CPU.labels("decode").inc(decoded.cpu_seconds)
+        metrics.STAGE_SECONDS["decode"].inc(decoded.cpu_seconds)
         metrics.FRAMES_SCORED.observe(len(frame_scores))
         metrics.SCORES.observe(scored.score)
         if source is not None:
